@@ -1,0 +1,150 @@
+//! Component counters in the Prometheus text exposition format (version 0.0.4).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use tapio_event::MetricsSnapshot;
+
+/// One metric family: name, type, help, and how to read its value(s) off a snapshot.
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    value: fn(&MetricsSnapshot) -> u64,
+}
+
+const FAMILIES: &[Family] = &[
+    Family {
+        name: "tapio_component_received_events_total",
+        kind: "counter",
+        help: "Events a component received (read, for a source).",
+        value: |s| s.events_in,
+    },
+    Family {
+        name: "tapio_component_sent_events_total",
+        kind: "counter",
+        help: "Events a component passed on (written, for a sink).",
+        value: |s| s.events_out,
+    },
+    Family {
+        name: "tapio_component_sent_bytes_total",
+        kind: "counter",
+        help: "Bytes a sink wrote.",
+        value: |s| s.bytes_out,
+    },
+    Family {
+        name: "tapio_buffer_events",
+        kind: "gauge",
+        help: "Events waiting in a component's input buffer.",
+        value: |s| s.buffer_events,
+    },
+    Family {
+        name: "tapio_buffer_max_events",
+        kind: "gauge",
+        help: "Capacity of a component's input buffer.",
+        value: |s| s.buffer_max,
+    },
+];
+
+/// A family of counters keyed by a second label (drop reason, error kind).
+struct KeyedFamily {
+    name: &'static str,
+    label: &'static str,
+    help: &'static str,
+    counts: fn(&MetricsSnapshot) -> &BTreeMap<&'static str, u64>,
+}
+
+const KEYED_FAMILIES: &[KeyedFamily] = &[
+    KeyedFamily {
+        name: "tapio_component_discarded_events_total",
+        label: "reason",
+        help: "Events dropped on purpose, by reason.",
+        counts: |s| &s.dropped,
+    },
+    KeyedFamily {
+        name: "tapio_component_errors_total",
+        label: "error_type",
+        help: "Events that failed, by kind of error.",
+        counts: |s| &s.errors,
+    },
+];
+
+/// Renders every component's counters, with `component`, `component_kind` and `component_type` labels.
+pub fn render(snapshots: &[MetricsSnapshot]) -> String {
+    let mut out = String::new();
+    let labels = |s: &MetricsSnapshot| {
+        format!(
+            "component=\"{}\",component_kind=\"{}\",component_type=\"{}\"",
+            escape(&s.name),
+            s.kind.as_str(),
+            escape(&s.component_type)
+        )
+    };
+    for family in FAMILIES {
+        let _ = writeln!(
+            out,
+            "# HELP {} {}\n# TYPE {} {}",
+            family.name, family.help, family.name, family.kind
+        );
+        for s in snapshots {
+            let _ = writeln!(
+                out,
+                "{}{{{}}} {}",
+                family.name,
+                labels(s),
+                (family.value)(s)
+            );
+        }
+    }
+    for family in KEYED_FAMILIES {
+        let _ = writeln!(
+            out,
+            "# HELP {} {}\n# TYPE {} counter",
+            family.name, family.help, family.name
+        );
+        for s in snapshots {
+            for (key, value) in (family.counts)(s) {
+                let _ = writeln!(
+                    out,
+                    "{}{{{},{}=\"{key}\"}} {value}",
+                    family.name,
+                    labels(s),
+                    family.label
+                );
+            }
+        }
+    }
+    out
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapio_event::{ComponentKind, ComponentMetrics};
+
+    #[test]
+    fn exposes_counters_with_labels() {
+        let metrics = ComponentMetrics::new("out", "file", ComponentKind::Sink);
+        metrics.add_events_out(42);
+        metrics.add_dropped("buffer_full", 3);
+        let text = render(&[metrics.snapshot()]);
+        assert!(
+            text.contains("# TYPE tapio_component_sent_events_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tapio_component_sent_events_total{component=\"out\",component_kind=\"sink\",component_type=\"file\"} 42"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "tapio_component_discarded_events_total{component=\"out\",component_kind=\"sink\",component_type=\"file\",reason=\"buffer_full\"} 3"
+        ));
+    }
+}

@@ -1,0 +1,270 @@
+//! The bounded buffer in front of a component, counted in events rather than batches so memory
+//! stays bounded however big batches are. All upstream edges of a component share its buffer (the
+//! user sizes one `buffer.max_events` per sink). With `when_full = "block"` a full buffer makes the
+//! sender wait, which stalls the source (backpressure); with `"drop_newest"` the batch that does
+//! not fit is dropped, counted and acknowledged as dropped.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::ack::BatchStatus;
+use crate::batch::EventBatch;
+use crate::metrics::ComponentMetrics;
+
+/// What a full buffer does with a new batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Wait for room: backpressure reaches the sources.
+    #[default]
+    Block,
+    /// Drop the batch that does not fit, counting its events as `buffer_full` drops.
+    DropNewest,
+}
+
+/// The receiving component has gone away (it failed or finished).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed;
+
+struct Queued {
+    batch: EventBatch,
+    permits: u32,
+}
+
+/// Writes into one component's buffer; cloned for each upstream edge.
+#[derive(Clone)]
+pub struct BufferSender {
+    queue: mpsc::UnboundedSender<Queued>,
+    room: Arc<Semaphore>,
+    max_events: u32,
+    when_full: WhenFull,
+    metrics: Arc<ComponentMetrics>,
+}
+
+/// Reads a component's buffer; ends when every sender is gone and the buffer is empty.
+pub struct BufferReceiver {
+    queue: mpsc::UnboundedReceiver<Queued>,
+    room: Arc<Semaphore>,
+    max_events: u32,
+    metrics: Arc<ComponentMetrics>,
+}
+
+/// A buffer of `max_events` in front of the component whose counters are `metrics`.
+pub fn buffer(
+    max_events: usize,
+    when_full: WhenFull,
+    metrics: Arc<ComponentMetrics>,
+) -> (BufferSender, BufferReceiver) {
+    let max_events = max_events.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize)) as u32;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let room = Arc::new(Semaphore::new(max_events as usize));
+    metrics.set_buffer_max(max_events as usize);
+    (
+        BufferSender {
+            queue: tx,
+            room: Arc::clone(&room),
+            max_events,
+            when_full,
+            metrics: Arc::clone(&metrics),
+        },
+        BufferReceiver {
+            queue: rx,
+            room,
+            max_events,
+            metrics,
+        },
+    )
+}
+
+impl BufferSender {
+    /// Queues `batch`, waiting for room or dropping it as the buffer's policy says.
+    /// A batch larger than the whole buffer waits for an empty buffer and then goes in alone.
+    pub async fn send(&self, batch: EventBatch) -> Result<(), Closed> {
+        if batch.is_empty() {
+            batch.ack(BatchStatus::Delivered);
+            return Ok(());
+        }
+        let permits = (batch.len() as u64).min(u64::from(self.max_events)) as u32;
+        let granted = match self.when_full {
+            WhenFull::Block => self.room.acquire_many(permits).await.ok(),
+            WhenFull::DropNewest => match self.room.try_acquire_many(permits) {
+                Ok(granted) => Some(granted),
+                Err(tokio::sync::TryAcquireError::NoPermits) => {
+                    self.metrics.add_dropped("buffer_full", batch.len());
+                    batch.ack(BatchStatus::Dropped);
+                    return Ok(());
+                }
+                Err(tokio::sync::TryAcquireError::Closed) => None,
+            },
+        };
+        let Some(granted) = granted else {
+            return Err(Closed);
+        };
+        granted.forget();
+        self.queue
+            .send(Queued { batch, permits })
+            .map_err(|_| Closed)?;
+        self.report_fill();
+        Ok(())
+    }
+
+    fn report_fill(&self) {
+        let free = self.room.available_permits() as u32;
+        self.metrics
+            .set_buffer_events(self.max_events.saturating_sub(free) as usize);
+    }
+}
+
+impl BufferReceiver {
+    /// The next batch, or `None` once every sender is gone and the buffer is drained.
+    pub async fn recv(&mut self) -> Option<EventBatch> {
+        let queued = self.queue.recv().await?;
+        self.room.add_permits(queued.permits as usize);
+        let free = self.room.available_permits() as u32;
+        self.metrics
+            .set_buffer_events(self.max_events.saturating_sub(free) as usize);
+        self.metrics.add_events_in(queued.batch.len());
+        Some(queued.batch)
+    }
+}
+
+impl Drop for BufferReceiver {
+    fn drop(&mut self) {
+        // Wake senders blocked on a buffer nobody will read again.
+        self.room.close();
+    }
+}
+
+/// One output of a component: every buffer downstream of it. Sending shares the batch (an `Arc`
+/// clone per extra consumer) and waits on each consumer in turn, so the slowest `block` consumer
+/// sets the pace, as backpressure should.
+#[derive(Clone, Default)]
+pub struct Fanout {
+    consumers: Vec<BufferSender>,
+}
+
+impl Fanout {
+    /// An output feeding `consumers`.
+    pub fn new(consumers: Vec<BufferSender>) -> Self {
+        Fanout { consumers }
+    }
+
+    /// Whether anything reads this output.
+    pub fn is_connected(&self) -> bool {
+        !self.consumers.is_empty()
+    }
+
+    /// Delivers `batch` to every consumer. Consumers that have gone away are forgotten; when none
+    /// is left the batch is acknowledged as dropped and `Err(Closed)` tells the producer to stop.
+    pub async fn send(&mut self, batch: EventBatch) -> Result<(), Closed> {
+        if self.consumers.is_empty() {
+            batch.ack(BatchStatus::Dropped);
+            return Err(Closed);
+        }
+        let last = self.consumers.len() - 1;
+        let mut closed = Vec::new();
+        for (index, consumer) in self.consumers[..last].iter().enumerate() {
+            if consumer.send(batch.clone()).await.is_err() {
+                closed.push(index);
+            }
+        }
+        if self.consumers[last].send(batch).await.is_err() {
+            closed.push(last);
+        }
+        for index in closed.into_iter().rev() {
+            self.consumers.remove(index);
+        }
+        if self.consumers.is_empty() {
+            Err(Closed)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ack::AckToken;
+    use crate::event::{EventType, UnifiedEvent};
+    use crate::metrics::ComponentKind;
+    use crate::time::Timestamp;
+    use std::time::Duration;
+
+    fn events(n: usize) -> Vec<UnifiedEvent> {
+        (0..n)
+            .map(|i| UnifiedEvent::new(EventType::Process, "test", Timestamp(i as i64 + 1)))
+            .collect()
+    }
+
+    fn metrics() -> Arc<ComponentMetrics> {
+        Arc::new(ComponentMetrics::new(
+            "sink",
+            "blackhole",
+            ComponentKind::Sink,
+        ))
+    }
+
+    #[tokio::test]
+    async fn block_waits_for_room_counted_in_events() {
+        let (tx, mut rx) = buffer(10, WhenFull::Block, metrics());
+        tx.send(EventBatch::new(events(6))).await.unwrap();
+        let blocked = tokio::time::timeout(
+            Duration::from_millis(50),
+            tx.send(EventBatch::new(events(6))),
+        );
+        assert!(
+            blocked.await.is_err(),
+            "second batch fit into a full buffer"
+        );
+        assert_eq!(rx.recv().await.unwrap().len(), 6);
+        tokio::time::timeout(Duration::from_secs(1), tx.send(EventBatch::new(events(6))))
+            .await
+            .expect("room was freed")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn drop_newest_counts_and_acks_dropped() {
+        let metrics = metrics();
+        let (tx, _rx) = buffer(5, WhenFull::DropNewest, Arc::clone(&metrics));
+        tx.send(EventBatch::new(events(5))).await.unwrap();
+        let (token, receiver) = AckToken::new();
+        tx.send(EventBatch::with_ack(events(3), token))
+            .await
+            .unwrap();
+        assert_eq!(receiver.status().await, BatchStatus::Dropped);
+        assert_eq!(metrics.snapshot().dropped.get("buffer_full"), Some(&3));
+        assert_eq!(metrics.snapshot().buffer_events, 5);
+    }
+
+    #[tokio::test]
+    async fn oversized_batch_goes_in_alone() {
+        let (tx, mut rx) = buffer(4, WhenFull::Block, metrics());
+        tx.send(EventBatch::new(events(9))).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap().len(), 9);
+    }
+
+    #[tokio::test]
+    async fn fanout_shares_events_and_reports_closed_consumers() {
+        let (a_tx, mut a_rx) = buffer(10, WhenFull::Block, metrics());
+        let (b_tx, b_rx) = buffer(10, WhenFull::Block, metrics());
+        let mut out = Fanout::new(vec![a_tx, b_tx]);
+        drop(b_rx);
+        out.send(EventBatch::new(events(2))).await.unwrap();
+        assert_eq!(a_rx.recv().await.unwrap().len(), 2);
+        drop(a_rx);
+        assert_eq!(out.send(EventBatch::new(events(1))).await, Err(Closed));
+    }
+
+    #[tokio::test]
+    async fn receiver_ends_after_senders_are_gone() {
+        let (tx, mut rx) = buffer(10, WhenFull::Block, metrics());
+        tx.send(EventBatch::new(events(1))).await.unwrap();
+        drop(tx);
+        assert!(rx.recv().await.is_some());
+        assert!(rx.recv().await.is_none());
+    }
+}

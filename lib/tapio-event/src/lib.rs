@@ -1,0 +1,28 @@
+//! The domain layer (L0) of Tapio: the `UnifiedEvent` that flows through every component, the
+//! batches that carry it, the end-to-end acknowledgements, the bounded buffers between components
+//! and the contracts every source and sink implements. Nothing here does I/O, so every other layer
+//! can depend on it.
+
+pub mod ack;
+pub mod batch;
+pub mod buffer;
+pub mod codec;
+pub mod component;
+pub mod event;
+pub mod id;
+pub mod metrics;
+pub mod template;
+pub mod time;
+pub mod units;
+
+pub use ack::{AckReceiver, AckToken, BatchStatus};
+pub use batch::EventBatch;
+pub use buffer::{BufferReceiver, BufferSender, Fanout, WhenFull};
+pub use component::{
+    BuildContext, ComponentError, ComponentFuture, ShutdownSignal, ShutdownTrigger, Sink,
+    SinkContext, Source, SourceContext, SourceOutputs,
+};
+pub use event::*;
+pub use metrics::{ComponentKind, ComponentMetrics, MetricsSnapshot};
+pub use time::Timestamp;
+pub use units::{ByteSize, ConfigDuration};

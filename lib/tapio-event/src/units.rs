@@ -1,0 +1,200 @@
+//! Durations (`"30s"`, `"500ms"`) and sizes (`"256MiB"`) as config values. They deserialize from
+//! strings (and sizes also from plain integers) so a bad value is a config error on its own line.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// A config duration such as `"1m30s"`, `"500ms"`, `"2h"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ConfigDuration(pub Duration);
+
+/// A config size in bytes such as `"1MiB"`, `"64KB"` or `65536`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ConfigDuration {
+    /// Parses a sequence of `<number><unit>` with units ns, us, ms, s, m, h, d.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let trimmed = text.trim();
+        if trimmed.is_empty() {
+            return Err("empty duration; write e.g. \"30s\" or \"500ms\"".into());
+        }
+        let mut total = Duration::ZERO;
+        let mut rest = trimmed;
+        while !rest.is_empty() {
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            if digits == 0 {
+                return Err(format!(
+                    "invalid duration {text:?}: expected a number at {rest:?}"
+                ));
+            }
+            let value: u64 = rest[..digits]
+                .parse()
+                .map_err(|_| format!("invalid duration {text:?}: number too large"))?;
+            rest = &rest[digits..];
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            let unit = &rest[..unit_len];
+            rest = &rest[unit_len..];
+            let nanos_per_unit: u64 = match unit {
+                "ns" => 1,
+                "us" | "µs" => 1_000,
+                "ms" => 1_000_000,
+                "s" => 1_000_000_000,
+                "m" => 60_000_000_000,
+                "h" => 3_600_000_000_000,
+                "d" => 86_400_000_000_000,
+                "" => {
+                    return Err(format!(
+                        "invalid duration {text:?}: missing unit (ns, us, ms, s, m, h, d)"
+                    ));
+                }
+                other => {
+                    return Err(format!(
+                        "invalid duration {text:?}: unknown unit {other:?} (use ns, us, ms, s, m, h, d)"
+                    ));
+                }
+            };
+            let nanos = value
+                .checked_mul(nanos_per_unit)
+                .ok_or_else(|| format!("invalid duration {text:?}: too large"))?;
+            total += Duration::from_nanos(nanos);
+        }
+        Ok(ConfigDuration(total))
+    }
+}
+
+impl ByteSize {
+    /// Parses `<number>[unit]` with units B, KB, MB, GB (powers of 1000) and KiB, MiB, GiB.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let trimmed = text.trim();
+        let digits = trimmed
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(trimmed.len());
+        if digits == 0 {
+            return Err(format!(
+                "invalid size {text:?}: write e.g. \"256MiB\" or \"64KB\""
+            ));
+        }
+        let value: u64 = trimmed[..digits]
+            .parse()
+            .map_err(|_| format!("invalid size {text:?}: number too large"))?;
+        let multiplier: u64 = match trimmed[digits..].trim() {
+            "" | "B" => 1,
+            "KB" | "kB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            other => {
+                return Err(format!(
+                    "invalid size {text:?}: unknown unit {other:?} (use B, KB, MB, GB, KiB, MiB, GiB)"
+                ));
+            }
+        };
+        value
+            .checked_mul(multiplier)
+            .map(ByteSize)
+            .ok_or_else(|| format!("invalid size {text:?}: too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        ConfigDuration::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as \"1MiB\" or a number of bytes")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(v).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for crate::template::Template {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        crate::template::Template::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            ConfigDuration::parse("30s").unwrap().0,
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            ConfigDuration::parse("500ms").unwrap().0,
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            ConfigDuration::parse("1m30s").unwrap().0,
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            ConfigDuration::parse("2h").unwrap().0,
+            Duration::from_secs(7200)
+        );
+        assert_eq!(
+            ConfigDuration::parse("1d").unwrap().0,
+            Duration::from_secs(86_400)
+        );
+        assert_eq!(
+            ConfigDuration::parse("250us").unwrap().0,
+            Duration::from_micros(250)
+        );
+        assert!(
+            ConfigDuration::parse("30")
+                .unwrap_err()
+                .contains("missing unit")
+        );
+        assert!(
+            ConfigDuration::parse("5 minutes")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
+        assert!(ConfigDuration::parse("").is_err());
+        assert!(ConfigDuration::parse("ms").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(ByteSize::parse("256MiB").unwrap().0, 256 << 20);
+        assert_eq!(ByteSize::parse("64KB").unwrap().0, 64_000);
+        assert_eq!(ByteSize::parse("1 GiB").unwrap().0, 1 << 30);
+        assert_eq!(ByteSize::parse("1024").unwrap().0, 1024);
+        assert!(ByteSize::parse("12XB").unwrap_err().contains("XB"));
+        assert!(ByteSize::parse("MiB").is_err());
+        assert!(ByteSize::parse("99999999999999999999GiB").is_err());
+    }
+}

@@ -1,0 +1,350 @@
+//! `file`: appends NDJSON events to files named by a template (`/var/log/tapio/%Y-%m-%d.ndjson`,
+//! `{{ entity.namespace }}.ndjson`), creating directories as needed. Encoding and writing run on
+//! a blocking thread so a slow disk never stalls the async executor. A failed write is rolled back
+//! to the file's previous length and retried with backoff, so a retry never duplicates or tears a
+//! line, and the batch is acknowledged only once every line of it is written.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tapio_event::codec::encode_json;
+use tapio_event::template::Template;
+use tapio_event::{
+    BatchStatus, BufferReceiver, BuildContext, ComponentError, ComponentFuture, ComponentMetrics,
+    ConfigDuration, Sink, SinkContext, UnifiedEvent,
+};
+
+use crate::retry::Backoff;
+
+fn default_idle_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(30))
+}
+
+/// Options of the `file` sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// Where to write (required). Literal text, `{{ field.path }}` references into the event and
+    /// strftime fields (`%Y %m %d %H %M %S %j %F`) taken from the event's timestamp.
+    pub path: Template,
+    /// Close a file nobody wrote to for this long (default `"30s"`); it is reopened on demand.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: ConfigDuration,
+}
+
+impl FileSinkConfig {
+    pub(crate) fn build(&self, cx: &BuildContext) -> Result<Box<dyn Sink>, ComponentError> {
+        if self.path.is_static() {
+            let mut path = String::new();
+            let probe =
+                UnifiedEvent::new(tapio_event::EventType::Application, "", Default::default());
+            let _ = self.path.render_into(&probe, &mut path);
+            if let Some(parent) = Path::new(&path)
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    ComponentError(format!(
+                        "sinks.{}: cannot create directory {}: {e}",
+                        cx.name,
+                        parent.display()
+                    ))
+                })?;
+            }
+        }
+        Ok(Box::new(FileSink {
+            files: OpenFiles {
+                path: self.path.clone(),
+                idle_timeout: self.idle_timeout.0,
+                open: HashMap::new(),
+            },
+        }))
+    }
+}
+
+struct FileSink {
+    files: OpenFiles,
+}
+
+struct OpenFile {
+    file: File,
+    last_write: Instant,
+}
+
+/// The sink's state, moved to a blocking thread for each batch.
+struct OpenFiles {
+    path: Template,
+    idle_timeout: Duration,
+    open: HashMap<PathBuf, OpenFile>,
+}
+
+/// The encoded lines of one batch bound for one file.
+struct PendingWrite {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    events: usize,
+}
+
+impl OpenFiles {
+    /// Groups the batch's events by destination and encodes them; events whose path cannot be
+    /// rendered are counted as `template` errors.
+    fn encode(&self, events: &[UnifiedEvent], metrics: &ComponentMetrics) -> Vec<PendingWrite> {
+        let mut pending: Vec<PendingWrite> = Vec::new();
+        let mut rendered = String::new();
+        let mut missing = 0;
+        for event in events {
+            rendered.clear();
+            if let Err(field) = self.path.render_into(event, &mut rendered) {
+                missing += 1;
+                if missing == 1 {
+                    tracing::warn!(sink = %metrics.name, field, "event lacks a field the path template needs; skipped");
+                }
+                continue;
+            }
+            let index = match pending
+                .iter()
+                .position(|p| p.path.as_os_str() == rendered.as_str())
+            {
+                Some(index) => index,
+                None => {
+                    pending.push(PendingWrite {
+                        path: PathBuf::from(&rendered),
+                        bytes: Vec::with_capacity(events.len() * 320),
+                        events: 0,
+                    });
+                    pending.len() - 1
+                }
+            };
+            let target = &mut pending[index];
+            encode_json(event, &mut target.bytes);
+            target.bytes.push(b'\n');
+            target.events += 1;
+        }
+        metrics.add_errors("template", missing);
+        pending
+    }
+
+    /// Appends `write` whole or not at all: on failure the file is cut back to its old length.
+    fn append(&mut self, write: &PendingWrite) -> std::io::Result<()> {
+        if !self.open.contains_key(&write.path) {
+            if let Some(parent) = write.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)?;
+            }
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&write.path)?;
+            self.open.insert(
+                write.path.clone(),
+                OpenFile {
+                    file,
+                    last_write: Instant::now(),
+                },
+            );
+        }
+        let entry = self.open.get_mut(&write.path).expect("opened above");
+        let before = entry.file.metadata()?.len();
+        if let Err(error) = entry.file.write_all(&write.bytes) {
+            let _ = entry.file.set_len(before);
+            self.open.remove(&write.path);
+            return Err(error);
+        }
+        entry.last_write = Instant::now();
+        Ok(())
+    }
+
+    /// Closes files idle for longer than `idle_timeout`.
+    fn close_idle(&mut self) {
+        let timeout = self.idle_timeout;
+        self.open.retain(|_, f| f.last_write.elapsed() < timeout);
+    }
+
+    /// Makes everything written so far durable; called once input has ended.
+    fn sync_all(&mut self) {
+        for (path, open) in self.open.drain() {
+            if let Err(error) = open.file.sync_data() {
+                tracing::warn!(path = %path.display(), %error, "could not sync file on shutdown");
+            }
+        }
+    }
+}
+
+/// What one attempt at writing a batch's pending lines achieved.
+struct Attempt {
+    left: Vec<PendingWrite>,
+    written_events: usize,
+    written_bytes: usize,
+    error: Option<String>,
+}
+
+impl OpenFiles {
+    /// Appends pending writes in order until one fails; the failed one and the rest are left.
+    fn attempt(&mut self, pending: Vec<PendingWrite>) -> Attempt {
+        let mut attempt = Attempt {
+            left: Vec::new(),
+            written_events: 0,
+            written_bytes: 0,
+            error: None,
+        };
+        for write in pending {
+            if attempt.error.is_none() {
+                match self.append(&write) {
+                    Ok(()) => {
+                        attempt.written_events += write.events;
+                        attempt.written_bytes += write.bytes.len();
+                        continue;
+                    }
+                    Err(e) => attempt.error = Some(format!("{}: {e}", write.path.display())),
+                }
+            }
+            attempt.left.push(write);
+        }
+        self.close_idle();
+        attempt
+    }
+}
+
+/// Runs blocking file work off the async executor, handing the state there and back.
+async fn run_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ComponentError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ComponentError(format!("file writer thread failed: {e}")))
+}
+
+impl Sink for FileSink {
+    fn run(self: Box<Self>, mut input: BufferReceiver, cx: SinkContext) -> ComponentFuture {
+        Box::pin(async move {
+            let metrics = cx.metrics;
+            let mut files = self.files;
+            while let Some(batch) = input.recv().await {
+                let (events, acks) = batch.into_parts();
+                let encode_metrics = Arc::clone(&metrics);
+                let (returned, mut pending) = run_blocking(move || {
+                    let pending = files.encode(&events, &encode_metrics);
+                    (files, pending)
+                })
+                .await?;
+                files = returned;
+                let mut backoff = Backoff::new();
+                while !pending.is_empty() {
+                    let (returned, attempt) = run_blocking(move || {
+                        let attempt = files.attempt(pending);
+                        (files, attempt)
+                    })
+                    .await?;
+                    files = returned;
+                    pending = attempt.left;
+                    metrics.add_events_out(attempt.written_events);
+                    metrics.add_bytes_out(attempt.written_bytes);
+                    if let Some(error) = attempt.error {
+                        let delay = backoff.next_delay();
+                        metrics.add_errors("write", 1);
+                        tracing::warn!(sink = %metrics.name, %error, retry_in = ?delay, "write failed; retrying");
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+                for ack in acks {
+                    ack.ack(BatchStatus::Delivered);
+                }
+            }
+            run_blocking(move || files.sync_all()).await?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapio_event::buffer::buffer;
+    use tapio_event::metrics::ComponentKind;
+    use tapio_event::{AckToken, EventBatch, EventType, Timestamp, WhenFull};
+
+    fn event(namespace: &str, day: u32) -> UnifiedEvent {
+        let mut e = UnifiedEvent::new(
+            EventType::Kubernetes,
+            "kubernetes",
+            Timestamp::from_civil(2026, 11, day, 12, 0, 0, 0),
+        );
+        let mut entity = tapio_event::Entity::new(tapio_event::EntityType::Pod, "uid");
+        entity.namespace = (!namespace.is_empty()).then(|| namespace.to_string());
+        e.entity = Some(Box::new(entity));
+        e
+    }
+
+    #[tokio::test]
+    async fn routes_by_template_and_acks_after_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let config: FileSinkConfig = serde_json::from_value(serde_json::json!({
+            "path": format!("{}/{{{{ entity.namespace }}}}/%Y-%m-%d.ndjson", dir.path().display())
+        }))
+        .unwrap();
+        let cx = BuildContext {
+            name: "out".into(),
+            data_dir: dir.path().into(),
+            node_name: "n".into(),
+        };
+        let sink = config.build(&cx).unwrap();
+        let metrics = Arc::new(ComponentMetrics::new("out", "file", ComponentKind::Sink));
+        let (tx, rx) = buffer(100, WhenFull::Block, Arc::clone(&metrics));
+        let task = tokio::spawn(sink.run(
+            rx,
+            SinkContext {
+                metrics: Arc::clone(&metrics),
+            },
+        ));
+        let (token, ack) = AckToken::new();
+        let events = vec![
+            event("shop", 27),
+            event("shop", 28),
+            event("pay", 27),
+            event("", 27),
+        ];
+        tx.send(EventBatch::with_ack(events, token)).await.unwrap();
+        assert_eq!(ack.status().await, BatchStatus::Delivered);
+        drop(tx);
+        task.await.unwrap().unwrap();
+        let read = |p: &str| std::fs::read_to_string(dir.path().join(p)).unwrap();
+        assert_eq!(read("shop/2026-11-27.ndjson").lines().count(), 1);
+        assert_eq!(read("shop/2026-11-28.ndjson").lines().count(), 1);
+        assert_eq!(read("pay/2026-11-27.ndjson").lines().count(), 1);
+        let snapshot = metrics.snapshot();
+        assert_eq!(snapshot.events_out, 3);
+        assert_eq!(snapshot.errors.get("template"), Some(&1));
+    }
+
+    #[test]
+    fn failed_append_leaves_no_partial_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.ndjson");
+        std::fs::write(&target, "existing\n").unwrap();
+        let mut files = OpenFiles {
+            path: Template::parse("unused").unwrap(),
+            idle_timeout: Duration::from_secs(30),
+            open: HashMap::new(),
+        };
+        // Opening a directory as the target fails; the retry list keeps the whole write.
+        let bad = PendingWrite {
+            path: dir.path().to_path_buf(),
+            bytes: b"x\n".to_vec(),
+            events: 1,
+        };
+        let good = PendingWrite {
+            path: target.clone(),
+            bytes: b"y\n".to_vec(),
+            events: 1,
+        };
+        let attempt = files.attempt(vec![good, bad]);
+        assert_eq!(attempt.written_events, 1);
+        assert_eq!(attempt.left.len(), 1);
+        assert!(attempt.error.is_some());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "existing\ny\n");
+    }
+}

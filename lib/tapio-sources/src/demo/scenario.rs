@@ -1,0 +1,361 @@
+//! The stories the demo tells: a rollout that replaces a pod and the five incident patterns of
+//! DESIGN.md section 5, each a script of steps with delays, and what each step emits. Every
+//! script ends with its subject healthy again, so the next story about it starts clean.
+
+use std::sync::Arc;
+
+use tapio_event::{KubeAction, ProcessContext, SystemdContext, UnifiedEvent};
+
+use super::cluster::Pod;
+use super::events::{
+    cni, host_entity, main_process, node_entity, node_object, pod_event, pod_update, process_event, scope,
+    tcp, unit_change,
+};
+use super::simulation::Simulation;
+
+/// What happens to a pod, as one collector reports it.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum PodStep {
+    /// The Kubernetes watch's initial list: the pod already runs.
+    Listed,
+    /// A new replica takes the slot and is reported `added`, still Pending.
+    Created,
+    Running,
+    Deleted,
+    /// A container status reason on a pod update.
+    Status(Status),
+    Event(Reason),
+    /// A CNI `ADD` or `DEL` for the pod's sandbox.
+    Cni(&'static str),
+    /// A CNI `CHECK` that finds the pod's interface gone.
+    CniCheckFailed,
+    ScopeStarted,
+    /// The kubelet replaces the container (new id, cgroup and scope) and its scope starts.
+    ContainerRestarted,
+    ScopeStopped,
+    /// The container's scope fails with this systemd `result`.
+    ScopeFailed(&'static str),
+    Exec,
+    Exit { code: i32, signal: Option<i32> },
+    OomKill,
+    /// Another pod's connection to this pod fails this way (`retransmit`, `timeout`, `error`).
+    SocketFailure(&'static str),
+}
+
+/// What happens to a node.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum NodeStep {
+    /// The Kubernetes watch's initial list.
+    Listed,
+    UnitFailed,
+    UnitRestarted,
+    /// A core/v1 Event about the node (`NodeNotReady`, `NodeReady`).
+    Event(&'static str),
+}
+
+/// Container status reasons the kubelet reports on pod updates.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Status {
+    OomKilled,
+    Error,
+    CrashLoopBackOff,
+}
+
+/// Reasons of core/v1 Events about pods; some reasons come with more than one message.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Reason {
+    Scheduled,
+    Pulled,
+    Created,
+    Started,
+    Stopping,
+    ProbeKilling,
+    ReadinessFailed,
+    LivenessFailed,
+    BackOff,
+}
+
+impl Reason {
+    fn name(self) -> &'static str {
+        match self {
+            Reason::Scheduled => "Scheduled",
+            Reason::Pulled => "Pulled",
+            Reason::Created => "Created",
+            Reason::Started => "Started",
+            Reason::Stopping | Reason::ProbeKilling => "Killing",
+            Reason::ReadinessFailed | Reason::LivenessFailed => "Unhealthy",
+            Reason::BackOff => "BackOff",
+        }
+    }
+
+    fn message(self, pod: &Pod) -> String {
+        let app = pod.app.name;
+        let (ip, port) = (&pod.ip, pod.app.port);
+        match self {
+            Reason::Scheduled => format!("Successfully assigned {} to {}", pod.key, pod.node_name),
+            Reason::Pulled => format!("Container image \"{}\" already present on machine", pod.app.image),
+            Reason::Created => format!("Created container {app}"),
+            Reason::Started => format!("Started container {app}"),
+            Reason::Stopping => format!("Stopping container {app}"),
+            Reason::ProbeKilling => format!("Container {app} failed liveness probe, will be restarted"),
+            Reason::ReadinessFailed => format!(
+                "Readiness probe failed: Get \"http://{ip}:{port}/healthz\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+            ),
+            Reason::LivenessFailed => format!(
+                "Liveness probe failed: Get \"http://{ip}:{port}/healthz\": dial tcp {ip}:{port}: i/o timeout"
+            ),
+            Reason::BackOff => format!(
+                "Back-off restarting failed container {app} in pod {}_{}({})",
+                pod.name, pod.namespace, pod.uid
+            ),
+        }
+    }
+}
+
+impl Status {
+    fn reason_and_message(self, pod: &Pod) -> (&'static str, String) {
+        let app = pod.app.name;
+        match self {
+            Status::OomKilled => ("OOMKilled", format!("container {app} terminated: OOMKilled, exit code 137")),
+            Status::Error => ("Error", format!("container {app} terminated: Error, exit code 1")),
+            Status::CrashLoopBackOff => (
+                "CrashLoopBackOff",
+                format!(
+                    "back-off 40s restarting failed container={app} pod={}_{}({})",
+                    pod.name, pod.namespace, pod.uid
+                ),
+            ),
+        }
+    }
+}
+
+/// The node units whose failure takes the node's container runtime down.
+pub(super) const NODE_UNITS: [&str; 2] = ["containerd.service", "kubelet.service"];
+
+/// A story's steps, each with its delay in simulated milliseconds after the previous one.
+pub(super) enum Script {
+    Pod(&'static [(u32, PodStep)]),
+    Node(&'static [(u32, NodeStep)]),
+}
+
+/// The stories, named after the `correlate` pattern each one completes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Scenario {
+    /// pod-deployment-sequence: the pod is replaced by a new replica (Recreate strategy). Also
+    /// the cluster's background churn.
+    Rollout,
+    /// network-failure-cascade: connections to the pod fail, CNI finds its interface gone, the
+    /// probes fail and the kubelet restarts the container.
+    NetworkFailure,
+    /// oom-kill-cascade: the kernel OOM-kills the main process; the kubelet backs off.
+    OomKill,
+    /// crash-loop: the main process exits with code 1 three times in a row; the kubelet backs off.
+    CrashLoop,
+    /// node-runtime-failure: containerd or the kubelet fails and the node goes NotReady.
+    NodeFailure,
+}
+
+/// The incidents `incident_rate` starts, in the order they take turns.
+pub(super) const INCIDENTS: [Scenario; 5] = [
+    Scenario::Rollout,
+    Scenario::NetworkFailure,
+    Scenario::OomKill,
+    Scenario::CrashLoop,
+    Scenario::NodeFailure,
+];
+
+const fn exit(code: i32, signal: Option<i32>) -> PodStep {
+    PodStep::Exit { code, signal }
+}
+
+const ROLLOUT: &[(u32, PodStep)] = &[
+    (0, PodStep::Event(Reason::Stopping)),
+    (300, exit(0, None)),
+    (20, PodStep::ScopeStopped),
+    (150, PodStep::Cni("DEL")),
+    (100, PodStep::Deleted),
+    (200, PodStep::Created),
+    (5, PodStep::Event(Reason::Scheduled)),
+    (400, PodStep::Cni("ADD")),
+    (300, PodStep::Event(Reason::Pulled)),
+    (50, PodStep::Event(Reason::Created)),
+    (20, PodStep::ScopeStarted),
+    (10, PodStep::Exec),
+    (30, PodStep::Event(Reason::Started)),
+    (1500, PodStep::Running),
+];
+
+const NETWORK_FAILURE: &[(u32, PodStep)] = &[
+    (0, PodStep::SocketFailure("retransmit")),
+    (200, PodStep::SocketFailure("retransmit")),
+    (800, PodStep::SocketFailure("timeout")),
+    (300, PodStep::CniCheckFailed),
+    (700, PodStep::Event(Reason::ReadinessFailed)),
+    (1000, PodStep::Event(Reason::LivenessFailed)),
+    (500, PodStep::Event(Reason::ProbeKilling)),
+    (300, exit(143, Some(15))),
+    (20, PodStep::ScopeStopped),
+    (1000, PodStep::ContainerRestarted),
+    (10, PodStep::Exec),
+    (2000, PodStep::Running),
+];
+
+const OOM_KILL: &[(u32, PodStep)] = &[
+    (0, PodStep::OomKill),
+    (5, exit(137, Some(9))),
+    (20, PodStep::ScopeFailed("oom-kill")),
+    (400, PodStep::Status(Status::OomKilled)),
+    (1000, PodStep::Event(Reason::BackOff)),
+    (1500, PodStep::ContainerRestarted),
+    (10, PodStep::Exec),
+    (2000, PodStep::Running),
+];
+
+const CRASH_LOOP: &[(u32, PodStep)] = &[
+    (0, exit(1, None)),
+    (20, PodStep::ScopeFailed("exit-code")),
+    (300, PodStep::Status(Status::Error)),
+    (700, PodStep::ContainerRestarted),
+    (10, PodStep::Exec),
+    (800, exit(1, None)),
+    (20, PodStep::ScopeFailed("exit-code")),
+    (1200, PodStep::ContainerRestarted),
+    (10, PodStep::Exec),
+    (800, exit(1, None)),
+    (20, PodStep::ScopeFailed("exit-code")),
+    (200, PodStep::Status(Status::CrashLoopBackOff)),
+    (50, PodStep::Event(Reason::BackOff)),
+    (3000, PodStep::ContainerRestarted),
+    (10, PodStep::Exec),
+    (2000, PodStep::Running),
+];
+
+const NODE_FAILURE: &[(u32, NodeStep)] = &[
+    (0, NodeStep::UnitFailed),
+    (2500, NodeStep::Event("NodeNotReady")),
+    (1500, NodeStep::UnitRestarted),
+    (1000, NodeStep::Event("NodeReady")),
+];
+
+impl Scenario {
+    /// The steps that tell this story.
+    pub(super) fn script(self) -> Script {
+        match self {
+            Scenario::Rollout => Script::Pod(ROLLOUT),
+            Scenario::NetworkFailure => Script::Pod(NETWORK_FAILURE),
+            Scenario::OomKill => Script::Pod(OOM_KILL),
+            Scenario::CrashLoop => Script::Pod(CRASH_LOOP),
+            Scenario::NodeFailure => Script::Node(NODE_FAILURE),
+        }
+    }
+}
+
+impl Simulation {
+    /// The event of `step` about the pod in `slot`, applying the step to the cluster first.
+    pub(super) fn pod_step(&mut self, slot: usize, step: PodStep) -> UnifiedEvent {
+        match step {
+            PodStep::Created => self.cluster.replace(slot, &mut self.rng),
+            PodStep::ContainerRestarted => self.cluster.restart_container(slot, &mut self.rng),
+            _ => {}
+        }
+        let pod = Arc::clone(&self.cluster.slots[slot].pod);
+        let stamp = &mut self.stamp;
+        match step {
+            PodStep::Listed => pod_update(stamp, &pod, KubeAction::Added, "Running"),
+            PodStep::Created => pod_update(stamp, &pod, KubeAction::Added, "Pending"),
+            PodStep::Running => pod_update(stamp, &pod, KubeAction::Modified, "Running"),
+            PodStep::Deleted => pod_update(stamp, &pod, KubeAction::Deleted, "Running"),
+            PodStep::Status(status) => {
+                let mut event = pod_update(stamp, &pod, KubeAction::Modified, "Running");
+                if let Some(kubernetes) = event.kubernetes.as_mut() {
+                    let (reason, message) = status.reason_and_message(&pod);
+                    kubernetes.reason = Some(reason.to_owned());
+                    kubernetes.message = Some(message);
+                }
+                event
+            }
+            PodStep::Event(reason) => pod_event(stamp, &pod, reason.name(), reason.message(&pod)),
+            PodStep::Cni(operation) => cni(stamp, &pod, operation, None),
+            PodStep::CniCheckFailed => cni(
+                stamp,
+                &pod,
+                "CHECK",
+                Some("failed to set up interface eth0: link not found"),
+            ),
+            PodStep::ScopeStarted | PodStep::ContainerRestarted => {
+                let systemd = SystemdContext {
+                    job_type: Some("start".to_owned()),
+                    main_pid: Some(pod.container.main_pid),
+                    ..scope(&pod, "active", "running")
+                };
+                unit_change(stamp, host_entity(&pod.node_name), systemd)
+            }
+            PodStep::ScopeStopped => {
+                let systemd = SystemdContext {
+                    job_type: Some("stop".to_owned()),
+                    result: Some("success".to_owned()),
+                    ..scope(&pod, "inactive", "dead")
+                };
+                unit_change(stamp, host_entity(&pod.node_name), systemd)
+            }
+            PodStep::ScopeFailed(result) => {
+                let systemd = SystemdContext {
+                    result: Some(result.to_owned()),
+                    ..scope(&pod, "failed", "failed")
+                };
+                unit_change(stamp, host_entity(&pod.node_name), systemd)
+            }
+            PodStep::Exec => process_event(stamp, &pod, main_process(&pod, "exec")),
+            PodStep::Exit { code, signal } => {
+                let process = ProcessContext {
+                    exit_code: Some(code),
+                    signal,
+                    ..main_process(&pod, "exit")
+                };
+                process_event(stamp, &pod, process)
+            }
+            PodStep::OomKill => {
+                let process = ProcessContext {
+                    signal: Some(9),
+                    ..main_process(&pod, "oom_kill")
+                };
+                process_event(stamp, &pod, process)
+            }
+            PodStep::SocketFailure(operation) => {
+                let client = self.ready_pod(slot);
+                let src_port = self.rng.range(32_768, 61_000) as u16;
+                tcp(&mut self.stamp, &client, &pod, src_port, operation, &client)
+            }
+        }
+    }
+
+    /// The event of `step` about `node`, whose failing runtime unit is `unit`.
+    pub(super) fn node_step(&mut self, node: usize, unit: &'static str, step: NodeStep) -> UnifiedEvent {
+        let node = &self.cluster.nodes[node];
+        let stamp = &mut self.stamp;
+        let systemd = |active: &str, sub: &str, result: &str| SystemdContext {
+            unit: Some(unit.to_owned()),
+            active_state: Some(active.to_owned()),
+            sub_state: Some(sub.to_owned()),
+            result: Some(result.to_owned()),
+            ..SystemdContext::default()
+        };
+        match step {
+            NodeStep::Listed => node_object(stamp, node, None),
+            NodeStep::Event(reason) => node_object(stamp, node, Some(reason)),
+            NodeStep::UnitFailed => unit_change(
+                stamp,
+                node_entity(&node.name),
+                systemd("failed", "failed", "exit-code"),
+            ),
+            NodeStep::UnitRestarted => {
+                let restarted = SystemdContext {
+                    job_type: Some("restart".to_owned()),
+                    main_pid: Some(self.rng.pid()),
+                    ..systemd("active", "running", "success")
+                };
+                unit_change(stamp, node_entity(&node.name), restarted)
+            }
+        }
+    }
+}

@@ -1,0 +1,719 @@
+//! `tapio.toml` → a validated [`Config`]. Everything is checked in one pass and every problem is
+//! reported at once with its file, line and key: TOML syntax, `${VAR}` interpolation, unknown
+//! types and options, duplicate names, and (through [`crate::graph`]) inputs, cycles and
+//! unreachable components.
+
+pub mod diagnostic;
+pub mod interpolate;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use tapio_event::metrics::ComponentKind;
+use tapio_event::{ConfigDuration, WhenFull};
+use tapio_sinks::{SINK_TYPES, SinkConfig};
+use tapio_sources::{SOURCE_TYPES, SourceConfig};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+pub use diagnostic::{Diagnostic, Diagnostics, Severity, did_you_mean};
+
+use crate::graph::{Graph, GraphNode, InputRef};
+
+/// Transform types that exist in this build; later issues add `semantic_enrich`, `correlate`, ….
+pub const TRANSFORM_TYPES: &[&str] = &[];
+
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "data_dir",
+    "node_name",
+    "shutdown_grace_period",
+    "api",
+    "sources",
+    "transforms",
+    "sinks",
+];
+
+/// The `[api]` section: where health, metrics (and later the gRPC/REST API) are served.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// `host:port` to listen on, e.g. `"127.0.0.1:8686"` (required).
+    pub address: SocketAddr,
+}
+
+/// Where a buffer keeps its events; only `memory` exists yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BufferType {
+    /// In memory, bounded by `max_events`.
+    #[default]
+    Memory,
+    /// On disk (accepted by the parser so the error can say it is not available yet).
+    Disk,
+}
+
+fn default_max_events() -> usize {
+    10_000
+}
+
+/// A sink's `buffer = { ... }` option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferOptions {
+    /// `"memory"` (default). `"disk"` is not available yet.
+    #[serde(default, rename = "type")]
+    pub kind: BufferType,
+    /// Events the buffer holds before `when_full` applies (default 10000).
+    #[serde(default = "default_max_events")]
+    pub max_events: usize,
+    /// `"block"` (default: backpressure) or `"drop_newest"` (drop and count).
+    #[serde(default)]
+    pub when_full: WhenFull,
+}
+
+impl Default for BufferOptions {
+    fn default() -> Self {
+        BufferOptions {
+            kind: BufferType::Memory,
+            max_events: default_max_events(),
+            when_full: WhenFull::Block,
+        }
+    }
+}
+
+/// A named source.
+#[derive(Debug, Clone)]
+pub struct SourceComponent {
+    pub name: String,
+    pub config: SourceConfig,
+}
+
+/// A named sink with its inputs (resolved output ids) and buffer.
+#[derive(Debug, Clone)]
+pub struct SinkComponent {
+    pub name: String,
+    pub buffer: BufferOptions,
+    pub config: SinkConfig,
+}
+
+/// A validated pipeline, ready to build.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from, for messages.
+    pub file: String,
+    /// Where components keep state (checkpoints); default `/var/lib/tapio`.
+    pub data_dir: PathBuf,
+    /// This node's name (default: the host name), for events with no entity.
+    pub node_name: String,
+    /// How long a stop may take to drain every buffer before giving up (default 60 s).
+    pub shutdown_grace_period: Duration,
+    pub api: Option<ApiConfig>,
+    pub sources: Vec<SourceComponent>,
+    pub sinks: Vec<SinkComponent>,
+    /// The DAG with every input resolved.
+    pub graph: Graph,
+}
+
+/// The outcome of loading: the config when it has no errors, and every diagnostic either way.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Option<Config>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Reads and validates the config at `path`, interpolating from the process environment.
+pub fn load_file(path: &Path) -> Loaded {
+    let file = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => load_str(&file, &text, |name| std::env::var(name).ok()),
+        Err(error) => Loaded {
+            config: None,
+            diagnostics: vec![Diagnostic {
+                severity: Severity::Error,
+                file,
+                line: None,
+                key: String::new(),
+                message: format!("cannot read config: {error}"),
+            }],
+        },
+    }
+}
+
+/// Validates config `text` (named `file` in messages), looking variables up with `env`.
+pub fn load_str(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Loaded {
+    let (text, missing) = interpolate::interpolate(text, env);
+    let mut diags = Diagnostics::new(file, &text);
+    for variable in missing {
+        diags.push(
+            Severity::Error,
+            Some(variable.line),
+            "",
+            format!(
+                "environment variable ${{{}}} is not set (give a default with ${{{}:-value}})",
+                variable.name, variable.name
+            ),
+        );
+    }
+    let (root, syntax_errors) = DeTable::parse_recoverable(&text);
+    for error in &syntax_errors {
+        diags.error(
+            error.span(),
+            "",
+            format!("TOML syntax: {}", error.message().trim()),
+        );
+    }
+    let config = if syntax_errors.is_empty() {
+        Parser { diags: &mut diags }.parse(file, root.into_inner())
+    } else {
+        None
+    };
+    let config = config.filter(|_| !diags.has_errors());
+    let mut diagnostics = diags.items;
+    diagnostics.sort_by_key(|d| (d.line.unwrap_or(0), d.severity));
+    Loaded {
+        config,
+        diagnostics,
+    }
+}
+
+/// One pass over the parsed document, recording problems as it goes.
+struct Parser<'d, 'a> {
+    diags: &'d mut Diagnostics<'a>,
+}
+
+/// A config table entry with its spans, detached from the document.
+type Entry<'i> = (Spanned<std::borrow::Cow<'i, str>>, Spanned<DeValue<'i>>);
+
+/// The entries of `table` in the order they appear in the file.
+fn in_file_order(table: DeTable<'_>) -> Vec<Entry<'_>> {
+    let mut entries: Vec<_> = table.into_iter().collect();
+    entries.sort_by_key(|(key, _)| key.span().start);
+    entries
+}
+
+impl Parser<'_, '_> {
+    fn parse(&mut self, file: &str, root: DeTable<'_>) -> Option<Config> {
+        let mut data_dir = PathBuf::from("/var/lib/tapio");
+        let mut node_name = None;
+        let mut grace = Duration::from_secs(60);
+        let mut api = None;
+        let mut nodes: Vec<GraphNode> = Vec::new();
+        let mut sources = Vec::new();
+        let mut sinks = Vec::new();
+        for (key, value) in in_file_order(root) {
+            let span = key.span();
+            match key.get_ref().as_ref() {
+                "data_dir" => data_dir = self.typed(value, "data_dir").unwrap_or(data_dir),
+                "node_name" => node_name = self.typed(value, "node_name"),
+                "shutdown_grace_period" => {
+                    grace = self
+                        .typed::<ConfigDuration>(value, "shutdown_grace_period")
+                        .map_or(grace, |d| d.0)
+                }
+                "api" => api = self.typed(value, "api"),
+                section @ ("sources" | "transforms" | "sinks") => {
+                    let kind = match section {
+                        "sources" => ComponentKind::Source,
+                        "transforms" => ComponentKind::Transform,
+                        _ => ComponentKind::Sink,
+                    };
+                    let Some(table) = self.table(value, section) else {
+                        continue;
+                    };
+                    for (name, body) in in_file_order(table) {
+                        self.component(kind, name, body, &mut nodes, &mut sources, &mut sinks);
+                    }
+                }
+                other => {
+                    let hint = did_you_mean(other, TOP_LEVEL_KEYS.iter().copied())
+                        .map(|k| format!("; did you mean \"{k}\"?"))
+                        .unwrap_or_default();
+                    self.diags
+                        .error(Some(span), other, format!("unknown top-level option{hint}"));
+                }
+            }
+        }
+        self.check_duplicates(&nodes);
+        let graph = Graph::resolve(nodes, self.diags);
+        Some(Config {
+            file: file.to_owned(),
+            data_dir,
+            node_name: node_name.unwrap_or_else(host_name),
+            shutdown_grace_period: grace,
+            api,
+            sources,
+            sinks,
+            graph,
+        })
+    }
+
+    /// Checks one `[sources.x]`, `[transforms.x]` or `[sinks.x]` table and records its node.
+    fn component(
+        &mut self,
+        kind: ComponentKind,
+        name: Spanned<std::borrow::Cow<'_, str>>,
+        body: Spanned<DeValue<'_>>,
+        nodes: &mut Vec<GraphNode>,
+        sources: &mut Vec<SourceComponent>,
+        sinks: &mut Vec<SinkComponent>,
+    ) {
+        let section = format!("{}s", kind.as_str());
+        let key = format!("{section}.{}", name.get_ref());
+        let line = self.diags.line_of(name.span().start);
+        let name_text = name.get_ref().to_string();
+        if name_text.is_empty()
+            || !name_text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            self.diags.error(
+                Some(name.span()),
+                key.clone(),
+                "component names may use only letters, digits, '_' and '-' ('.' separates a named output)",
+            );
+        }
+        let body_span = body.span();
+        let Some(mut table) = self.table(body, &key) else {
+            return;
+        };
+        let type_name = match table.get("type").map(|v| (v.span(), v.get_ref().as_str())) {
+            Some((_, Some(type_name))) => type_name.to_owned(),
+            Some((span, None)) => {
+                self.diags
+                    .error(Some(span), format!("{key}.type"), "must be a string");
+                return;
+            }
+            None => {
+                let known = known_types(kind).join(", ");
+                self.diags.error(
+                    Some(body_span),
+                    key,
+                    format!("missing `type` (one of: {known})"),
+                );
+                return;
+            }
+        };
+        let type_known = known_types(kind).contains(&type_name.as_str());
+        if !type_known {
+            self.unknown_type(kind, &key, &type_name, table.get("type").map(Spanned::span));
+        }
+        let inputs = match table.remove("inputs") {
+            Some(inputs) if kind == ComponentKind::Source => {
+                self.diags.error(
+                    Some(inputs.span()),
+                    format!("{key}.inputs"),
+                    "sources read from the outside world and take no inputs",
+                );
+                Vec::new()
+            }
+            Some(inputs) => self.inputs(inputs, &key),
+            None => Vec::new(),
+        };
+        let buffer_value = if kind == ComponentKind::Sink {
+            table.remove("buffer")
+        } else {
+            None
+        };
+        let named_outputs = match kind {
+            ComponentKind::Source => tapio_sources::named_outputs(&type_name)
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            _ => Vec::new(),
+        };
+        // The options are read as `{ <type> = { ...options } }`, serde's external tagging: unlike
+        // an internally tagged enum it does not buffer the table, so errors keep their spans.
+        let type_entry = table.remove_entry("type").map(|(key, _)| key);
+        let mut tagged = DeTable::new();
+        if let Some(type_key) = type_entry {
+            let tag = Spanned::new(type_key.span(), std::borrow::Cow::Owned(type_name.clone()));
+            tagged.insert(tag, Spanned::new(body_span.clone(), DeValue::Table(table)));
+        }
+        let spanned = Spanned::new(body_span, DeValue::Table(tagged));
+        match kind {
+            ComponentKind::Source if type_known => {
+                if let Some(config) =
+                    self.typed_under::<SourceConfig>(spanned, &key, Some(&type_name))
+                {
+                    sources.push(SourceComponent {
+                        name: name_text.clone(),
+                        config,
+                    });
+                }
+            }
+            ComponentKind::Sink if type_known => {
+                let buffer = buffer_value
+                    .and_then(|value| self.buffer(value, &key))
+                    .unwrap_or_default();
+                if let Some(config) =
+                    self.typed_under::<SinkConfig>(spanned, &key, Some(&type_name))
+                {
+                    sinks.push(SinkComponent {
+                        name: name_text.clone(),
+                        buffer,
+                        config,
+                    });
+                }
+            }
+            _ => {}
+        }
+        nodes.push(GraphNode {
+            name: name_text,
+            kind,
+            type_name,
+            named_outputs,
+            inputs,
+            line,
+        });
+    }
+
+    fn unknown_type(
+        &mut self,
+        kind: ComponentKind,
+        key: &str,
+        type_name: &str,
+        span: Option<Range<usize>>,
+    ) {
+        let known = known_types(kind);
+        let hint = did_you_mean(type_name, known.iter().copied())
+            .map(|t| format!("did you mean \"{t}\"? "))
+            .unwrap_or_default();
+        let list = if known.is_empty() {
+            "none in this version".to_owned()
+        } else {
+            known.join(", ")
+        };
+        self.diags.error(
+            span,
+            format!("{key}.type"),
+            format!(
+                "unknown {} type \"{type_name}\"; {hint}known types: {list}",
+                kind.as_str()
+            ),
+        );
+    }
+
+    fn inputs(&mut self, value: Spanned<DeValue<'_>>, key: &str) -> Vec<InputRef> {
+        let span = value.span();
+        let DeValue::Array(items) = value.into_inner() else {
+            self.diags.error(
+                Some(span),
+                format!("{key}.inputs"),
+                "must be a list of component names, e.g. [\"node\", \"cluster*\"]",
+            );
+            return Vec::new();
+        };
+        let mut inputs = Vec::new();
+        for item in items.iter() {
+            match item.get_ref().as_str() {
+                Some(text) => inputs.push(InputRef {
+                    text: text.to_owned(),
+                    line: self.diags.line_of(item.span().start),
+                }),
+                None => self.diags.error(
+                    Some(item.span()),
+                    format!("{key}.inputs"),
+                    "each input must be a string",
+                ),
+            }
+        }
+        inputs
+    }
+
+    fn buffer(&mut self, value: Spanned<DeValue<'_>>, key: &str) -> Option<BufferOptions> {
+        let span = value.span();
+        let buffer: BufferOptions = self.typed(value, &format!("{key}.buffer"))?;
+        if buffer.kind == BufferType::Disk {
+            self.diags.error(
+                Some(span),
+                format!("{key}.buffer.type"),
+                "disk buffers are not available yet; use \"memory\"",
+            );
+            return None;
+        }
+        if buffer.max_events == 0 {
+            self.diags.error(
+                Some(span),
+                format!("{key}.buffer.max_events"),
+                "must be at least 1",
+            );
+            return None;
+        }
+        Some(buffer)
+    }
+
+    /// Deserializes `value` as `T`, recording serde's error at the key it is about.
+    fn typed<T: DeserializeOwned>(&mut self, value: Spanned<DeValue<'_>>, key: &str) -> Option<T> {
+        self.typed_under(value, key, None)
+    }
+
+    /// [`Self::typed`] for a value wrapped as `{ <tag> = value }` (a component's options under
+    /// its type): error keys leave the tag out.
+    fn typed_under<T: DeserializeOwned>(
+        &mut self,
+        value: Spanned<DeValue<'_>>,
+        key: &str,
+        tag: Option<&str>,
+    ) -> Option<T> {
+        let table = value.get_ref().as_table().cloned();
+        match T::deserialize(ValueDeserializer::from(value)) {
+            Ok(parsed) => Some(parsed),
+            Err(error) => {
+                let span = error.span();
+                let field = match (&table, &span) {
+                    (Some(table), Some(span)) => key_at(table, span.start),
+                    _ => None,
+                };
+                let field = match (field, tag) {
+                    (Some(field), Some(tag)) => field
+                        .strip_prefix(tag)
+                        .and_then(|f| f.strip_prefix('.'))
+                        .map(str::to_owned),
+                    (field, _) => field,
+                };
+                let full_key = match field {
+                    Some(field) => format!("{key}.{field}"),
+                    None => key.to_owned(),
+                };
+                let message = error.message().trim().replace("variant", "value");
+                self.diags.error(span, full_key, message);
+                None
+            }
+        }
+    }
+
+    fn table<'i>(&mut self, value: Spanned<DeValue<'i>>, key: &str) -> Option<DeTable<'i>> {
+        let span = value.span();
+        match value.into_inner() {
+            DeValue::Table(table) => Some(table),
+            other => {
+                self.diags.error(
+                    Some(span),
+                    key,
+                    format!("must be a table, not a {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn check_duplicates(&mut self, nodes: &[GraphNode]) {
+        let mut seen: HashMap<&str, &GraphNode> = HashMap::new();
+        for node in nodes {
+            if let Some(first) = seen.get(node.name.as_str()) {
+                self.diags.push(
+                    Severity::Error,
+                    Some(node.line),
+                    format!("{}s.{}", node.kind.as_str(), node.name),
+                    format!(
+                        "the name \"{}\" is already used by {}s.{} on line {}; names are unique across sources, transforms and sinks",
+                        node.name,
+                        first.kind.as_str(),
+                        first.name,
+                        first.line
+                    ),
+                );
+            } else {
+                seen.insert(&node.name, node);
+            }
+        }
+    }
+}
+
+/// The dotted key (relative to `table`) whose key or value covers byte offset `at`. Nested
+/// tables are searched whatever their own span says: a `[section]` table's span is its header.
+fn key_at(table: &DeTable<'_>, at: usize) -> Option<String> {
+    table.iter().find_map(|(key, value)| {
+        if let Some(inner) = value
+            .get_ref()
+            .as_table()
+            .and_then(|inner| key_at(inner, at))
+        {
+            return Some(format!("{}.{inner}", key.get_ref()));
+        }
+        (key.span().contains(&at) || value.span().contains(&at)).then(|| key.get_ref().to_string())
+    })
+}
+
+fn known_types(kind: ComponentKind) -> &'static [&'static str] {
+    match kind {
+        ComponentKind::Source => SOURCE_TYPES,
+        ComponentKind::Transform => TRANSFORM_TYPES,
+        ComponentKind::Sink => SINK_TYPES,
+    }
+}
+
+/// The kernel's host name, the default `node_name`.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        load_str("t.toml", text, |name| {
+            (name == "SET").then(|| "value".to_owned())
+        })
+        .diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+    }
+
+    fn assert_has(problems: &[String], expected: &str) {
+        assert!(
+            problems.iter().any(|p| p == expected),
+            "missing {expected:?} in {problems:#?}"
+        );
+    }
+
+    #[test]
+    fn a_valid_config_loads_with_defaults() {
+        let loaded = load_str(
+            "t.toml",
+            "[sources.in]\ntype = \"stdin\"\n\n[sinks.out]\ntype = \"console\"\ninputs = [\"in\"]\n",
+            |_| None,
+        );
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+        let config = loaded.config.unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/tapio"));
+        assert_eq!(config.shutdown_grace_period, Duration::from_secs(60));
+        assert_eq!(config.sinks[0].buffer, BufferOptions::default());
+        assert!(!config.node_name.is_empty());
+        assert_eq!(config.graph.edges.len(), 1);
+    }
+
+    #[test]
+    fn unknown_types_options_and_sections_name_their_line() {
+        let found = problems(
+            "[sources.a]\ntype = \"stdn\"\n\n[sources.b]\ntype = \"demo\"\nbogus = 1\n\n[sinks.c]\ntype = \"blackhole\"\ninputs = [\"b\"]\nprint_interval = \"soon\"\n\n[sink.d]\n",
+        );
+        assert_has(
+            &found,
+            "t.toml:2: sources.a.type: unknown source type \"stdn\"; did you mean \"stdin\"? known types: demo, file, stdin",
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("t.toml:6: sources.b.bogus: unknown field `bogus`")),
+            "{found:#?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p
+                    .starts_with("t.toml:11: sinks.c.print_interval: invalid duration \"soon\"")),
+            "{found:#?}"
+        );
+        assert_has(
+            &found,
+            "t.toml:13: sink: unknown top-level option; did you mean \"sinks\"?",
+        );
+    }
+
+    #[test]
+    fn missing_type_and_missing_required_options() {
+        let found =
+            problems("[sources.a]\nrate = 1\n\n[sinks.b]\ntype = \"file\"\ninputs = [\"a\"]\n");
+        assert_has(
+            &found,
+            "t.toml:1: sources.a: missing `type` (one of: demo, file, stdin)",
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("t.toml:4: sinks.b: missing field `path`")),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn buffers_are_checked() {
+        let found = problems(
+            "[sources.a]\ntype = \"demo\"\n\n[sinks.b]\ntype = \"blackhole\"\ninputs = [\"a\"]\nbuffer = { type = \"disk\" }\n\n[sinks.c]\ntype = \"blackhole\"\ninputs = [\"a\"]\n[sinks.c.buffer]\nmax_events = 0\n",
+        );
+        assert_has(
+            &found,
+            "t.toml:7: sinks.b.buffer.type: disk buffers are not available yet; use \"memory\"",
+        );
+        assert_has(
+            &found,
+            "t.toml:12: sinks.c.buffer.max_events: must be at least 1",
+        );
+    }
+
+    #[test]
+    fn sources_take_no_inputs_and_names_are_checked() {
+        let found = problems(
+            "[sources.a]\ntype = \"demo\"\ninputs = [\"x\"]\n\n[sources.\"b.c\"]\ntype = \"demo\"\n",
+        );
+        assert_has(
+            &found,
+            "t.toml:3: sources.a.inputs: sources read from the outside world and take no inputs",
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("t.toml:5: sources.b.c: component names may use only")),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn transforms_of_unknown_type_still_join_the_graph_checks() {
+        let found = problems(
+            "[sources.a]\ntype = \"demo\"\n\n[transforms.t]\ntype = \"correlate\"\ninputs = [\"a\", \"u\"]\n\n[transforms.u]\ntype = \"x\"\ninputs = [\"t\"]\n\n[sinks.s]\ntype = \"blackhole\"\ninputs = [\"u\"]\n",
+        );
+        assert_has(
+            &found,
+            "t.toml:5: transforms.t.type: unknown transform type \"correlate\"; known types: none in this version",
+        );
+        assert_has(&found, "t.toml:4: transforms.t.inputs: cycle: t -> u -> t");
+    }
+
+    #[test]
+    fn environment_is_interpolated_before_parsing() {
+        let found = problems(
+            "[sources.a]\ntype = \"demo\"\n\n[sinks.b]\ntype = \"file\"\ninputs = [\"a\"]\npath = \"/tmp/${SET}/${UNSET}\"\n",
+        );
+        assert_has(
+            &found,
+            "t.toml:7: environment variable ${UNSET} is not set (give a default with ${UNSET:-value})",
+        );
+        let loaded = load_str(
+            "t.toml",
+            "[sources.a]\ntype = \"demo\"\ncount = ${N:-5}\n\n[sinks.b]\ntype = \"blackhole\"\ninputs = [\"a\"]\n",
+            |_| None,
+        );
+        assert!(loaded.config.is_some(), "{:?}", loaded.diagnostics);
+    }
+
+    #[test]
+    fn every_example_config_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let loaded = load_file(&path);
+            let errors: Vec<_> = loaded
+                .diagnostics
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .collect();
+            assert!(errors.is_empty(), "{errors:#?}");
+            seen += 1;
+        }
+        assert!(seen >= 1);
+    }
+}

@@ -1,0 +1,13 @@
+//! The integration layer (L3): reads `tapio.toml` into a validated [`config::Config`], resolves
+//! the DAG ([`graph`]) and runs it ([`running`]): one bounded, event-counted buffer per consuming
+//! component, batches fanned out without copies, backpressure, end-to-end acknowledgements, and
+//! a graceful drain on shutdown.
+
+pub mod config;
+pub mod graph;
+pub mod health;
+pub mod running;
+
+pub use config::{Config, Diagnostic, Loaded, Severity, load_file, load_str};
+pub use health::{Health, HealthState};
+pub use running::{Outcome, Topology};

@@ -1,0 +1,380 @@
+//! The running topology. Building wires every component: each sink gets one bounded buffer that
+//! all its inputs share, each source output becomes a [`Fanout`] over the buffers reading it.
+//! Running spawns the tasks (sinks first, so nothing is sent into a void), watches them, and on a
+//! stop request or a component failure asks the sources to stop; sinks then drain what is
+//! buffered and end once their inputs are gone. A drain that outlives the grace period is cut.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tapio_event::buffer::{BufferSender, buffer};
+use tapio_event::metrics::ComponentKind;
+use tapio_event::{
+    BufferReceiver, BuildContext, ComponentMetrics, Fanout, ShutdownSignal, Sink, SinkContext,
+    Source, SourceContext, SourceOutputs,
+};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::health::{Health, HealthState};
+
+/// How a run ended; the CLI maps it to an exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every component finished and every buffer drained (exit 0).
+    Completed,
+    /// Components failed or panicked (exit 70); what could be drained was drained.
+    Failed(Vec<String>),
+    /// The drain did not finish within the grace period (exit 75); these were still running.
+    DrainTimedOut(Vec<String>),
+}
+
+struct BuiltSource {
+    source: Box<dyn Source>,
+    outputs: SourceOutputs,
+    metrics: Arc<ComponentMetrics>,
+}
+
+struct BuiltSink {
+    sink: Box<dyn Sink>,
+    input: BufferReceiver,
+    metrics: Arc<ComponentMetrics>,
+}
+
+/// A built, wired pipeline that has not started yet.
+pub struct Topology {
+    sources: Vec<BuiltSource>,
+    sinks: Vec<BuiltSink>,
+    grace: Duration,
+}
+
+impl Topology {
+    /// Builds every component; on failure returns one message per component that could not be
+    /// built (the CLI exits 69).
+    pub fn build(config: &Config) -> Result<Topology, Vec<String>> {
+        let mut problems = Vec::new();
+        if config.sources.iter().any(|s| s.config.uses_data_dir())
+            && let Err(error) = ensure_writable(&config.data_dir)
+        {
+            problems.push(format!(
+                "data_dir {}: {error}; set `data_dir` to a writable directory",
+                config.data_dir.display()
+            ));
+            return Err(problems);
+        }
+        let context = |name: &str| BuildContext {
+            name: name.to_owned(),
+            data_dir: config.data_dir.clone(),
+            node_name: config.node_name.clone(),
+        };
+        let mut senders: HashMap<&str, BufferSender> = HashMap::new();
+        let mut sinks = Vec::new();
+        for component in &config.sinks {
+            let metrics = Arc::new(ComponentMetrics::new(
+                &component.name,
+                component.config.type_name(),
+                ComponentKind::Sink,
+            ));
+            match component.config.build(&context(&component.name)) {
+                Ok(sink) => {
+                    let (tx, rx) = buffer(
+                        component.buffer.max_events,
+                        component.buffer.when_full,
+                        Arc::clone(&metrics),
+                    );
+                    senders.insert(&component.name, tx);
+                    sinks.push(BuiltSink {
+                        sink,
+                        input: rx,
+                        metrics,
+                    });
+                }
+                Err(error) => problems.push(format!("sinks.{}: {error}", component.name)),
+            }
+        }
+        let graph = &config.graph;
+        let fanout = |from: usize, output: Option<&str>| {
+            Fanout::new(
+                graph
+                    .consumers(from, output)
+                    .filter_map(|to| senders.get(graph.nodes[to].name.as_str()).cloned())
+                    .collect(),
+            )
+        };
+        let mut sources = Vec::new();
+        for component in &config.sources {
+            let metrics = Arc::new(ComponentMetrics::new(
+                &component.name,
+                component.config.type_name(),
+                ComponentKind::Source,
+            ));
+            let Some(index) = graph.index_of(&component.name) else {
+                continue;
+            };
+            match component.config.build(&context(&component.name)) {
+                Ok(source) => {
+                    let named = component
+                        .config
+                        .named_outputs()
+                        .iter()
+                        .map(|output| (output.to_string(), fanout(index, Some(output))))
+                        .collect();
+                    let outputs =
+                        SourceOutputs::new(fanout(index, None), named, Arc::clone(&metrics));
+                    sources.push(BuiltSource {
+                        source,
+                        outputs,
+                        metrics,
+                    });
+                }
+                Err(error) => problems.push(format!("sources.{}: {error}", component.name)),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Topology {
+            sources,
+            sinks,
+            grace: config.shutdown_grace_period,
+        })
+    }
+
+    /// Every component's counters, sources first, for `/metrics` and `--summary`.
+    pub fn metrics(&self) -> Vec<Arc<ComponentMetrics>> {
+        let sources = self.sources.iter().map(|s| Arc::clone(&s.metrics));
+        sources
+            .chain(self.sinks.iter().map(|s| Arc::clone(&s.metrics)))
+            .collect()
+    }
+
+    /// Runs until every component has finished, draining on `stop` or on the first failure.
+    pub async fn run(self, stop: impl Future<Output = ()>, health: &Health) -> Outcome {
+        let (trigger, signal) = ShutdownSignal::new();
+        let mut tasks = FuturesUnordered::new();
+        let mut handles = Vec::new();
+        let mut watch = |name: String, kind: ComponentKind, handle: JoinHandle<_>| {
+            handles.push((name.clone(), handle.abort_handle()));
+            tasks.push(async move { (name, kind, handle.await) });
+        };
+        for built in self.sinks {
+            let name = built.metrics.name.clone();
+            let cx = SinkContext {
+                metrics: built.metrics,
+            };
+            watch(
+                name,
+                ComponentKind::Sink,
+                tokio::spawn(built.sink.run(built.input, cx)),
+            );
+        }
+        for built in self.sources {
+            let name = built.metrics.name.clone();
+            let cx = SourceContext {
+                out: built.outputs,
+                shutdown: signal.clone(),
+                metrics: built.metrics,
+            };
+            watch(
+                name,
+                ComponentKind::Source,
+                tokio::spawn(built.source.run(cx)),
+            );
+        }
+        drop(signal);
+        health.set(HealthState::Running);
+        tracing::info!(components = handles.len(), "pipeline running");
+
+        tokio::pin!(stop);
+        let mut failures = Vec::new();
+        let mut deadline: Option<tokio::time::Instant> = None;
+        let begin_drain = |deadline: &mut Option<tokio::time::Instant>| {
+            if deadline.is_none() {
+                trigger.trigger();
+                health.set(HealthState::Draining);
+                *deadline = Some(tokio::time::Instant::now() + self.grace);
+            }
+        };
+        loop {
+            let timeout = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                finished = tasks.next() => {
+                    let Some((name, kind, result)) = finished else { break };
+                    let problem = match result {
+                        Ok(Ok(())) => None,
+                        Ok(Err(error)) => Some(format!("{}s.{name} failed: {error}", kind.as_str())),
+                        Err(join) if join.is_panic() => Some(format!("{}s.{name} panicked: {}", kind.as_str(), panic_message(join))),
+                        Err(_) => None,
+                    };
+                    handles.retain(|(n, _)| *n != name);
+                    match problem {
+                        Some(problem) => {
+                            tracing::error!("{problem}; draining the rest of the pipeline");
+                            failures.push(problem);
+                            begin_drain(&mut deadline);
+                        }
+                        None => tracing::debug!(component = %name, "finished"),
+                    }
+                }
+                () = &mut stop, if deadline.is_none() => {
+                    tracing::info!(grace_period = ?self.grace, "stop requested; draining buffers");
+                    begin_drain(&mut deadline);
+                }
+                () = timeout => {
+                    let pending: Vec<String> = handles.iter().map(|(n, _)| n.clone()).collect();
+                    for (_, handle) in &handles {
+                        handle.abort();
+                    }
+                    tracing::error!(still_running = ?pending, "drain did not finish within the grace period");
+                    return Outcome::DrainTimedOut(pending);
+                }
+            }
+        }
+        if failures.is_empty() {
+            Outcome::Completed
+        } else {
+            Outcome::Failed(failures)
+        }
+    }
+}
+
+fn panic_message(join: tokio::task::JoinError) -> String {
+    let payload = join.into_panic();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
+/// Creates `dir` if missing and proves it writable with a probe file.
+fn ensure_writable(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let probe = dir.join(".tapio-write-probe");
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(probe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapio_event::{
+        BatchStatus, ComponentFuture, EventBatch, EventType, Timestamp, UnifiedEvent, WhenFull,
+    };
+
+    /// Sends one batch, then panics or waits for shutdown as told.
+    struct ScriptedSource {
+        panic_after_send: bool,
+    }
+
+    impl Source for ScriptedSource {
+        fn run(self: Box<Self>, mut cx: SourceContext) -> ComponentFuture {
+            Box::pin(async move {
+                let event = UnifiedEvent::new(EventType::Process, "test", Timestamp(1));
+                let _ = cx.out.send(EventBatch::new(vec![event; 10])).await;
+                assert!(!self.panic_after_send, "scripted failure");
+                cx.shutdown.triggered().await;
+                Ok(())
+            })
+        }
+    }
+
+    /// Counts what it receives; never finishes if `stuck`.
+    struct CountingSink {
+        stuck: bool,
+    }
+
+    impl Sink for CountingSink {
+        fn run(self: Box<Self>, mut input: BufferReceiver, cx: SinkContext) -> ComponentFuture {
+            Box::pin(async move {
+                while let Some(batch) = input.recv().await {
+                    cx.metrics.add_events_out(batch.len());
+                    batch.ack(BatchStatus::Delivered);
+                }
+                if self.stuck {
+                    std::future::pending::<()>().await;
+                }
+                Ok(())
+            })
+        }
+    }
+
+    fn topology(panic_after_send: bool, stuck: bool) -> (Topology, Arc<ComponentMetrics>) {
+        let sink_metrics = Arc::new(ComponentMetrics::new(
+            "sink",
+            "counting",
+            ComponentKind::Sink,
+        ));
+        let source_metrics = Arc::new(ComponentMetrics::new(
+            "source",
+            "scripted",
+            ComponentKind::Source,
+        ));
+        let (tx, rx) = buffer(100, WhenFull::Block, Arc::clone(&sink_metrics));
+        let outputs =
+            SourceOutputs::new(Fanout::new(vec![tx]), vec![], Arc::clone(&source_metrics));
+        let topology = Topology {
+            sources: vec![BuiltSource {
+                source: Box::new(ScriptedSource { panic_after_send }),
+                outputs,
+                metrics: source_metrics,
+            }],
+            sinks: vec![BuiltSink {
+                sink: Box::new(CountingSink { stuck }),
+                input: rx,
+                metrics: Arc::clone(&sink_metrics),
+            }],
+            grace: Duration::from_millis(300),
+        };
+        (topology, sink_metrics)
+    }
+
+    #[tokio::test]
+    async fn a_panicking_source_is_reported_after_the_sink_drains() {
+        let (topology, sink) = topology(true, false);
+        let outcome = topology
+            .run(std::future::pending(), &Health::default())
+            .await;
+        let Outcome::Failed(problems) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(
+            problems,
+            vec!["sources.source panicked: scripted failure".to_string()]
+        );
+        assert_eq!(sink.snapshot().events_out, 10);
+    }
+
+    #[tokio::test]
+    async fn a_stop_request_drains_and_completes() {
+        let (topology, sink) = topology(false, false);
+        let health = Health::default();
+        let outcome = topology
+            .run(tokio::time::sleep(Duration::from_millis(50)), &health)
+            .await;
+        assert_eq!(outcome, Outcome::Completed);
+        assert_eq!(health.get(), HealthState::Draining);
+        assert_eq!(sink.snapshot().events_out, 10);
+    }
+
+    #[tokio::test]
+    async fn a_drain_that_outlives_the_grace_period_is_cut() {
+        let (topology, _) = topology(false, true);
+        let outcome = topology
+            .run(
+                tokio::time::sleep(Duration::from_millis(50)),
+                &Health::default(),
+            )
+            .await;
+        assert_eq!(outcome, Outcome::DrainTimedOut(vec!["sink".to_string()]));
+    }
+}

@@ -1,0 +1,21 @@
+//! The `tapio` command: wires the layers together (config → topology → API) and maps outcomes
+//! to sysexits codes. Nothing here knows about individual components.
+
+mod cli;
+mod run;
+mod summary;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    cli::init_logging(cli.log_format);
+    let code = match cli.command {
+        cli::Command::Run(args) => run::run(&args),
+        cli::Command::Validate(args) => run::validate(&args),
+        cli::Command::Graph(args) => run::graph(&args),
+    };
+    ExitCode::from(code as u8)
+}

@@ -1,0 +1,290 @@
+//! The command line: `validate` reports every problem with file, line and key; `graph` renders
+//! the DAG; exit codes follow sysexits; the default pipeline announces itself.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn validate_reports_every_error_with_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "my.toml",
+        r#"data_dir = "/tmp"
+nodename = "x"
+
+[sources.node]
+type = "demo"
+rate = "fast"
+
+[sources.logs]
+type = "stdin"
+colour = "blue"
+
+[sinks.out]
+type = "console"
+inputs = ["nod", "logs.errors"]
+
+[sinks.node]
+type = "blackhole"
+inputs = ["logs"]
+
+[sinks.archive]
+type = "fiel"
+inputs = ["logs"]
+
+[sinks.dump]
+type = "file"
+inputs = ["logs"]
+path = "/tmp/{{ entity.nam }}.ndjson"
+buffer = { max_events = 10, when_full = "spill" }
+
+[sinks.lonely]
+type = "blackhole"
+"#,
+    );
+    let output = tapio()
+        .args(["validate", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let file = config.display();
+    for expected in [
+        format!("{file}:2: nodename: unknown top-level option; did you mean \"node_name\"?"),
+        format!("{file}:6: sources.node.rate: invalid type: string \"fast\", expected f64"),
+        format!("{file}:10: sources.logs.colour: unknown field `colour`"),
+        format!("{file}:14: sinks.out.inputs: no component named \"nod\"; did you mean \"node\"?"),
+        format!(
+            "{file}:16: sinks.node: the name \"node\" is already used by sources.node on line 4"
+        ),
+        format!(
+            "{file}:21: sinks.archive.type: unknown sink type \"fiel\"; did you mean \"file\"?"
+        ),
+        format!("{file}:27: sinks.dump.path: unknown field `entity.nam` in template"),
+        format!("{file}:28: sinks.dump.buffer.when_full: unknown value `spill`"),
+        format!("{file}:30: sinks.lonely.inputs: a sink needs inputs"),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("9 error(s) in the config"), "{stderr}");
+}
+
+#[test]
+fn validate_interpolates_environment_and_reports_missing_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"
+[sources.in]
+type = "demo"
+count = ${DEMO_COUNT}
+seed = ${DEMO_SEED:-7}
+
+[sinks.out]
+type = "file"
+inputs = ["in"]
+path = "${OUT_DIR}/events.ndjson"
+"#;
+    let config = write_config(dir.path(), "env.toml", text);
+    let output = tapio()
+        .args(["validate", "--config"])
+        .arg(&config)
+        .env("DEMO_COUNT", "10")
+        .env_remove("OUT_DIR")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:10: environment variable ${{OUT_DIR}} is not set",
+            config.display()
+        )),
+        "{stderr}"
+    );
+    let output = tapio()
+        .args(["validate", "--config"])
+        .arg(&config)
+        .env("DEMO_COUNT", "10")
+        .env("OUT_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn validate_prints_cycles_and_warns_about_unreachable_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "warn.toml",
+        "[sources.used]\ntype = \"demo\"\n\n[sources.unused]\ntype = \"demo\"\n\n[sinks.out]\ntype = \"blackhole\"\ninputs = [\"used\"]\n",
+    );
+    let output = tapio()
+        .args(["validate", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&output.stderr).contains(&format!(
+        "{}:4: warning: sources.unused: reaches no sink",
+        config.display()
+    )));
+}
+
+#[test]
+fn syntax_errors_name_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "bad.toml",
+        "[sources.in]\ntype = \"demo\"\nrate = = 3\n",
+    );
+    let output = tapio()
+        .args(["validate", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("{}:3: TOML syntax:", config.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn graph_renders_dot_and_mermaid() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "g.toml",
+        "[sources.in]\ntype = \"stdin\"\n\n[sinks.out]\ntype = \"console\"\ninputs = [\"in\"]\n\n[sinks.bad]\ntype = \"blackhole\"\ninputs = [\"in.errors\"]\n",
+    );
+    let dot = tapio()
+        .args(["graph", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let dot = String::from_utf8(dot.stdout).unwrap();
+    assert!(dot.starts_with("digraph tapio {"), "{dot}");
+    assert!(
+        dot.contains("\"in\" -> \"out\";") && dot.contains("\"in\" -> \"bad\" [label=\"errors\"];"),
+        "{dot}"
+    );
+    let mermaid = tapio()
+        .args(["graph", "--format", "mermaid", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let mermaid = String::from_utf8(mermaid.stdout).unwrap();
+    assert!(
+        mermaid.contains("n0 --> n1") && mermaid.contains("n0 -- errors --> n2"),
+        "{mermaid}"
+    );
+}
+
+#[test]
+fn version_and_help_follow_clap_conventions() {
+    let version = tapio().arg("--version").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("tapio {}", env!("CARGO_PKG_VERSION"))
+    );
+    let help = tapio().args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--summary") && help.contains("--config"),
+        "{help}"
+    );
+}
+
+#[test]
+fn default_pipeline_announces_itself_and_stops_on_sigint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tapio()
+        .arg("run")
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(child.id(), libc::SIGINT);
+    let stdout = child.stdout.take();
+    let output = wait_with_timeout(child, Duration::from_secs(30));
+    drop(stdout);
+    assert_eq!(output.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let first = stderr.lines().next().unwrap_or_default();
+    if std::path::Path::new("/etc/tapio/tapio.toml").exists() {
+        assert!(first.contains("/etc/tapio/tapio.toml"), "{first}");
+    } else {
+        assert!(first.contains("built-in node-agent pipeline"), "{first}");
+    }
+}
+
+#[test]
+fn unusable_environment_exits_69_and_failing_sink_exits_70() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocked = dir.path().join("not-a-dir");
+    std::fs::write(&blocked, "").unwrap();
+    let config = write_config(
+        dir.path(),
+        "unavailable.toml",
+        &format!(
+            "[sources.in]\ntype = \"demo\"\ncount = 10\n\n[sinks.out]\ntype = \"file\"\ninputs = [\"in\"]\npath = \"{}/sub/out.ndjson\"\n",
+            blocked.display()
+        ),
+    );
+    let output = tapio()
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(69),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("sinks.out: "));
+
+    // Standard output closed by the reader: the console sink fails, the run exits 70.
+    let config = write_config(
+        dir.path(),
+        "closed.toml",
+        "[sources.in]\ntype = \"demo\"\n\n[sinks.out]\ntype = \"console\"\ninputs = [\"in\"]\n",
+    );
+    let mut child = tapio()
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = wait_with_timeout(child, Duration::from_secs(60));
+    assert_eq!(
+        output.status.code(),
+        Some(70),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("sinks.out failed: cannot write to standard output")
+    );
+}

@@ -1,0 +1,157 @@
+//! Helpers for integration tests that run the real `tapio` binary on real configs.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn tapio() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tapio"));
+    command.env_remove("TAPIO_CONFIG").env("TAPIO_LOG", "info");
+    command
+}
+
+/// Writes `text` as `name` in `dir` and returns its path.
+pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs `tapio run --summary --config <config>` to completion with `stdin` as input.
+pub fn run_with_stdin(config: &Path, stdin: &[u8]) -> Output {
+    let mut child = tapio()
+        .args(["run", "--summary", "--config"])
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let output = wait_with_timeout(child, Duration::from_secs(120));
+    writer.join().unwrap();
+    output
+}
+
+/// Waits for `child`, killing it (and failing the test) after `limit`.
+pub fn wait_with_timeout(child: Child, limit: Duration) -> Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            signal(pid, libc::SIGKILL);
+            panic!("tapio (pid {pid}) did not exit within {limit:?}");
+        }
+    }
+}
+
+/// Sends `signal` to `pid`.
+pub fn signal(pid: u32, signal: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid as i32, signal);
+    }
+}
+
+/// A row of the `--summary` table: (events_in, events_out, dropped, errors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub events_in: u64,
+    pub events_out: u64,
+    pub dropped: u64,
+    pub errors: u64,
+}
+
+/// Finds `component`'s row in the summary table printed on standard error.
+pub fn summary_row(stderr: &[u8], component: &str) -> Counts {
+    let text = String::from_utf8_lossy(stderr);
+    let row = text
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|cells| cells.len() == 8 && cells[0] == component && cells[3].parse::<u64>().is_ok())
+        .unwrap_or_else(|| panic!("no summary row for {component} in:\n{text}"));
+    let number = |i: usize| row[i].parse::<u64>().unwrap();
+    Counts {
+        events_in: number(3),
+        events_out: number(4),
+        dropped: number(5),
+        errors: number(6),
+    }
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` on 127.0.0.1:port; returns (status code, body), or None if nothing answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
+}
+
+/// Polls `check` every 50 ms until it returns Some or `limit` passes.
+pub fn eventually<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// A counter's value for `component` from Prometheus text.
+pub fn metric(body: &str, family: &str, component: &str) -> Option<u64> {
+    let needle = format!("{family}{{component=\"{component}\",");
+    body.lines()
+        .find(|line| line.starts_with(&needle))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+/// Resident set size of `pid` in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .unwrap()
+}
+
+/// Parses NDJSON into JSON values.
+pub fn parse_ndjson(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l}: {e}")))
+        .collect()
+}
