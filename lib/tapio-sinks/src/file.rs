@@ -1,6 +1,8 @@
 //! `file`: appends NDJSON events to files named by a template (`/var/log/tapio/%Y-%m-%d.ndjson`,
 //! `{{ entity.namespace }}.ndjson`), creating directories as needed. Encoding and writing run on
-//! a blocking thread so a slow disk never stalls the async executor. A failed write is rolled back
+//! blocking threads, as a two-stage pipeline: while one batch is being written (writes can sleep
+//! in the kernel when the page cache pushes back), the next one is being encoded, and a slow disk
+//! never stalls the async executor. A failed write is rolled back
 //! to the file's previous length and retried with backoff, so a retry never duplicates or tears a
 //! line, and the batch is acknowledged only once every line of it is written.
 
@@ -8,16 +10,18 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use tapio_event::codec::encode_json;
 use tapio_event::template::Template;
 use tapio_event::{
-    BatchStatus, BufferReceiver, BuildContext, ComponentError, ComponentFuture, ComponentMetrics,
-    ConfigDuration, Sink, SinkContext, UnifiedEvent,
+    AckToken, BatchStatus, BufferReceiver, BuildContext, ComponentError, ComponentFuture,
+    ComponentMetrics, ConfigDuration, Sink, SinkContext, UnifiedEvent,
 };
+
+use tokio::sync::mpsc;
 
 use crate::retry::Backoff;
 
@@ -57,17 +61,23 @@ impl FileSinkConfig {
                 })?;
             }
         }
+        let spare = SpareBuffers::default();
         Ok(Box::new(FileSink {
-            files: OpenFiles {
+            encoder: Encoder {
                 path: self.path.clone(),
+                spare: spare.clone(),
+            },
+            files: OpenFiles {
                 idle_timeout: self.idle_timeout.0,
                 open: HashMap::new(),
+                spare,
             },
         }))
     }
 }
 
 struct FileSink {
+    encoder: Encoder,
     files: OpenFiles,
 }
 
@@ -76,11 +86,44 @@ struct OpenFile {
     last_write: Instant,
 }
 
-/// The sink's state, moved to a blocking thread for each batch.
-struct OpenFiles {
+/// Emptied encode buffers handed back by the writer stage for the encoder to reuse: encoding
+/// into warm memory avoids growing a fresh buffer (and faulting in its pages) for every batch.
+#[derive(Clone, Default)]
+struct SpareBuffers(Arc<Mutex<Vec<Vec<u8>>>>);
+
+/// Spare encode buffers kept; a few batches are in flight between the stages at most.
+const MAX_SPARE_BUFFERS: usize = 8;
+
+impl SpareBuffers {
+    fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut spare| spare.pop())
+            .unwrap_or_default()
+    }
+
+    fn give(&self, mut bytes: Vec<u8>) {
+        if let Ok(mut spare) = self.0.lock()
+            && spare.len() < MAX_SPARE_BUFFERS
+        {
+            bytes.clear();
+            spare.push(bytes);
+        }
+    }
+}
+
+/// The encoding stage: renders each event's path and serialises it.
+struct Encoder {
     path: Template,
+    spare: SpareBuffers,
+}
+
+/// The writing stage's state: the files it keeps open.
+struct OpenFiles {
     idle_timeout: Duration,
     open: HashMap<PathBuf, OpenFile>,
+    spare: SpareBuffers,
 }
 
 /// The encoded lines of one batch bound for one file.
@@ -90,7 +133,7 @@ struct PendingWrite {
     events: usize,
 }
 
-impl OpenFiles {
+impl Encoder {
     /// Groups the batch's events by destination and encodes them; events whose path cannot be
     /// rendered are counted as `template` errors.
     fn encode(&self, events: &[UnifiedEvent], metrics: &ComponentMetrics) -> Vec<PendingWrite> {
@@ -114,7 +157,7 @@ impl OpenFiles {
                 None => {
                     pending.push(PendingWrite {
                         path: PathBuf::from(&rendered),
-                        bytes: Vec::with_capacity(events.len() * 320),
+                        bytes: self.spare.take(),
                         events: 0,
                     });
                     pending.len() - 1
@@ -128,7 +171,9 @@ impl OpenFiles {
         metrics.add_errors("template", missing);
         pending
     }
+}
 
+impl OpenFiles {
     /// Appends `write` whole or not at all: on failure the file is cut back to its old length.
     fn append(&mut self, write: &PendingWrite) -> std::io::Result<()> {
         if !self.open.contains_key(&write.path) {
@@ -197,6 +242,7 @@ impl OpenFiles {
                     Ok(()) => {
                         attempt.written_events += write.events;
                         attempt.written_bytes += write.bytes.len();
+                        self.spare.give(write.bytes);
                         continue;
                     }
                     Err(e) => attempt.error = Some(format!("{}: {e}", write.path.display())),
@@ -218,45 +264,77 @@ async fn run_blocking<T: Send + 'static>(
         .map_err(|e| ComponentError(format!("file writer thread failed: {e}")))
 }
 
+/// A batch's encoded writes and the acknowledgements to settle once they are written.
+type EncodedBatch = (Vec<PendingWrite>, Vec<AckToken>);
+
+/// Batches encoded ahead of the writer; two keep both stages busy without holding much memory.
+const ENCODED_AHEAD: usize = 2;
+
 impl Sink for FileSink {
     fn run(self: Box<Self>, mut input: BufferReceiver, cx: SinkContext) -> ComponentFuture {
         Box::pin(async move {
             let metrics = cx.metrics;
-            let mut files = self.files;
-            while let Some(batch) = input.recv().await {
-                let (events, acks) = batch.into_parts();
-                let encode_metrics = Arc::clone(&metrics);
-                let (returned, mut pending) = run_blocking(move || {
-                    let pending = files.encode(&events, &encode_metrics);
-                    (files, pending)
-                })
-                .await?;
-                files = returned;
-                let mut backoff = Backoff::new();
-                while !pending.is_empty() {
-                    let (returned, attempt) = run_blocking(move || {
-                        let attempt = files.attempt(pending);
-                        (files, attempt)
+            let FileSink {
+                mut encoder,
+                mut files,
+            } = *self;
+            let (to_writer, mut encoded) = mpsc::channel::<EncodedBatch>(ENCODED_AHEAD);
+            let encode_metrics = Arc::clone(&metrics);
+            let encoding = async move {
+                while let Some(batch) = input.recv().await {
+                    let (events, acks) = batch.into_parts();
+                    let m = Arc::clone(&encode_metrics);
+                    let (returned, pending) = run_blocking(move || {
+                        let pending = encoder.encode(&events, &m);
+                        (encoder, pending)
                     })
                     .await?;
-                    files = returned;
-                    pending = attempt.left;
-                    metrics.add_events_out(attempt.written_events);
-                    metrics.add_bytes_out(attempt.written_bytes);
-                    if let Some(error) = attempt.error {
-                        let delay = backoff.next_delay();
-                        metrics.add_errors("write", 1);
-                        tracing::warn!(sink = %metrics.name, %error, retry_in = ?delay, "write failed; retrying");
-                        tokio::time::sleep(delay).await;
+                    encoder = returned;
+                    if to_writer.send((pending, acks)).await.is_err() {
+                        break;
                     }
                 }
-                for ack in acks {
-                    ack.ack(BatchStatus::Delivered);
+                Ok::<_, ComponentError>(())
+            };
+            let writing = async move {
+                while let Some((pending, acks)) = encoded.recv().await {
+                    files = write_until_done(files, pending, &metrics).await?;
+                    for ack in acks {
+                        ack.ack(BatchStatus::Delivered);
+                    }
                 }
-            }
-            run_blocking(move || files.sync_all()).await?;
-            Ok(())
+                run_blocking(move || files.sync_all()).await
+            };
+            let (encoded, written) = tokio::join!(encoding, writing);
+            encoded.and(written)
         })
+    }
+}
+
+/// Writes `pending`, retrying failures with capped backoff until every line is written.
+async fn write_until_done(
+    mut files: OpenFiles,
+    mut pending: Vec<PendingWrite>,
+    metrics: &ComponentMetrics,
+) -> Result<OpenFiles, ComponentError> {
+    let mut backoff = Backoff::new();
+    loop {
+        let (returned, attempt) = run_blocking(move || {
+            let attempt = files.attempt(pending);
+            (files, attempt)
+        })
+        .await?;
+        files = returned;
+        metrics.add_events_out(attempt.written_events);
+        metrics.add_bytes_out(attempt.written_bytes);
+        let Some(error) = attempt.error else {
+            return Ok(files);
+        };
+        pending = attempt.left;
+        let delay = backoff.next_delay();
+        metrics.add_errors("write", 1);
+        tracing::warn!(sink = %metrics.name, %error, retry_in = ?delay, "write failed; retrying");
+        tokio::time::sleep(delay).await;
     }
 }
 
@@ -326,9 +404,9 @@ mod tests {
         let target = dir.path().join("out.ndjson");
         std::fs::write(&target, "existing\n").unwrap();
         let mut files = OpenFiles {
-            path: Template::parse("unused").unwrap(),
             idle_timeout: Duration::from_secs(30),
             open: HashMap::new(),
+            spare: SpareBuffers::default(),
         };
         // Opening a directory as the target fails; the retry list keeps the whole write.
         let bad = PendingWrite {

@@ -308,7 +308,13 @@ impl Cluster {
                 let app = index % DEPLOYMENTS.len();
                 let node = &mut nodes[index % node_count];
                 Slot {
-                    pod: Arc::new(new_pod(&DEPLOYMENTS[app], &hashes[app], node, index % node_count, rng)),
+                    pod: Arc::new(new_pod(
+                        &DEPLOYMENTS[app],
+                        &hashes[app],
+                        node,
+                        index % node_count,
+                        rng,
+                    )),
                     busy: false,
                     template_hash: Arc::clone(&hashes[app]),
                 }
@@ -327,7 +333,13 @@ impl Cluster {
             node = (node + 1) % self.nodes.len();
         }
         let template_hash = Arc::clone(&self.slots[slot].template_hash);
-        self.slots[slot].pod = Arc::new(new_pod(old.app, &template_hash, &mut self.nodes[node], node, rng));
+        self.slots[slot].pod = Arc::new(new_pod(
+            old.app,
+            &template_hash,
+            &mut self.nodes[node],
+            node,
+            rng,
+        ));
     }
 
     /// The container of `slot` is replaced by a new one, as the kubelet does on a restart.
@@ -336,7 +348,13 @@ impl Cluster {
     }
 }
 
-fn new_pod(app: &'static Deployment, template_hash: &str, node: &mut Node, node_index: usize, rng: &mut Rng) -> Pod {
+fn new_pod(
+    app: &'static Deployment,
+    template_hash: &str,
+    node: &mut Node,
+    node_index: usize,
+    rng: &mut Rng,
+) -> Pod {
     let uid = rng.uuid();
     let mut name = format!("{}-{template_hash}-", app.name);
     rng.push_from(&mut name, NAME_ALPHABET, 5);
@@ -378,9 +396,15 @@ mod tests {
         let mut cluster = Cluster::new(20, 2, &mut rng);
         let pod = Arc::clone(&cluster.slots[0].pod);
         assert!(pod.name.starts_with("api-"));
-        assert_eq!(pod.name.len(), "api-".len() + pod.name[4..].find('-').unwrap() + 6);
+        assert_eq!(
+            pod.name.len(),
+            "api-".len() + pod.name[4..].find('-').unwrap() + 6
+        );
         assert!(pod.ip.starts_with("10.244.1."));
-        assert_eq!(pod.container.scope.len(), "cri-containerd-.scope".len() + 64);
+        assert_eq!(
+            pod.container.scope.len(),
+            "cri-containerd-.scope".len() + 64
+        );
         assert!(pod.slice.contains(&pod.uid.replace('-', "_")));
         cluster.replace(0, &mut rng);
         let new = &cluster.slots[0].pod;

@@ -32,20 +32,21 @@ impl Stamp {
 }
 
 /// What a Kubernetes collector knows: the pod by uid, with its name, namespace and node.
-pub(super) fn pod_entity(pod: &Pod) -> Box<Entity> {
+fn pod_entity(pod: &Pod) -> Box<Entity> {
+    pod_known_as(pod, pod.uid.clone())
+}
+
+/// What the CNI plugin knows: the pod by `namespace/name` from its CNI args, no uid.
+fn cni_entity(pod: &Pod) -> Box<Entity> {
+    pod_known_as(pod, pod.key.clone())
+}
+
+fn pod_known_as(pod: &Pod, id: String) -> Box<Entity> {
     Box::new(Entity {
         name: Some(pod.name.clone()),
         namespace: Some(pod.namespace.clone()),
         node: Some(pod.node_name.clone()),
-        ..Entity::new(EntityType::Pod, pod.uid.clone())
-    })
-}
-
-/// What the CNI plugin knows: the pod by `namespace/name` from its CNI args, no uid.
-pub(super) fn cni_entity(pod: &Pod) -> Box<Entity> {
-    Box::new(Entity {
-        id: pod.key.clone(),
-        ..*pod_entity(pod)
+        ..Entity::new(EntityType::Pod, id)
     })
 }
 
@@ -66,8 +67,8 @@ fn node_local(kind: EntityType, node: &str) -> Box<Entity> {
     })
 }
 
-/// A Kubernetes event about `pod`: `kind/name/namespace/uid/node` of the pod, nothing else yet.
-pub(super) fn pod_object(pod: &Pod) -> KubernetesContext {
+/// The Kubernetes context every event about `pod` starts from: which object it is, and where.
+fn pod_object(pod: &Pod) -> KubernetesContext {
     KubernetesContext {
         kind: Some("Pod".to_owned()),
         name: Some(pod.name.clone()),
@@ -79,7 +80,12 @@ pub(super) fn pod_object(pod: &Pod) -> KubernetesContext {
 }
 
 /// A pod watch update in phase `phase`; a Pending pod has no address or container yet.
-pub(super) fn pod_update(stamp: &mut Stamp, pod: &Pod, action: KubeAction, phase: &str) -> UnifiedEvent {
+pub(super) fn pod_update(
+    stamp: &mut Stamp,
+    pod: &Pod,
+    action: KubeAction,
+    phase: &str,
+) -> UnifiedEvent {
     let started = phase != "Pending";
     let mut event = stamp.event(EventType::Kubernetes, "kubernetes");
     event.entity = Some(pod_entity(pod));
@@ -95,7 +101,12 @@ pub(super) fn pod_update(stamp: &mut Stamp, pod: &Pod, action: KubeAction, phase
 }
 
 /// A core/v1 Event whose involved object is `pod`.
-pub(super) fn pod_event(stamp: &mut Stamp, pod: &Pod, reason: &str, message: String) -> UnifiedEvent {
+pub(super) fn pod_event(
+    stamp: &mut Stamp,
+    pod: &Pod,
+    reason: &str,
+    message: String,
+) -> UnifiedEvent {
     let mut event = stamp.event(EventType::Kubernetes, "kubernetes");
     event.entity = Some(pod_entity(pod));
     event.kubernetes = Some(Box::new(KubernetesContext {
@@ -135,7 +146,12 @@ pub(super) fn node_object(stamp: &mut Stamp, node: &Node, reason: Option<&str>) 
 }
 
 /// A CNI call for the pod's sandbox: `ADD`, `DEL` or `CHECK`, with the plugin's error if any.
-pub(super) fn cni(stamp: &mut Stamp, pod: &Pod, operation: &str, error: Option<&str>) -> UnifiedEvent {
+pub(super) fn cni(
+    stamp: &mut Stamp,
+    pod: &Pod,
+    operation: &str,
+    error: Option<&str>,
+) -> UnifiedEvent {
     let mut event = stamp.event(EventType::Network, "cni");
     event.entity = Some(cni_entity(pod));
     event.network = Some(Box::new(NetworkContext {
@@ -152,32 +168,57 @@ pub(super) fn cni(stamp: &mut Stamp, pod: &Pod, operation: &str, error: Option<&
 }
 
 /// A systemd unit state change, seen on `entity`.
-pub(super) fn unit_change(stamp: &mut Stamp, entity: Box<Entity>, systemd: SystemdContext) -> UnifiedEvent {
+pub(super) fn unit_change(
+    stamp: &mut Stamp,
+    entity: Box<Entity>,
+    systemd: SystemdContext,
+) -> UnifiedEvent {
     let mut event = stamp.event(EventType::Systemd, "systemd");
     event.entity = Some(entity);
     event.systemd = Some(Box::new(systemd));
     event
 }
 
-/// The state of the scope of the pod's current container.
-pub(super) fn scope(pod: &Pod, active_state: &str, sub_state: &str) -> SystemdContext {
+/// A unit in `active_state`/`sub_state`; callers add the job, result and pid they know.
+pub(super) fn unit_state(active_state: &str, sub_state: &str) -> SystemdContext {
     SystemdContext {
-        unit: Some(pod.container.scope.clone()),
-        slice: Some(pod.slice.clone()),
         active_state: Some(active_state.to_owned()),
         sub_state: Some(sub_state.to_owned()),
         ..SystemdContext::default()
     }
 }
 
+/// A change of the scope of the pod's current container, as the node's systemd collector sees
+/// it: unit and slice name the container and the pod, the entity is only the host.
+pub(super) fn scope_change(stamp: &mut Stamp, pod: &Pod, change: SystemdContext) -> UnifiedEvent {
+    let systemd = SystemdContext {
+        unit: Some(pod.container.scope.clone()),
+        slice: Some(pod.slice.clone()),
+        ..change
+    };
+    unit_change(stamp, host_entity(&pod.node_name), systemd)
+}
+
 /// The pod's main process, as the eBPF `exec`/`exit`/`oom_kill` programs see it.
 pub(super) fn main_process(pod: &Pod, operation: &str) -> ProcessContext {
-    in_container(pod, operation, pod.container.main_pid, pod.shim_pid, (pod.app.comm, pod.app.filename))
+    in_container(
+        pod,
+        operation,
+        pod.container.main_pid,
+        pod.shim_pid,
+        (pod.app.comm, pod.app.filename),
+    )
 }
 
 /// A process of the pod's current container. Only `exec` reports where the process comes from
 /// (executable, parent, user); later events just name it.
-pub(super) fn in_container(pod: &Pod, operation: &str, pid: u32, ppid: u32, (comm, filename): (&str, &str)) -> ProcessContext {
+pub(super) fn in_container(
+    pod: &Pod,
+    operation: &str,
+    pid: u32,
+    ppid: u32,
+    (comm, filename): (&str, &str),
+) -> ProcessContext {
     let exec = operation == "exec";
     ProcessContext {
         operation: Some(operation.to_owned()),
@@ -210,7 +251,14 @@ pub(super) fn socket_owner(pod: &Pod) -> Box<ProcessContext> {
 }
 
 /// A TCP socket event between `client` and `server`, seen on the node of `owner`.
-pub(super) fn tcp(stamp: &mut Stamp, client: &Pod, server: &Pod, src_port: u16, operation: &str, owner: &Pod) -> UnifiedEvent {
+pub(super) fn tcp(
+    stamp: &mut Stamp,
+    client: &Pod,
+    server: &Pod,
+    src_port: u16,
+    operation: &str,
+    owner: &Pod,
+) -> UnifiedEvent {
     let mut event = stamp.event(EventType::Network, "ebpf");
     event.entity = Some(host_entity(&owner.node_name));
     event.network = Some(Box::new(NetworkContext {

@@ -58,9 +58,9 @@ pub struct DemoConfig {
     /// pod CIDR `10.244.<n>.0/24`). Default: 3.
     #[serde(default = "default_nodes")]
     pub nodes: usize,
-    /// Incidents started per 1000 events, taking turns through the five patterns (one may be
-    /// skipped while every candidate pod is already in an incident); 0 disables them. Pod
-    /// rollouts go on regardless, as background. From 0 to 1000. Default: 5.
+    /// Incidents started per 1000 events, taking turns through the five patterns (a turn is
+    /// retried later when the pods or nodes picked are already in an incident); 0 disables
+    /// them. Pod rollouts go on regardless, as background. From 0 to 1000. Default: 5.
     #[serde(default = "default_incident_rate")]
     pub incident_rate: f64,
     /// Seed of every random choice and of the event ids; with `start_time` set, every run
@@ -94,12 +94,15 @@ fn default_batch_size() -> usize {
 }
 
 impl DemoConfig {
-    /// Checks the options and sets up the simulated cluster; the clock starts when the source
-    /// runs.
+    /// Checks the options, so a bad one stops the pipeline before it starts; the cluster and its
+    /// clock are set up when the source runs.
     pub fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Source>, ComponentError> {
         let invalid = |message: String| Err(ComponentError(format!("demo source: {message}")));
         if !(1..=MAX_NODES).contains(&self.nodes) {
-            return invalid(format!("`nodes` must be between 1 and {MAX_NODES}, got {}", self.nodes));
+            return invalid(format!(
+                "`nodes` must be between 1 and {MAX_NODES}, got {}",
+                self.nodes
+            ));
         }
         let max_pods = self.nodes * MAX_PODS_PER_NODE;
         if !(1..=max_pods).contains(&self.pods) {
@@ -131,7 +134,11 @@ impl DemoConfig {
             None => None,
             Some(text) => match Timestamp::parse_rfc3339(text) {
                 Ok(start) if start.as_nanos() > 0 => Some(start),
-                Ok(_) => return invalid(format!("`start_time` {text:?} must be after 1970-01-01T00:00:00Z")),
+                Ok(_) => {
+                    return invalid(format!(
+                        "`start_time` {text:?} must be after 1970-01-01T00:00:00Z"
+                    ));
+                }
                 Err(e) => return invalid(format!("`start_time` {text:?}: {e}")),
             },
         };
@@ -140,7 +147,9 @@ impl DemoConfig {
                 pods: self.pods,
                 nodes: self.nodes,
                 incident_rate: self.incident_rate,
-                seed: self.seed.unwrap_or_else(|| IdGenerator::from_entropy().next_u64()),
+                seed: self
+                    .seed
+                    .unwrap_or_else(|| IdGenerator::from_entropy().next_u64()),
             },
             count: self.count,
             rate: self.rate,

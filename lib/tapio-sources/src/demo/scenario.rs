@@ -8,8 +8,8 @@ use tapio_event::{KubeAction, ProcessContext, SystemdContext, UnifiedEvent};
 
 use super::cluster::Pod;
 use super::events::{
-    cni, host_entity, main_process, node_entity, node_object, pod_event, pod_update, process_event, scope,
-    tcp, unit_change,
+    Stamp, cni, main_process, node_entity, node_object, pod_event, pod_update, process_event,
+    scope_change, tcp, unit_change, unit_state,
 };
 use super::simulation::Simulation;
 
@@ -36,7 +36,10 @@ pub(super) enum PodStep {
     /// The container's scope fails with this systemd `result`.
     ScopeFailed(&'static str),
     Exec,
-    Exit { code: i32, signal: Option<i32> },
+    Exit {
+        code: i32,
+        signal: Option<i32>,
+    },
     OomKill,
     /// Another pod's connection to this pod fails this way (`retransmit`, `timeout`, `error`).
     SocketFailure(&'static str),
@@ -93,11 +96,16 @@ impl Reason {
         let (ip, port) = (&pod.ip, pod.app.port);
         match self {
             Reason::Scheduled => format!("Successfully assigned {} to {}", pod.key, pod.node_name),
-            Reason::Pulled => format!("Container image \"{}\" already present on machine", pod.app.image),
+            Reason::Pulled => format!(
+                "Container image \"{}\" already present on machine",
+                pod.app.image
+            ),
             Reason::Created => format!("Created container {app}"),
             Reason::Started => format!("Started container {app}"),
             Reason::Stopping => format!("Stopping container {app}"),
-            Reason::ProbeKilling => format!("Container {app} failed liveness probe, will be restarted"),
+            Reason::ProbeKilling => {
+                format!("Container {app} failed liveness probe, will be restarted")
+            }
             Reason::ReadinessFailed => format!(
                 "Readiness probe failed: Get \"http://{ip}:{port}/healthz\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
             ),
@@ -116,8 +124,14 @@ impl Status {
     fn reason_and_message(self, pod: &Pod) -> (&'static str, String) {
         let app = pod.app.name;
         match self {
-            Status::OomKilled => ("OOMKilled", format!("container {app} terminated: OOMKilled, exit code 137")),
-            Status::Error => ("Error", format!("container {app} terminated: Error, exit code 1")),
+            Status::OomKilled => (
+                "OOMKilled",
+                format!("container {app} terminated: OOMKilled, exit code 137"),
+            ),
+            Status::Error => (
+                "Error",
+                format!("container {app} terminated: Error, exit code 1"),
+            ),
             Status::CrashLoopBackOff => (
                 "CrashLoopBackOff",
                 format!(
@@ -283,27 +297,27 @@ impl Simulation {
                 Some("failed to set up interface eth0: link not found"),
             ),
             PodStep::ScopeStarted | PodStep::ContainerRestarted => {
-                let systemd = SystemdContext {
+                let started = SystemdContext {
                     job_type: Some("start".to_owned()),
                     main_pid: Some(pod.container.main_pid),
-                    ..scope(&pod, "active", "running")
+                    ..unit_state("active", "running")
                 };
-                unit_change(stamp, host_entity(&pod.node_name), systemd)
+                scope_change(stamp, &pod, started)
             }
             PodStep::ScopeStopped => {
-                let systemd = SystemdContext {
+                let stopped = SystemdContext {
                     job_type: Some("stop".to_owned()),
                     result: Some("success".to_owned()),
-                    ..scope(&pod, "inactive", "dead")
+                    ..unit_state("inactive", "dead")
                 };
-                unit_change(stamp, host_entity(&pod.node_name), systemd)
+                scope_change(stamp, &pod, stopped)
             }
             PodStep::ScopeFailed(result) => {
-                let systemd = SystemdContext {
+                let failed = SystemdContext {
                     result: Some(result.to_owned()),
-                    ..scope(&pod, "failed", "failed")
+                    ..unit_state("failed", "failed")
                 };
-                unit_change(stamp, host_entity(&pod.node_name), systemd)
+                scope_change(stamp, &pod, failed)
             }
             PodStep::Exec => process_event(stamp, &pod, main_process(&pod, "exec")),
             PodStep::Exit { code, signal } => {
@@ -330,31 +344,39 @@ impl Simulation {
     }
 
     /// The event of `step` about `node`, whose failing runtime unit is `unit`.
-    pub(super) fn node_step(&mut self, node: usize, unit: &'static str, step: NodeStep) -> UnifiedEvent {
+    pub(super) fn node_step(
+        &mut self,
+        node: usize,
+        unit: &'static str,
+        step: NodeStep,
+    ) -> UnifiedEvent {
         let node = &self.cluster.nodes[node];
         let stamp = &mut self.stamp;
-        let systemd = |active: &str, sub: &str, result: &str| SystemdContext {
-            unit: Some(unit.to_owned()),
-            active_state: Some(active.to_owned()),
-            sub_state: Some(sub.to_owned()),
-            result: Some(result.to_owned()),
-            ..SystemdContext::default()
+        let unit_event = |stamp: &mut Stamp, change: SystemdContext| {
+            let systemd = SystemdContext {
+                unit: Some(unit.to_owned()),
+                ..change
+            };
+            unit_change(stamp, node_entity(&node.name), systemd)
         };
         match step {
             NodeStep::Listed => node_object(stamp, node, None),
             NodeStep::Event(reason) => node_object(stamp, node, Some(reason)),
-            NodeStep::UnitFailed => unit_change(
-                stamp,
-                node_entity(&node.name),
-                systemd("failed", "failed", "exit-code"),
-            ),
+            NodeStep::UnitFailed => {
+                let failed = SystemdContext {
+                    result: Some("exit-code".to_owned()),
+                    ..unit_state("failed", "failed")
+                };
+                unit_event(stamp, failed)
+            }
             NodeStep::UnitRestarted => {
                 let restarted = SystemdContext {
                     job_type: Some("restart".to_owned()),
+                    result: Some("success".to_owned()),
                     main_pid: Some(self.rng.pid()),
-                    ..systemd("active", "running", "success")
+                    ..unit_state("active", "running")
                 };
-                unit_change(stamp, node_entity(&node.name), restarted)
+                unit_event(stamp, restarted)
             }
         }
     }

@@ -115,7 +115,7 @@ impl Simulation {
         let mut rng = Rng::new(settings.seed);
         let cluster = Cluster::new(settings.pods, settings.nodes, &mut rng);
         let incident_every = (settings.incident_rate > 0.0)
-            .then(|| (1000.0 / settings.incident_rate).round().max(1.0) as u64);
+            .then(|| (1000.0 / settings.incident_rate).round().clamp(1.0, 1e12) as u64);
         let mut simulation = Simulation {
             stamp: Stamp::new(settings.seed.rotate_left(32) ^ 0x5DEE_CE66_D1CE_5EED, start),
             rng,
@@ -130,10 +130,16 @@ impl Simulation {
             next_rollout: 0,
             incidents: 0,
         };
-        simulation.next_incident = incident_every.map_or(u64::MAX, |mean| simulation.interval(mean));
+        simulation.next_incident =
+            incident_every.map_or(u64::MAX, |mean| simulation.interval(mean));
         simulation.next_rollout = simulation.interval(ROLLOUT_EVERY);
+        // The unit is only read by unit steps, which the initial list has none of.
         for node in 0..settings.nodes {
-            simulation.push(0, Action::Node(node, NODE_UNITS[0], NodeStep::Listed), false);
+            simulation.push(
+                0,
+                Action::Node(node, NODE_UNITS[0], NodeStep::Listed),
+                false,
+            );
         }
         for slot in 0..settings.pods {
             simulation.push(0, Action::Pod(slot, PodStep::Listed), false);
@@ -176,18 +182,23 @@ impl Simulation {
         mean / 2 + self.rng.below(mean) + 1
     }
 
-    /// Schedules `scenario` about a free pod or node; false when every candidate is busy.
+    /// Schedules `scenario` about a pod or node no other story is about; false when none was
+    /// found.
     fn start(&mut self, scenario: Scenario) -> bool {
         match scenario.script() {
             Script::Pod(steps) => {
-                let Some(slot) = self.free(|sim, i| sim.cluster.slots[i].busy, self.cluster.slots.len()) else {
+                let Some(slot) =
+                    self.free(|sim, i| sim.cluster.slots[i].busy, self.cluster.slots.len())
+                else {
                     return false;
                 };
                 self.cluster.slots[slot].busy = true;
                 self.schedule(steps, |step| Action::Pod(slot, step));
             }
             Script::Node(steps) => {
-                let Some(node) = self.free(|sim, i| sim.cluster.nodes[i].busy, self.cluster.nodes.len()) else {
+                let Some(node) =
+                    self.free(|sim, i| sim.cluster.nodes[i].busy, self.cluster.nodes.len())
+                else {
                     return false;
                 };
                 self.cluster.nodes[node].busy = true;
@@ -222,7 +233,12 @@ impl Simulation {
     fn push(&mut self, due: i64, action: Action, last: bool) {
         self.seq += 1;
         let seq = self.seq;
-        self.pending.push(Pending { due, seq, action, last });
+        self.pending.push(Pending {
+            due,
+            seq,
+            action,
+            last,
+        });
     }
 
     fn perform(&mut self, pending: Pending) -> UnifiedEvent {
@@ -269,8 +285,19 @@ impl Simulation {
         let server = self.ready_pod(usize::MAX);
         let src_port = self.rng.range(32_768, 61_000) as u16;
         let accepted = self.rng.below(2) == 0;
-        let (operation, owner) = if accepted { ("accept", &server) } else { ("connect", &client) };
-        let event = tcp(&mut self.stamp, &client, &server, src_port, operation, owner);
+        let (operation, owner) = if accepted {
+            ("accept", &server)
+        } else {
+            ("connect", &client)
+        };
+        let event = tcp(
+            &mut self.stamp,
+            &client,
+            &server,
+            src_port,
+            operation,
+            owner,
+        );
         self.flows.push_back(Flow {
             client,
             server,
@@ -282,8 +309,19 @@ impl Simulation {
 
     fn close_flow(&mut self) -> UnifiedEvent {
         let flow = self.flows.pop_front().expect("only called with open flows");
-        let owner = if flow.accepted { &flow.server } else { &flow.client };
-        tcp(&mut self.stamp, &flow.client, &flow.server, flow.src_port, "close", owner)
+        let owner = if flow.accepted {
+            &flow.server
+        } else {
+            &flow.client
+        };
+        tcp(
+            &mut self.stamp,
+            &flow.client,
+            &flow.server,
+            flow.src_port,
+            "close",
+            owner,
+        )
     }
 
     fn exec_process(&mut self) -> UnifiedEvent {
@@ -297,7 +335,10 @@ impl Simulation {
     }
 
     fn exit_process(&mut self) -> UnifiedEvent {
-        let Process { pod, pid, tool } = self.processes.pop_front().expect("only called with running processes");
+        let Process { pod, pid, tool } = self
+            .processes
+            .pop_front()
+            .expect("only called with running processes");
         let process = ProcessContext {
             exit_code: Some(0),
             ..in_container(&pod, "exit", pid, pod.container.main_pid, tool)

@@ -38,7 +38,11 @@ struct Running {
 fn start(config: DemoConfig) -> Running {
     let source = config.build(&build_context()).expect("valid options build");
     let metrics = Arc::new(ComponentMetrics::new("demo", "demo", ComponentKind::Source));
-    let sink_metrics = Arc::new(ComponentMetrics::new("sink", "blackhole", ComponentKind::Sink));
+    let sink_metrics = Arc::new(ComponentMetrics::new(
+        "sink",
+        "blackhole",
+        ComponentKind::Sink,
+    ));
     let (tx, output) = buffer(10_000, WhenFull::Block, sink_metrics);
     let (trigger, shutdown) = ShutdownSignal::new();
     let out = SourceOutputs::new(Fanout::new(vec![tx]), vec![], Arc::clone(&metrics));
@@ -73,7 +77,11 @@ async fn run(config: DemoConfig) -> Run {
         run.batch_sizes.push(batch.len());
         run.events.extend_from_slice(batch.events());
     }
-    running.task.await.expect("source task").expect("source ends cleanly");
+    running
+        .task
+        .await
+        .expect("source task")
+        .expect("source ends cleanly");
     run.events_out = running.metrics.snapshot().events_out;
     run
 }
@@ -103,6 +111,18 @@ fn options_default_as_documented() {
 }
 
 #[test]
+fn reads_from_the_source_registry() {
+    let source: crate::SourceConfig =
+        serde_json::from_value(json!({ "demo": { "rate": 100, "seed": 1 } })).unwrap();
+    let crate::SourceConfig::Demo(options) = source else {
+        panic!("not a demo source");
+    };
+    assert_eq!((options.rate, options.seed), (Some(100.0), Some(1)));
+    let typo = json!({ "demo": { "incidents": 5 } });
+    assert!(serde_json::from_value::<crate::SourceConfig>(typo).is_err());
+}
+
+#[test]
 fn bad_options_are_rejected_naming_the_option() {
     let cases = [
         (json!({ "pods": 0 }), "`pods`"),
@@ -114,7 +134,10 @@ fn bad_options_are_rejected_naming_the_option() {
         (json!({ "rate": 0 }), "`rate`"),
         (json!({ "batch_size": 0 }), "`batch_size`"),
         (json!({ "start_time": "yesterday" }), "`start_time`"),
-        (json!({ "start_time": "1970-01-01T00:00:00Z" }), "`start_time`"),
+        (
+            json!({ "start_time": "1970-01-01T00:00:00Z" }),
+            "`start_time`",
+        ),
     ];
     for (options, option) in cases {
         let Err(error) = config(options.clone()).build(&build_context()) else {
@@ -132,7 +155,11 @@ async fn seeded_runs_repeat_byte_for_byte() {
     assert_ne!(ndjson(&first), ndjson(&run(seeded(3000, 8)).await.events));
     let start = Timestamp::parse_rfc3339(START).unwrap();
     assert!(first[0].timestamp > start);
-    assert!(first.windows(2).all(|pair| pair[0].timestamp < pair[1].timestamp));
+    assert!(
+        first
+            .windows(2)
+            .all(|pair| pair[0].timestamp < pair[1].timestamp)
+    );
 }
 
 #[tokio::test]
@@ -148,9 +175,16 @@ async fn count_is_exact_and_every_event_keeps_the_wire_rules() {
         encode_json(event, &mut line);
         let text = std::str::from_utf8(&line).unwrap();
         assert!(!text.contains("null") && !text.contains(":\"\""), "{text}");
-        assert_eq!(&decoder.decode_json(&line, Timestamp(1)).unwrap(), event, "{text}");
+        assert_eq!(
+            &decoder.decode_json(&line, Timestamp(1)).unwrap(),
+            event,
+            "{text}"
+        );
         assert!(ids.insert(event.id.clone()), "duplicate id {}", event.id);
-        let entity = event.entity.as_deref().expect("every demo event names its subject");
+        let entity = event
+            .entity
+            .as_deref()
+            .expect("every demo event names its subject");
         assert!(entity.node.is_some(), "{text}");
         let unit = event.systemd.as_ref().and_then(|s| s.unit.as_deref());
         let expected: &[EntityType] = match event.source.as_str() {
@@ -191,7 +225,11 @@ impl Pods {
                 && k.kind.as_deref() == Some("Pod")
             {
                 let uid = k.uid.clone().unwrap();
-                let key = format!("{}/{}", k.namespace.as_deref().unwrap(), k.name.as_deref().unwrap());
+                let key = format!(
+                    "{}/{}",
+                    k.namespace.as_deref().unwrap(),
+                    k.name.as_deref().unwrap()
+                );
                 pods.by_key.insert(key, uid.clone());
                 if let Some(ip) = &k.pod_ip {
                     pods.by_ip.insert(ip.clone(), uid.clone());
@@ -203,8 +241,10 @@ impl Pods {
             if let Some(s) = event.systemd.as_deref()
                 && let Some(slice) = &s.slice
             {
-                let container = s.unit.as_deref().unwrap()["cri-containerd-".len()..][..64].to_owned();
-                let uid = slice["kubepods-burstable-pod".len()..slice.len() - ".slice".len()].replace('_', "-");
+                let container =
+                    s.unit.as_deref().unwrap()["cri-containerd-".len()..][..64].to_owned();
+                let uid = slice["kubepods-burstable-pod".len()..slice.len() - ".slice".len()]
+                    .replace('_', "-");
                 pods.by_container.insert(container, uid);
             }
         }
@@ -239,7 +279,11 @@ async fn every_incident_pattern_plays_within_5000_events() {
             }
             "cni" => {
                 let network = event.network.as_deref().unwrap();
-                let step = if network.error.is_some() { "cni error" } else { network.operation.as_deref().unwrap() };
+                let step = if network.error.is_some() {
+                    "cni error"
+                } else {
+                    network.operation.as_deref().unwrap()
+                };
                 (pods.by_key[&entity.id].as_str(), step)
             }
             "systemd" => {
@@ -247,11 +291,21 @@ async fn every_incident_pattern_plays_within_5000_events() {
                 let unit = s.unit.as_deref().unwrap();
                 if entity.kind == EntityType::Node {
                     assert!(unit == "containerd.service" || unit == "kubelet.service");
-                    node_steps.entry(&entity.id).or_default().insert(s.active_state.as_deref().unwrap());
+                    node_steps
+                        .entry(&entity.id)
+                        .or_default()
+                        .insert(s.active_state.as_deref().unwrap());
                     continue;
                 }
                 let uid = pods.by_container[&unit["cri-containerd-".len()..][..64]].as_str();
-                (uid, if s.job_type.as_deref() == Some("start") { "scope start" } else { "scope" })
+                (
+                    uid,
+                    if s.job_type.as_deref() == Some("start") {
+                        "scope start"
+                    } else {
+                        "scope"
+                    },
+                )
             }
             _ if event.kind == EventType::Process => {
                 let process = event.process.as_deref().unwrap();
@@ -272,31 +326,49 @@ async fn every_incident_pattern_plays_within_5000_events() {
                 if !matches!(operation, "timeout" | "retransmit" | "error") {
                     continue;
                 }
-                (pods.by_ip[network.dst_ip.as_ref().unwrap()].as_str(), "socket failure")
+                (
+                    pods.by_ip[network.dst_ip.as_ref().unwrap()].as_str(),
+                    "socket failure",
+                )
             }
         };
         steps.entry(pod).or_default().insert(step);
     }
     let has_all = |pod: &str, wanted: &[&str]| {
-        steps.get(pod).is_some_and(|seen| wanted.iter().all(|step| seen.contains(step)))
+        steps
+            .get(pod)
+            .is_some_and(|seen| wanted.iter().all(|step| seen.contains(step)))
     };
     let mut seen = Vec::new();
-    if steps.keys().any(|pod| has_all(pod, &["Scheduled", "ADD", "scope start", "exec"])) {
+    if steps
+        .keys()
+        .any(|pod| has_all(pod, &["Scheduled", "ADD", "scope start", "exec"]))
+    {
         seen.push("pod-deployment-sequence");
     }
-    if steps.keys().any(|pod| has_all(pod, &["socket failure", "cni error", "Unhealthy", "Killing"])) {
+    if steps.keys().any(|pod| {
+        has_all(
+            pod,
+            &["socket failure", "cni error", "Unhealthy", "Killing"],
+        )
+    }) {
         seen.push("network-failure-cascade");
     }
-    if oom_kills.intersection(&oom_killed).any(|(pod, _)| has_all(pod, &["BackOff"])) {
+    if oom_kills
+        .intersection(&oom_killed)
+        .any(|(pod, _)| has_all(pod, &["BackOff"]))
+    {
         seen.push("oom-kill-cascade");
     }
-    if failed_exits
-        .iter()
-        .any(|(pod, &exits)| exits >= 3 && has_all(pod, &["BackOff"]) && !has_all(pod, &["oom_kill"]))
-    {
+    if failed_exits.iter().any(|(pod, &exits)| {
+        exits >= 3 && has_all(pod, &["BackOff"]) && !has_all(pod, &["oom_kill"])
+    }) {
         seen.push("crash-loop");
     }
-    if node_steps.values().any(|s| s.contains("failed") && s.contains("NodeNotReady")) {
+    if node_steps
+        .values()
+        .any(|s| s.contains("failed") && s.contains("NodeNotReady"))
+    {
         seen.push("node-runtime-failure");
     }
     assert_eq!(seen.len(), 5, "only {seen:?} played");
@@ -307,10 +379,20 @@ async fn rate_paces_events_in_bursts() {
     let began = Instant::now();
     let run = run(config(json!({ "rate": 2000, "count": 1000 }))).await;
     let took = began.elapsed();
-    eprintln!("1000 events at 2000/s took {took:?} in {} batches", run.batch_sizes.len());
+    eprintln!(
+        "1000 events at 2000/s took {took:?} in {} batches",
+        run.batch_sizes.len()
+    );
     assert_eq!(run.events.len(), 1000);
-    assert!(took >= Duration::from_millis(400) && took <= Duration::from_millis(600), "took {took:?}");
-    assert!((10..=100).contains(&run.batch_sizes.len()), "{} batches", run.batch_sizes.len());
+    assert!(
+        took >= Duration::from_millis(400) && took <= Duration::from_millis(600),
+        "took {took:?}"
+    );
+    assert!(
+        (10..=100).contains(&run.batch_sizes.len()),
+        "{} batches",
+        run.batch_sizes.len()
+    );
 }
 
 #[tokio::test]
@@ -326,51 +408,5 @@ async fn shutdown_ends_an_endless_source() {
             .await
             .unwrap_or_else(|_| panic!("{options}: source kept running after shutdown"));
         running.task.await.unwrap().unwrap();
-    }
-}
-
-#[tokio::test]
-async fn scratch_sizes() {
-    let events = run(seeded(20000, 11)).await.events;
-    let mut by: BTreeMap<String, (usize, usize, String)> = BTreeMap::new();
-    for e in &events {
-        let mut line = Vec::new();
-        encode_json(e, &mut line);
-        let op = e.network.as_ref().and_then(|n| n.operation.clone()).or(e.process.as_ref().and_then(|p| p.operation.clone())).or(e.kubernetes.as_ref().and_then(|k| k.reason.clone().or(k.action.map(|a| a.as_str().to_owned())))).or(e.systemd.as_ref().and_then(|s| s.active_state.clone())).unwrap_or_default();
-        let entry = by.entry(format!("{} {}", e.source, op)).or_default();
-        entry.0 += 1; entry.1 += line.len(); entry.2 = String::from_utf8(line).unwrap();
-    }
-    for (k, (n, b, sample)) in by { eprintln!("{k:30} n={n:6} mean={:4}\n    {sample}", b / n); }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
-async fn scratch_throughput() {
-    for _ in 0..3 {
-        let mut sim = super::simulation::Simulation::new(
-            &super::simulation::Settings { pods: 50, nodes: 3, incident_rate: 5.0, seed: 1 },
-            Timestamp::parse_rfc3339(START).unwrap(),
-        );
-        let began = Instant::now();
-        let mut total = 0;
-        let mut keep = Vec::new();
-        for _ in 0..1000 {
-            let mut v = Vec::with_capacity(1000);
-            sim.fill(&mut v, 1000);
-            total += v.len();
-            keep.push(v);
-        }
-        let t = began.elapsed();
-        eprintln!("fill only: {:.2}M events/s", total as f64 / t.as_secs_f64() / 1e6);
-        let began = Instant::now();
-        drop(keep);
-        let t = began.elapsed();
-        eprintln!("drop only: {:.2}M events/s", total as f64 / t.as_secs_f64() / 1e6);
-        let began = Instant::now();
-        let mut running = start(config(json!({ "count": 4_000_000 })));
-        let mut n = 0;
-        while let Some(batch) = running.output.recv().await { n += batch.len(); }
-        let t = began.elapsed();
-        eprintln!("through buffer: {:.2}M events/s", n as f64 / t.as_secs_f64() / 1e6);
     }
 }
