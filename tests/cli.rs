@@ -47,11 +47,7 @@ buffer = { max_events = 10, when_full = "spill" }
 type = "blackhole"
 "#,
     );
-    let output = tapio()
-        .args(["validate", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let output = validate(&config);
     assert_eq!(output.status.code(), Some(78));
     let stderr = String::from_utf8_lossy(&output.stderr);
     let file = config.display();
@@ -132,11 +128,7 @@ fn validate_prints_cycles_and_warns_about_unreachable_sources() {
         "warn.toml",
         "[sources.used]\ntype = \"demo\"\n\n[sources.unused]\ntype = \"demo\"\n\n[sinks.out]\ntype = \"blackhole\"\ninputs = [\"used\"]\n",
     );
-    let output = tapio()
-        .args(["validate", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let output = validate(&config);
     assert_eq!(output.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&output.stderr).contains(&format!(
         "{}:4: warning: sources.unused: reaches no sink",
@@ -152,11 +144,7 @@ fn syntax_errors_name_the_line() {
         "bad.toml",
         "[sources.in]\ntype = \"demo\"\nrate = = 3\n",
     );
-    let output = tapio()
-        .args(["validate", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let output = validate(&config);
     assert_eq!(output.status.code(), Some(78));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

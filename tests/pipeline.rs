@@ -40,10 +40,7 @@ fn stdin_to_file_loses_nothing_and_preserves_every_field() {
     let config = write_config(
         dir.path(),
         "rt.toml",
-        &format!(
-            "[sources.in]\ntype = \"stdin\"\n\n[sinks.out]\ntype = \"file\"\ninputs = [\"in\"]\npath = \"{}\"\n",
-            out.display()
-        ),
+        &source_to_file("type = \"stdin\"", &out),
     );
     let lines = corpus();
     let mut input = lines.join("\n").into_bytes();
@@ -277,9 +274,10 @@ fn text_decoding_wraps_lines_and_a_final_line_without_newline_counts() {
     let config = write_config(
         dir.path(),
         "text.toml",
-        &format!(
-            "[sources.in]\ntype = \"stdin\"\ndecoding = \"text\"\n\n[sinks.out]\ntype = \"file\"\ninputs = [\"in\"]\npath = \"{}\"\n",
-            out.display()
+        &source_to_file(
+            "type = \"stdin\"
+decoding = \"text\"",
+            &out,
         ),
     );
     let mut input = Vec::new();

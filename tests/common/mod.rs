@@ -21,6 +21,23 @@ pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// Runs `tapio validate --config <config>` with the test's environment.
+pub fn validate(config: &Path) -> Output {
+    tapio()
+        .args(["validate", "--config"])
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+/// A config reading `source` (the TOML body of `[sources.in]`) into a file sink writing `out`.
+pub fn source_to_file(source: &str, out: &Path) -> String {
+    format!(
+        "[sources.in]\n{source}\n\n[sinks.out]\ntype = \"file\"\ninputs = [\"in\"]\npath = \"{}\"\n",
+        out.display()
+    )
+}
+
 /// Runs `tapio run --summary --config <config>` to completion with `stdin` as input.
 pub fn run_with_stdin(config: &Path, stdin: &[u8]) -> Output {
     let mut child = tapio()
