@@ -5,7 +5,8 @@ Runs each scenario several times and reports the median events/s and the peak RS
   (a) demo -> blackhole            (10M events by default)
   (b) stdin NDJSON -> blackhole    (a corpus of demo events, ~300 bytes each)
   (c) stdin NDJSON -> file
-Usage: python3 benches/e2e.py [--events N] [--corpus N] [--runs R]
+  (d) demo -> semantic_enrich -> correlate -> impact_assess -> blackhole
+Usage: python3 benches/e2e.py [--events N] [--corpus N] [--intelligence N] [--runs R] [--only a,b,c,d]
 """
 import argparse
 import os
@@ -44,7 +45,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=10_000_000, help="events for demo -> blackhole")
     parser.add_argument("--corpus", type=int, default=3_000_000, help="events in the stdin corpus")
+    parser.add_argument("--intelligence", type=int, default=10_000_000,
+                        help="events for demo -> enrich -> correlate -> impact -> blackhole")
     parser.add_argument("--runs", type=int, default=3, help="runs per scenario (median reported)")
+    parser.add_argument("--only", default="a,b,c,d", help="comma-separated scenarios to run")
     args = parser.parse_args()
     subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "tapio"], cwd=ROOT, check=True)
 
@@ -61,9 +65,11 @@ type = "file"
 inputs = ["demo"]
 path = "{corpus}"
 """)
-        run_measured(gen)
-        size = os.path.getsize(corpus)
-        print(f"corpus: {args.corpus} events, {size / args.corpus:.0f} bytes/event on average")
+        wanted = set(args.only.split(","))
+        if wanted & {"b", "c"}:
+            run_measured(gen)
+            size = os.path.getsize(corpus)
+            print(f"corpus: {args.corpus} events, {size / args.corpus:.0f} bytes/event on average")
 
         out = os.path.join(tmp, "out.ndjson")
         scenarios = [
@@ -90,7 +96,27 @@ type = "file"
 inputs = ["in"]
 path = "{out}"
 """), corpus),
+            ("(d) demo -> intelligence", args.intelligence, write(os.path.join(tmp, "d.toml"), f"""
+[sources.demo]
+type = "demo"
+count = {args.intelligence}
+seed = 1
+start_time = "2026-11-27T00:00:00Z"
+[transforms.enrich]
+type = "semantic_enrich"
+inputs = ["demo"]
+[transforms.correlate]
+type = "correlate"
+inputs = ["enrich"]
+[transforms.impact]
+type = "impact_assess"
+inputs = ["correlate"]
+[sinks.void]
+type = "blackhole"
+inputs = ["impact"]
+"""), None),
         ]
+        scenarios = [s for s in scenarios if s[0][1] in wanted]
         print(f"{'scenario':<26}{'median events/s':>16}{'runs events/s':>40}{'peak RSS MiB':>14}")
         for name, count, config, stdin_path in scenarios:
             rates, peaks = [], []

@@ -11,6 +11,16 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== BPF object matches its source (ebpf/build.sh --check)"
+# The compiled BPF programs are committed (so building Tapio needs no clang); this proves they
+# are what ebpf/tapio.bpf.c builds to. Installs Debian's clang, llvm and libbpf-dev if missing.
+if ! command -v clang >/dev/null || ! command -v llvm-strip >/dev/null \
+  || [ ! -e /usr/include/bpf/bpf_helpers.h ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang llvm libbpf-dev >/dev/null
+fi
+ebpf/build.sh --check
+
 echo "== build"
 cargo build --workspace --locked --bins
 

@@ -15,8 +15,10 @@ const EXIT_UNAVAILABLE: i32 = 69;
 const EXIT_TEMPFAIL: i32 = 75;
 const EXIT_CONFIG: i32 = 78;
 
-/// The node-agent pipeline `tapio run` uses when no config is given.
+/// The node-agent pipeline `tapio run` uses when no config is given and eBPF can load.
 const DEFAULT_CONFIG: &str = include_str!("../config/examples/default.toml");
+/// The built-in pipeline where eBPF cannot load: the same intelligence over the `demo` source.
+const DEFAULT_DEMO_CONFIG: &str = include_str!("../config/examples/default-demo.toml");
 const SYSTEM_CONFIG: &str = "/etc/tapio/tapio.toml";
 
 /// Where the config came from, as the first log line says.
@@ -48,14 +50,25 @@ fn load(args: &ConfigArgs, announce: bool) -> Option<Config> {
             tapio_topology::load_file(&path)
         }
         ConfigSource::BuiltIn => {
-            if announce {
-                tracing::info!(
-                    "no config given; using the built-in node-agent pipeline (config/examples/default.toml)"
-                );
-            }
-            tapio_topology::load_str("<built-in default.toml>", DEFAULT_CONFIG, |name| {
-                std::env::var(name).ok()
-            })
+            let (name, text) = match tapio_sources::ebpf::probe() {
+                Ok(()) => {
+                    if announce {
+                        tracing::info!(
+                            "no config given; using the built-in node-agent pipeline (config/examples/default.toml) with the ebpf source: this node can load eBPF programs"
+                        );
+                    }
+                    ("<built-in default.toml>", DEFAULT_CONFIG)
+                }
+                Err(why) => {
+                    if announce {
+                        tracing::info!(
+                            "no config given; using the built-in node-agent pipeline with the demo source (config/examples/default-demo.toml), because the ebpf source cannot load here: {why}"
+                        );
+                    }
+                    ("<built-in default-demo.toml>", DEFAULT_DEMO_CONFIG)
+                }
+            };
+            tapio_topology::load_str(name, text, |name| std::env::var(name).ok())
         }
     };
     for diagnostic in &loaded.diagnostics {

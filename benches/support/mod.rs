@@ -6,8 +6,8 @@ use std::sync::Arc;
 use tapio_event::buffer::buffer;
 use tapio_event::metrics::ComponentKind;
 use tapio_event::{
-    BuildContext, ComponentMetrics, Fanout, ShutdownSignal, SourceContext, SourceOutputs,
-    UnifiedEvent, WhenFull,
+    BuildContext, ComponentMetrics, Fanout, Outputs, ShutdownSignal, SourceContext, UnifiedEvent,
+    WhenFull,
 };
 use tapio_sources::SourceConfig;
 
@@ -37,7 +37,7 @@ pub fn demo_events(count: usize) -> Vec<UnifiedEvent> {
         ));
         let (tx, mut rx) = buffer(count.max(1), WhenFull::Block, Arc::clone(&metrics));
         let (_trigger, shutdown) = ShutdownSignal::new();
-        let out = SourceOutputs::new(Fanout::new(vec![tx]), vec![], Arc::clone(&metrics));
+        let out = Outputs::new(Fanout::new(vec![tx]), vec![], Arc::clone(&metrics));
         let task = tokio::spawn(source.run(SourceContext {
             out,
             shutdown,

@@ -31,6 +31,15 @@ impl EventBatch {
         }
     }
 
+    /// A batch carrying several obligations: a transform that holds events back (a reorder
+    /// buffer) releases the tokens of every input batch whose last event leaves with this one.
+    pub fn with_acks(events: Vec<UnifiedEvent>, acks: Vec<AckToken>) -> Self {
+        EventBatch {
+            events: Arc::new(events),
+            acks,
+        }
+    }
+
     /// Number of events.
     pub fn len(&self) -> usize {
         self.events.len()

@@ -79,22 +79,22 @@ impl ShutdownTrigger {
     }
 }
 
-/// A source's outputs: the default one and any named ones (`errors`), each fanning out to the
-/// components that list it in their `inputs`.
-pub struct SourceOutputs {
+/// A source's or transform's outputs: the default one and any named ones (`errors`), each
+/// fanning out to the components that list it in their `inputs`.
+pub struct Outputs {
     default: Fanout,
     named: Vec<(String, Fanout)>,
     metrics: Arc<ComponentMetrics>,
 }
 
-impl SourceOutputs {
+impl Outputs {
     /// Outputs wired by the topology.
     pub fn new(
         default: Fanout,
         named: Vec<(String, Fanout)>,
         metrics: Arc<ComponentMetrics>,
     ) -> Self {
-        SourceOutputs {
+        Outputs {
             default,
             named,
             metrics,
@@ -130,8 +130,16 @@ impl SourceOutputs {
 
 /// Everything a running source may use.
 pub struct SourceContext {
-    pub out: SourceOutputs,
+    pub out: Outputs,
     pub shutdown: ShutdownSignal,
+    pub metrics: Arc<ComponentMetrics>,
+}
+
+/// Everything a running transform may use. A transform ends once its input ends (after
+/// flushing any state it holds), so it needs no shutdown signal: a stop reaches it as the end of
+/// its input when the sources upstream have stopped.
+pub struct TransformContext {
+    pub out: Outputs,
     pub metrics: Arc<ComponentMetrics>,
 }
 
@@ -144,6 +152,15 @@ pub struct SinkContext {
 pub trait Source: Send + 'static {
     /// Runs the source to completion.
     fn run(self: Box<Self>, cx: SourceContext) -> ComponentFuture;
+}
+
+/// A built transform: reads batches from its buffer and writes what it makes to its outputs.
+/// Acknowledgements travel with events: a transform that changes events in place forwards the
+/// same batch (tokens included); one that holds events back (a reorder buffer) holds their
+/// batches' tokens until the last of those events leaves.
+pub trait Transform: Send + 'static {
+    /// Runs the transform until `input` ends and its state is flushed.
+    fn run(self: Box<Self>, input: BufferReceiver, cx: TransformContext) -> ComponentFuture;
 }
 
 /// A built sink: consumes its buffer until every upstream has finished, acknowledging batches

@@ -384,8 +384,13 @@ pub struct CorrelationContext {
     pub correlation_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pattern: Option<String>,
+    /// On summaries: ids of the group's events (capped by the correlator's `max_related_events`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub related_events: Vec<String>,
+    /// On summaries: how many more events the group had than `related_events` lists, so a capped
+    /// list still tells how big the story was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub related_events_omitted: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_cause: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

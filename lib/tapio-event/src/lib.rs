@@ -19,8 +19,8 @@ pub use ack::{AckReceiver, AckToken, BatchStatus};
 pub use batch::EventBatch;
 pub use buffer::{BufferReceiver, BufferSender, Fanout, WhenFull};
 pub use component::{
-    BuildContext, ComponentError, ComponentFuture, ShutdownSignal, ShutdownTrigger, Sink,
-    SinkContext, Source, SourceContext, SourceOutputs,
+    BuildContext, ComponentError, ComponentFuture, Outputs, ShutdownSignal, ShutdownTrigger, Sink,
+    SinkContext, Source, SourceContext, Transform, TransformContext,
 };
 pub use event::*;
 pub use metrics::{ComponentKind, ComponentMetrics, MetricsSnapshot};

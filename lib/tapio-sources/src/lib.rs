@@ -2,6 +2,7 @@
 //! config `type`; [`SourceConfig`] is the registry the topology matches on.
 
 pub mod demo;
+pub mod ebpf;
 pub mod file;
 mod lines;
 pub mod stdin;
@@ -16,12 +17,13 @@ use tapio_event::{BuildContext, ComponentError, Source};
 #[serde(rename_all = "snake_case")]
 pub enum SourceConfig {
     Demo(demo::DemoConfig),
+    Ebpf(ebpf::EbpfConfig),
     File(file::FileConfig),
     Stdin(stdin::StdinConfig),
 }
 
 /// The `type` names of [`SourceConfig`], for error messages and docs.
-pub const SOURCE_TYPES: &[&str] = &["demo", "file", "stdin"];
+pub const SOURCE_TYPES: &[&str] = &["demo", "ebpf", "file", "stdin"];
 
 /// Named outputs of a source `type`, known even when its options are invalid, so one mistake
 /// does not also make every `<name>.errors` input look wrong.
@@ -37,6 +39,7 @@ impl SourceConfig {
     pub fn type_name(&self) -> &'static str {
         match self {
             SourceConfig::Demo(_) => "demo",
+            SourceConfig::Ebpf(_) => "ebpf",
             SourceConfig::File(_) => "file",
             SourceConfig::Stdin(_) => "stdin",
         }
@@ -56,6 +59,7 @@ impl SourceConfig {
     pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Source>, ComponentError> {
         match self {
             SourceConfig::Demo(config) => config.build(cx),
+            SourceConfig::Ebpf(config) => config.build(cx),
             SourceConfig::File(config) => config.build(cx),
             SourceConfig::Stdin(config) => config.build(cx),
         }

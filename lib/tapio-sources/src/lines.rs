@@ -13,7 +13,7 @@ use futures::stream::FuturesOrdered;
 use serde::Deserialize;
 use tapio_event::codec::Decoder;
 use tapio_event::{
-    ByteSize, ComponentError, ComponentMetrics, EventBatch, SourceOutputs, Timestamp, UnifiedEvent,
+    ByteSize, ComponentError, ComponentMetrics, EventBatch, Outputs, Timestamp, UnifiedEvent,
 };
 
 /// How much one read asks for: big enough that per-chunk costs vanish next to decoding, small
@@ -434,7 +434,7 @@ impl Problems {
         &mut self,
         decoded: &mut Decoded,
         origin: &str,
-        out: &mut SourceOutputs,
+        out: &mut Outputs,
         metrics: &ComponentMetrics,
     ) {
         metrics.add_events_in(decoded.lines);

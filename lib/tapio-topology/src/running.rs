@@ -14,8 +14,8 @@ use futures::stream::FuturesUnordered;
 use tapio_event::buffer::{BufferSender, buffer};
 use tapio_event::metrics::ComponentKind;
 use tapio_event::{
-    BufferReceiver, BuildContext, ComponentMetrics, Fanout, ShutdownSignal, Sink, SinkContext,
-    Source, SourceContext, SourceOutputs,
+    BufferReceiver, BuildContext, ComponentMetrics, Fanout, Outputs, ShutdownSignal, Sink,
+    SinkContext, Source, SourceContext, Transform, TransformContext, WhenFull,
 };
 use tokio::task::JoinHandle;
 
@@ -35,7 +35,14 @@ pub enum Outcome {
 
 struct BuiltSource {
     source: Box<dyn Source>,
-    outputs: SourceOutputs,
+    outputs: Outputs,
+    metrics: Arc<ComponentMetrics>,
+}
+
+struct BuiltTransform {
+    transform: Box<dyn Transform>,
+    input: BufferReceiver,
+    outputs: Outputs,
     metrics: Arc<ComponentMetrics>,
 }
 
@@ -45,9 +52,14 @@ struct BuiltSink {
     metrics: Arc<ComponentMetrics>,
 }
 
+/// Events a transform's input buffer holds: a couple of batches, enough to keep it busy while
+/// bounding what a chain of transforms holds in memory.
+const TRANSFORM_BUFFER_EVENTS: usize = 4096;
+
 /// A built, wired pipeline that has not started yet.
 pub struct Topology {
     sources: Vec<BuiltSource>,
+    transforms: Vec<BuiltTransform>,
     sinks: Vec<BuiltSink>,
     grace: Duration,
 }
@@ -56,45 +68,52 @@ impl Topology {
     /// Builds every component; on failure returns one message per component that could not be
     /// built (the CLI exits 69).
     pub fn build(config: &Config) -> Result<Topology, Vec<String>> {
-        let mut problems = Vec::new();
         if config.sources.iter().any(|s| s.config.uses_data_dir())
             && let Err(error) = ensure_writable(&config.data_dir)
         {
-            problems.push(format!(
+            return Err(vec![format!(
                 "data_dir {}: {error}; set `data_dir` to a writable directory",
                 config.data_dir.display()
-            ));
-            return Err(problems);
+            )]);
         }
         let context = |name: &str| BuildContext {
             name: name.to_owned(),
             data_dir: config.data_dir.clone(),
             node_name: config.node_name.clone(),
         };
+        let counters = |name: &str, type_name: &str, kind| {
+            Arc::new(ComponentMetrics::new(name, type_name, kind))
+        };
+        // Every consumer's buffer exists before any producer is wired to it.
         let mut senders: HashMap<&str, BufferSender> = HashMap::new();
-        let mut sinks = Vec::new();
+        let mut inputs: HashMap<&str, (BufferReceiver, Arc<ComponentMetrics>)> = HashMap::new();
         for component in &config.sinks {
-            let metrics = Arc::new(ComponentMetrics::new(
+            let metrics = counters(
                 &component.name,
                 component.config.type_name(),
                 ComponentKind::Sink,
-            ));
-            match component.config.build(&context(&component.name)) {
-                Ok(sink) => {
-                    let (tx, rx) = buffer(
-                        component.buffer.max_events,
-                        component.buffer.when_full,
-                        Arc::clone(&metrics),
-                    );
-                    senders.insert(&component.name, tx);
-                    sinks.push(BuiltSink {
-                        sink,
-                        input: rx,
-                        metrics,
-                    });
-                }
-                Err(error) => problems.push(format!("sinks.{}: {error}", component.name)),
-            }
+            );
+            let (tx, rx) = buffer(
+                component.buffer.max_events,
+                component.buffer.when_full,
+                Arc::clone(&metrics),
+            );
+            senders.insert(&component.name, tx);
+            inputs.insert(&component.name, (rx, metrics));
+        }
+        for component in &config.transforms {
+            let metrics = counters(
+                &component.name,
+                component.config.type_name(),
+                ComponentKind::Transform,
+            );
+            let (tx, rx) = buffer(
+                TRANSFORM_BUFFER_EVENTS,
+                WhenFull::Block,
+                Arc::clone(&metrics),
+            );
+            senders.insert(&component.name, tx);
+            inputs.insert(&component.name, (rx, metrics));
         }
         let graph = &config.graph;
         let fanout = |from: usize, output: Option<&str>| {
@@ -105,32 +124,59 @@ impl Topology {
                     .collect(),
             )
         };
+        let outputs = |name: &str, named: &[&str], metrics: &Arc<ComponentMetrics>| {
+            let index = graph
+                .index_of(name)
+                .expect("every component is a graph node");
+            let named = named
+                .iter()
+                .map(|output| (output.to_string(), fanout(index, Some(output))))
+                .collect();
+            Outputs::new(fanout(index, None), named, Arc::clone(metrics))
+        };
+        let mut problems = Vec::new();
+        let mut sinks = Vec::new();
+        for component in &config.sinks {
+            let (input, metrics) = inputs
+                .remove(component.name.as_str())
+                .expect("created above");
+            match component.config.build(&context(&component.name)) {
+                Ok(sink) => sinks.push(BuiltSink {
+                    sink,
+                    input,
+                    metrics,
+                }),
+                Err(error) => problems.push(format!("sinks.{}: {error}", component.name)),
+            }
+        }
+        let mut transforms = Vec::new();
+        for component in &config.transforms {
+            let (input, metrics) = inputs
+                .remove(component.name.as_str())
+                .expect("created above");
+            match component.config.build(&context(&component.name)) {
+                Ok(transform) => transforms.push(BuiltTransform {
+                    transform,
+                    input,
+                    outputs: outputs(&component.name, &[], &metrics),
+                    metrics,
+                }),
+                Err(error) => problems.push(format!("transforms.{}: {error}", component.name)),
+            }
+        }
         let mut sources = Vec::new();
         for component in &config.sources {
-            let metrics = Arc::new(ComponentMetrics::new(
+            let metrics = counters(
                 &component.name,
                 component.config.type_name(),
                 ComponentKind::Source,
-            ));
-            let Some(index) = graph.index_of(&component.name) else {
-                continue;
-            };
+            );
             match component.config.build(&context(&component.name)) {
-                Ok(source) => {
-                    let named = component
-                        .config
-                        .named_outputs()
-                        .iter()
-                        .map(|output| (output.to_string(), fanout(index, Some(output))))
-                        .collect();
-                    let outputs =
-                        SourceOutputs::new(fanout(index, None), named, Arc::clone(&metrics));
-                    sources.push(BuiltSource {
-                        source,
-                        outputs,
-                        metrics,
-                    });
-                }
+                Ok(source) => sources.push(BuiltSource {
+                    source,
+                    outputs: outputs(&component.name, component.config.named_outputs(), &metrics),
+                    metrics,
+                }),
                 Err(error) => problems.push(format!("sources.{}: {error}", component.name)),
             }
         }
@@ -139,6 +185,7 @@ impl Topology {
         }
         Ok(Topology {
             sources,
+            transforms,
             sinks,
             grace: config.shutdown_grace_period,
         })
@@ -147,9 +194,9 @@ impl Topology {
     /// Every component's counters, sources first, for `/metrics` and `--summary`.
     pub fn metrics(&self) -> Vec<Arc<ComponentMetrics>> {
         let sources = self.sources.iter().map(|s| Arc::clone(&s.metrics));
-        sources
-            .chain(self.sinks.iter().map(|s| Arc::clone(&s.metrics)))
-            .collect()
+        let transforms = self.transforms.iter().map(|t| Arc::clone(&t.metrics));
+        let sinks = self.sinks.iter().map(|s| Arc::clone(&s.metrics));
+        sources.chain(transforms).chain(sinks).collect()
     }
 
     /// Runs until every component has finished, draining on `stop` or on the first failure.
@@ -170,6 +217,18 @@ impl Topology {
                 name,
                 ComponentKind::Sink,
                 tokio::spawn(built.sink.run(built.input, cx)),
+            );
+        }
+        for built in self.transforms {
+            let name = built.metrics.name.clone();
+            let cx = TransformContext {
+                out: built.outputs,
+                metrics: built.metrics,
+            };
+            watch(
+                name,
+                ComponentKind::Transform,
+                tokio::spawn(built.transform.run(built.input, cx)),
             );
         }
         for built in self.sources {
@@ -320,14 +379,14 @@ mod tests {
             ComponentKind::Source,
         ));
         let (tx, rx) = buffer(100, WhenFull::Block, Arc::clone(&sink_metrics));
-        let outputs =
-            SourceOutputs::new(Fanout::new(vec![tx]), vec![], Arc::clone(&source_metrics));
+        let outputs = Outputs::new(Fanout::new(vec![tx]), vec![], Arc::clone(&source_metrics));
         let topology = Topology {
             sources: vec![BuiltSource {
                 source: Box::new(ScriptedSource { panic_after_send }),
                 outputs,
                 metrics: source_metrics,
             }],
+            transforms: Vec::new(),
             sinks: vec![BuiltSink {
                 sink: Box::new(CountingSink { stuck }),
                 input: rx,

@@ -32,7 +32,7 @@ use tapio_event::{
 use tokio::time::{Duration, Instant, MissedTickBehavior};
 
 use self::cluster::{MAX_NODES, MAX_PODS_PER_NODE};
-use self::simulation::{Settings, Simulation};
+use self::simulation::{STEP_NANOS, Settings, Simulation};
 
 /// How often a rate-limited source sends the events that have fallen due.
 const TICK: Duration = Duration::from_millis(20);
@@ -46,8 +46,9 @@ pub struct DemoConfig {
     /// have drained. Default: unlimited.
     #[serde(default)]
     pub count: Option<u64>,
-    /// Events per second, sent in bursts every 20 ms. Default: unlimited, as fast as downstream
-    /// takes them (for throughput tests).
+    /// Events per second, sent in bursts every 20 ms; the simulated clock then advances about
+    /// 1/rate per event, keeping pace with the wall clock. Default: unlimited, as fast as
+    /// downstream takes them (for throughput tests), with 1–4 ms of simulated time per event.
     #[serde(default)]
     pub rate: Option<f64>,
     /// Pods in the simulated cluster, spread over the deployments (shop/api, shop/web,
@@ -150,6 +151,10 @@ impl DemoConfig {
                 seed: self
                     .seed
                     .unwrap_or_else(|| IdGenerator::from_entropy().next_u64()),
+                step_nanos: self.rate.map_or(STEP_NANOS, |rate| {
+                    let mean = 1e9 / rate;
+                    ((mean * 0.5) as u64, (mean * 1.5).max(1.0) as u64 + 1)
+                }),
             },
             count: self.count,
             rate: self.rate,

@@ -12,8 +12,8 @@ use super::cluster::{Cluster, Pod, Rng};
 use super::events::{Stamp, in_container, process_event, tcp};
 use super::scenario::{INCIDENTS, NODE_UNITS, NodeStep, PodStep, Scenario, Script};
 
-/// Simulated time between two events: uniform in 1..4 ms.
-const STEP_NANOS: (u64, u64) = (1_000_000, 4_000_000);
+/// Simulated time between two events when no `rate` is set: uniform in 1..4 ms.
+pub(super) const STEP_NANOS: (u64, u64) = (1_000_000, 4_000_000);
 /// Mean events between two background rollouts.
 const ROLLOUT_EVERY: u64 = 500;
 /// Open connections and running short-lived processes the background keeps at most.
@@ -36,6 +36,10 @@ pub(super) struct Settings {
     /// Incidents started per 1000 events.
     pub(super) incident_rate: f64,
     pub(super) seed: u64,
+    /// Range of simulated time between two events, in ns: [`STEP_NANOS`], or around 1/rate so
+    /// a rate-limited demo's clock keeps pace with the wall clock (and windows on event time,
+    /// such as the correlator's, behave as they would on a real node).
+    pub(super) step_nanos: (u64, u64),
 }
 
 /// One step of a story about a pod or a node.
@@ -106,6 +110,7 @@ pub(super) struct Simulation {
     next_incident: u64,
     next_rollout: u64,
     incidents: usize,
+    settings_step: (u64, u64),
 }
 
 impl Simulation {
@@ -129,6 +134,7 @@ impl Simulation {
             next_incident: 0,
             next_rollout: 0,
             incidents: 0,
+            settings_step: settings.step_nanos,
         };
         simulation.next_incident =
             incident_every.map_or(u64::MAX, |mean| simulation.interval(mean));
@@ -153,7 +159,8 @@ impl Simulation {
     }
 
     fn next_event(&mut self) -> UnifiedEvent {
-        let step = self.rng.range(STEP_NANOS.0, STEP_NANOS.1) as i64;
+        let (shortest, longest) = self.settings_step;
+        let step = self.rng.range(shortest, longest) as i64;
         self.stamp.now = Timestamp(self.stamp.now.as_nanos() + step);
         self.emitted += 1;
         if self.emitted >= self.next_rollout {

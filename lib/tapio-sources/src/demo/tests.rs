@@ -6,8 +6,8 @@ use serde_json::json;
 use tapio_event::buffer::buffer;
 use tapio_event::codec::{Decoder, encode_json};
 use tapio_event::{
-    BuildContext, ComponentKind, ComponentMetrics, EntityType, EventType, Fanout, ShutdownSignal,
-    ShutdownTrigger, SourceContext, SourceOutputs, Timestamp, UnifiedEvent, WhenFull,
+    BuildContext, ComponentKind, ComponentMetrics, EntityType, EventType, Fanout, Outputs,
+    ShutdownSignal, ShutdownTrigger, SourceContext, Timestamp, UnifiedEvent, WhenFull,
 };
 use tokio::task::JoinHandle;
 
@@ -45,7 +45,7 @@ fn start(config: DemoConfig) -> Running {
     ));
     let (tx, output) = buffer(10_000, WhenFull::Block, sink_metrics);
     let (trigger, shutdown) = ShutdownSignal::new();
-    let out = SourceOutputs::new(Fanout::new(vec![tx]), vec![], Arc::clone(&metrics));
+    let out = Outputs::new(Fanout::new(vec![tx]), vec![], Arc::clone(&metrics));
     let task = tokio::spawn(source.run(SourceContext {
         out,
         shutdown,

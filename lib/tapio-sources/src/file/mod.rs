@@ -262,7 +262,7 @@ impl FileSource {
 /// Sends a chunk's batches, each with an acknowledgement token, and records them for the
 /// checkpoint. `Err` means nothing reads the output any more.
 async fn send_tracked(
-    out: &mut tapio_event::SourceOutputs,
+    out: &mut tapio_event::Outputs,
     positions: &mut Positions,
     key: FileKey,
     decoded: Decoded,

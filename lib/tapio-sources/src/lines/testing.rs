@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use tapio_event::buffer::buffer;
 use tapio_event::{
-    BatchStatus, BufferReceiver, ComponentKind, ComponentMetrics, EventBatch, Fanout,
-    ShutdownSignal, ShutdownTrigger, SourceContext, SourceOutputs, UnifiedEvent, WhenFull,
+    BatchStatus, BufferReceiver, ComponentKind, ComponentMetrics, EventBatch, Fanout, Outputs,
+    ShutdownSignal, ShutdownTrigger, SourceContext, UnifiedEvent, WhenFull,
 };
 
 /// The far ends of a source's outputs.
@@ -28,7 +28,7 @@ pub fn context(kind: &str, with_errors: bool) -> (SourceContext, Taps) {
     } else {
         Fanout::default()
     };
-    let out = SourceOutputs::new(
+    let out = Outputs::new(
         Fanout::new(vec![tx]),
         vec![("errors".into(), errors_out)],
         Arc::clone(&metrics),

@@ -18,15 +18,13 @@ use tapio_event::metrics::ComponentKind;
 use tapio_event::{ConfigDuration, WhenFull};
 use tapio_sinks::{SINK_TYPES, SinkConfig};
 use tapio_sources::{SOURCE_TYPES, SourceConfig};
+use tapio_transforms::{TRANSFORM_TYPES, TransformConfig};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 pub use diagnostic::{Diagnostic, Diagnostics, Severity, did_you_mean};
 
 use crate::graph::{Graph, GraphNode, InputRef};
-
-/// Transform types that exist in this build; later issues add `semantic_enrich`, `correlate`, ….
-pub const TRANSFORM_TYPES: &[&str] = &[];
 
 const TOP_LEVEL_KEYS: &[&str] = &[
     "data_dir",
@@ -93,7 +91,14 @@ pub struct SourceComponent {
     pub config: SourceConfig,
 }
 
-/// A named sink with its inputs (resolved output ids) and buffer.
+/// A named transform.
+#[derive(Debug, Clone)]
+pub struct TransformComponent {
+    pub name: String,
+    pub config: TransformConfig,
+}
+
+/// A named sink with its buffer.
 #[derive(Debug, Clone)]
 pub struct SinkComponent {
     pub name: String,
@@ -114,6 +119,7 @@ pub struct Config {
     pub shutdown_grace_period: Duration,
     pub api: Option<ApiConfig>,
     pub sources: Vec<SourceComponent>,
+    pub transforms: Vec<TransformComponent>,
     pub sinks: Vec<SinkComponent>,
     /// The DAG with every input resolved.
     pub graph: Graph,
@@ -181,6 +187,16 @@ pub fn load_str(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) ->
     }
 }
 
+/// What the component sections declared: every node for the graph, and the typed configs of
+/// those whose options are valid.
+#[derive(Default)]
+struct Components {
+    nodes: Vec<GraphNode>,
+    sources: Vec<SourceComponent>,
+    transforms: Vec<TransformComponent>,
+    sinks: Vec<SinkComponent>,
+}
+
 /// One pass over the parsed document, recording problems as it goes.
 struct Parser<'d, 'a> {
     diags: &'d mut Diagnostics<'a>,
@@ -202,9 +218,7 @@ impl Parser<'_, '_> {
         let mut node_name = None;
         let mut grace = Duration::from_secs(60);
         let mut api = None;
-        let mut nodes: Vec<GraphNode> = Vec::new();
-        let mut sources = Vec::new();
-        let mut sinks = Vec::new();
+        let mut found = Components::default();
         for (key, value) in in_file_order(root) {
             let span = key.span();
             match key.get_ref().as_ref() {
@@ -226,7 +240,7 @@ impl Parser<'_, '_> {
                         continue;
                     };
                     for (name, body) in in_file_order(table) {
-                        self.component(kind, name, body, &mut nodes, &mut sources, &mut sinks);
+                        self.component(kind, name, body, &mut found);
                     }
                 }
                 other => {
@@ -238,16 +252,17 @@ impl Parser<'_, '_> {
                 }
             }
         }
-        self.check_duplicates(&nodes);
-        let graph = Graph::resolve(nodes, self.diags);
+        self.check_duplicates(&found.nodes);
+        let graph = Graph::resolve(found.nodes, self.diags);
         Some(Config {
             file: file.to_owned(),
             data_dir,
             node_name: node_name.unwrap_or_else(host_name),
             shutdown_grace_period: grace,
             api,
-            sources,
-            sinks,
+            sources: found.sources,
+            transforms: found.transforms,
+            sinks: found.sinks,
             graph,
         })
     }
@@ -258,9 +273,7 @@ impl Parser<'_, '_> {
         kind: ComponentKind,
         name: Spanned<std::borrow::Cow<'_, str>>,
         body: Spanned<DeValue<'_>>,
-        nodes: &mut Vec<GraphNode>,
-        sources: &mut Vec<SourceComponent>,
-        sinks: &mut Vec<SinkComponent>,
+        found: &mut Components,
     ) {
         let section = format!("{}s", kind.as_str());
         let key = format!("{section}.{}", name.get_ref());
@@ -340,7 +353,17 @@ impl Parser<'_, '_> {
                 if let Some(config) =
                     self.typed_under::<SourceConfig>(spanned, &key, Some(&type_name))
                 {
-                    sources.push(SourceComponent {
+                    found.sources.push(SourceComponent {
+                        name: name_text.clone(),
+                        config,
+                    });
+                }
+            }
+            ComponentKind::Transform if type_known => {
+                if let Some(config) =
+                    self.typed_under::<TransformConfig>(spanned, &key, Some(&type_name))
+                {
+                    found.transforms.push(TransformComponent {
                         name: name_text.clone(),
                         config,
                     });
@@ -353,7 +376,7 @@ impl Parser<'_, '_> {
                 if let Some(config) =
                     self.typed_under::<SinkConfig>(spanned, &key, Some(&type_name))
                 {
-                    sinks.push(SinkComponent {
+                    found.sinks.push(SinkComponent {
                         name: name_text.clone(),
                         buffer,
                         config,
@@ -362,7 +385,7 @@ impl Parser<'_, '_> {
             }
             _ => {}
         }
-        nodes.push(GraphNode {
+        found.nodes.push(GraphNode {
             name: name_text,
             kind,
             type_name,
@@ -383,11 +406,7 @@ impl Parser<'_, '_> {
         let hint = did_you_mean(type_name, known.iter().copied())
             .map(|t| format!("did you mean \"{t}\"? "))
             .unwrap_or_default();
-        let list = if known.is_empty() {
-            "none in this version".to_owned()
-        } else {
-            known.join(", ")
-        };
+        let list = known.join(", ");
         self.diags.error(
             span,
             format!("{key}.type"),
@@ -601,7 +620,7 @@ mod tests {
         );
         assert_has(
             &found,
-            "t.toml:2: sources.a.type: unknown source type \"stdn\"; did you mean \"stdin\"? known types: demo, file, stdin",
+            "t.toml:2: sources.a.type: unknown source type \"stdn\"; did you mean \"stdin\"? known types: demo, ebpf, file, stdin",
         );
         assert!(
             found
@@ -628,7 +647,7 @@ mod tests {
             problems("[sources.a]\nrate = 1\n\n[sinks.b]\ntype = \"file\"\ninputs = [\"a\"]\n");
         assert_has(
             &found,
-            "t.toml:1: sources.a: missing `type` (one of: demo, file, stdin)",
+            "t.toml:1: sources.a: missing `type` (one of: demo, ebpf, file, stdin)",
         );
         assert!(
             found
@@ -671,13 +690,13 @@ mod tests {
     }
 
     #[test]
-    fn transforms_of_unknown_type_still_join_the_graph_checks() {
+    fn transforms_of_any_type_join_the_graph_checks() {
         let found = problems(
-            "[sources.a]\ntype = \"demo\"\n\n[transforms.t]\ntype = \"correlate\"\ninputs = [\"a\", \"u\"]\n\n[transforms.u]\ntype = \"x\"\ninputs = [\"t\"]\n\n[sinks.s]\ntype = \"blackhole\"\ninputs = [\"u\"]\n",
+            "[sources.a]\ntype = \"demo\"\n\n[transforms.t]\ntype = \"impact_assess\"\ninputs = [\"a\", \"u\"]\n\n[transforms.u]\ntype = \"x\"\ninputs = [\"t\"]\n\n[sinks.s]\ntype = \"blackhole\"\ninputs = [\"u\"]\n",
         );
         assert_has(
             &found,
-            "t.toml:5: transforms.t.type: unknown transform type \"correlate\"; known types: none in this version",
+            "t.toml:9: transforms.u.type: unknown transform type \"x\"; known types: correlate, impact_assess, semantic_enrich",
         );
         assert_has(&found, "t.toml:4: transforms.t.inputs: cycle: t -> u -> t");
     }

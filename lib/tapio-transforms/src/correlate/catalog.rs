@@ -1,0 +1,596 @@
+//! The pattern catalog: named sets of steps that, once one correlation group holds all of them,
+//! make a story with a root cause. Patterns are data: the built-in ones live in `catalog.toml`,
+//! users add theirs under `[[transforms.<name>.patterns]]` in the same format. Every part of a
+//! pattern is checked as it is read, so a bad pattern is a config error on its own line.
+//!
+//! ```toml
+//! [[patterns]]
+//! name = "crash-loop"
+//! priority = 40                       # tried in ascending order; default 100
+//! root_cause = "application-crash"
+//! recommended_action = "inspect-application-logs"
+//! confidence = 0.9
+//! summary = "is crash-looping"        # the narrative: "<entity> <summary>: <step labels>."
+//! steps = [
+//!   { label = "{count} non-zero exits", count = 3, match = { source = "ebpf", "process.operation" = "exit", "process.exit_code" = { not = 0 } } },
+//!   { label = "kubelet backing off", match = { "kubernetes.reason" = "BackOff" } },
+//! ]
+//! forbidden = { "process.operation" = "oom_kill" }
+//! ```
+//!
+//! A `match` is a table of field predicates that must all hold, or a list of such tables of
+//! which one must hold. Keys are the event's field paths (as in templates: `kubernetes.reason`,
+//! `entity.attributes.<key>`); a value is a value to equal, a list of values (one of them),
+//! `{ not = value-or-list }` (present and none of them), `{ present = bool }` or
+//! `{ glob = "cri-containerd-*.scope" }` (`*` matches anything; a list means one of them).
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use tapio_event::UnifiedEvent;
+use tapio_event::template::{self, Template};
+
+/// The built-in catalog (DESIGN.md section 5), embedded so the binary needs no data file.
+const BUILTIN: &str = include_str!("catalog.toml");
+
+/// One pattern as written in TOML.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatternConfig {
+    /// Written to summaries as `correlation.pattern`; a user pattern named like a built-in one
+    /// replaces it.
+    #[serde(deserialize_with = "non_empty_text")]
+    pub name: String,
+    /// Patterns are tried in ascending priority, so more specific stories come first.
+    #[serde(default = "default_priority")]
+    pub priority: i64,
+    /// `correlation.root_cause` of the summaries.
+    pub root_cause: String,
+    /// `correlation.recommended_action` of the summaries.
+    pub recommended_action: String,
+    /// `correlation.confidence` of the summaries, between 0 and 1.
+    #[serde(deserialize_with = "unit_interval")]
+    pub confidence: f64,
+    /// What happened to the group's entity, for the narrative ("lost network connectivity").
+    #[serde(deserialize_with = "non_empty_text")]
+    pub summary: String,
+    /// A generic sequence that more specific stories contain (a deployment is part of most
+    /// incidents on a new pod): tried after the other patterns, and fires only in a group where
+    /// none of them has fired.
+    #[serde(default)]
+    pub fallback: bool,
+    /// The steps, all required, in any order.
+    #[serde(deserialize_with = "non_empty_steps")]
+    pub steps: Vec<StepConfig>,
+    /// Events that rule the pattern out: it never fires in a group holding one.
+    #[serde(default)]
+    pub forbidden: Option<Matcher>,
+}
+
+/// One required step of a pattern.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepConfig {
+    /// How the narrative names this step; `{count}` becomes the number of matching events.
+    #[serde(deserialize_with = "non_empty_text")]
+    pub label: String,
+    /// How many matching events the step needs.
+    #[serde(default = "one", deserialize_with = "at_least_one")]
+    pub count: u32,
+    /// The events that count for this step.
+    #[serde(rename = "match")]
+    pub matcher: Matcher,
+}
+
+/// Which events a step accepts: one of its alternatives must hold entirely.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matcher {
+    alternatives: Vec<Conditions>,
+}
+
+/// Field predicates that must all hold.
+#[derive(Debug, Clone, PartialEq)]
+struct Conditions {
+    /// Top-level fields first: they are the cheapest to read.
+    predicates: Vec<Predicate>,
+    /// Contexts the event must have for these predicates to hold ([`context_bit`]), so most
+    /// events are turned away without reading a field.
+    needs: u16,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Predicate {
+    path: String,
+    test: Test,
+}
+
+/// What a field must look like.
+#[derive(Debug, Clone, PartialEq)]
+enum Test {
+    /// Present and equal to one of these.
+    OneOf(Vec<String>),
+    /// Present and equal to none of these.
+    NoneOf(Vec<String>),
+    /// Present (`true`) or absent (`false`).
+    Present(bool),
+    /// Present and matching one of these `*` patterns.
+    Glob(Vec<String>),
+}
+
+/// The contexts of the event, in the bit order of [`context_bit`] and [`present_contexts`].
+const CONTEXTS: [&str; 10] = [
+    "semantic",
+    "trace_context",
+    "entity",
+    "network",
+    "process",
+    "kubernetes",
+    "systemd",
+    "application",
+    "impact",
+    "correlation",
+];
+
+/// The bit of the context a field path reads from; top-level fields need none.
+fn context_bit(path: &str) -> u16 {
+    let head = path.split_once('.').map_or("", |(head, _)| head);
+    CONTEXTS
+        .iter()
+        .position(|context| *context == head)
+        .map_or(0, |index| 1 << index)
+}
+
+/// The contexts `event` has, as bits of [`CONTEXTS`].
+fn present_contexts(event: &UnifiedEvent) -> u16 {
+    [
+        event.semantic.is_some(),
+        event.trace_context.is_some(),
+        event.entity.is_some(),
+        event.network.is_some(),
+        event.process.is_some(),
+        event.kubernetes.is_some(),
+        event.systemd.is_some(),
+        event.application.is_some(),
+        event.impact.is_some(),
+        event.correlation.is_some(),
+    ]
+    .iter()
+    .enumerate()
+    .fold(0, |bits, (index, present)| {
+        bits | (u16::from(*present) << index)
+    })
+}
+
+impl Test {
+    fn accepts(&self, value: Option<&str>) -> bool {
+        match self {
+            Test::OneOf(values) => value.is_some_and(|v| values.iter().any(|x| x == v)),
+            Test::NoneOf(values) => value.is_some_and(|v| values.iter().all(|x| x != v)),
+            Test::Present(present) => value.is_some() == *present,
+            Test::Glob(globs) => value.is_some_and(|v| globs.iter().any(|g| glob_matches(g, v))),
+        }
+    }
+
+    /// Whether only an event that has the field can pass.
+    fn needs_value(&self) -> bool {
+        !matches!(self, Test::Present(false))
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+fn glob_matches(pattern: &str, text: &str) -> bool {
+    let (pattern, text) = (pattern.as_bytes(), text.as_bytes());
+    let (mut p, mut t) = (0, 0);
+    let mut backtrack = None;
+    while t < text.len() {
+        if pattern.get(p) == Some(&b'*') {
+            backtrack = Some((p, t));
+            p += 1;
+        } else if pattern.get(p) == Some(&text[t]) {
+            p += 1;
+            t += 1;
+        } else if let Some((star, from)) = backtrack {
+            p = star + 1;
+            t = from + 1;
+            backtrack = Some((star, from + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+impl Matcher {
+    fn matches(&self, event: &UnifiedEvent, present: u16) -> bool {
+        self.alternatives.iter().any(|conditions| {
+            conditions.needs & !present == 0
+                && conditions.predicates.iter().all(|predicate| {
+                    let value = template::lookup(event, &predicate.path);
+                    predicate.test.accepts(value.as_deref())
+                })
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Matcher {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MatcherVisitor;
+        impl<'de> Visitor<'de> for MatcherVisitor {
+            type Value = Matcher;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table of field predicates, or a list of such tables (one must hold)")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Matcher, A::Error> {
+                Ok(Matcher {
+                    alternatives: vec![conditions(map)?],
+                })
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Matcher, A::Error> {
+                let mut alternatives = Vec::new();
+                while let Some(Alternative(conditions)) = seq.next_element()? {
+                    alternatives.push(conditions);
+                }
+                if alternatives.is_empty() {
+                    return Err(de::Error::invalid_length(0, &"at least one table"));
+                }
+                Ok(Matcher { alternatives })
+            }
+        }
+        deserializer.deserialize_any(MatcherVisitor)
+    }
+}
+
+/// One table of a `match` list.
+struct Alternative(Conditions);
+
+impl<'de> Deserialize<'de> for Alternative {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct AlternativeVisitor;
+        impl<'de> Visitor<'de> for AlternativeVisitor {
+            type Value = Alternative;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table of field predicates")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Alternative, A::Error> {
+                conditions(map).map(Alternative)
+            }
+        }
+        deserializer.deserialize_map(AlternativeVisitor)
+    }
+}
+
+/// Reads a table of `field path = test` entries.
+fn conditions<'de, A: MapAccess<'de>>(mut map: A) -> Result<Conditions, A::Error> {
+    let mut predicates = Vec::new();
+    while let Some(FieldPath(path)) = map.next_key()? {
+        let test = map.next_value()?;
+        predicates.push(Predicate { path, test });
+    }
+    if predicates.is_empty() {
+        return Err(de::Error::custom(
+            "a match needs at least one field, e.g. { \"kubernetes.reason\" = \"BackOff\" }",
+        ));
+    }
+    predicates.sort_by_key(|predicate| predicate.path.contains('.'));
+    let needs = predicates
+        .iter()
+        .filter(|predicate| predicate.test.needs_value())
+        .fold(0, |bits, predicate| bits | context_bit(&predicate.path));
+    Ok(Conditions { predicates, needs })
+}
+
+/// A field path, checked against the paths `template::lookup` can read.
+struct FieldPath(String);
+
+impl<'de> Deserialize<'de> for FieldPath {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let path = String::deserialize(deserializer)?;
+        // The template parser owns the list of readable paths; asking it keeps the two in step.
+        let readable = !path.contains(|c: char| c.is_whitespace() || "{}%".contains(c))
+            && Template::parse(&format!("{{{{{path}}}}}")).is_ok();
+        if readable {
+            Ok(FieldPath(path))
+        } else {
+            Err(de::Error::custom(format!(
+                "unknown field path `{path}`; use a field of the event such as `kubernetes.reason`, `network.operation` or `entity.attributes.<key>`"
+            )))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Test {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TestVisitor;
+        impl<'de> Visitor<'de> for TestVisitor {
+            type Value = Test;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a value, a list of values, or a table with `not`, `present` or `glob`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Test, E> {
+                Values { list: true }.visit_str(v).map(Test::OneOf)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Test, E> {
+                Values { list: true }.visit_i64(v).map(Test::OneOf)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Test, E> {
+                Values { list: true }.visit_u64(v).map(Test::OneOf)
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Test, E> {
+                Values { list: true }.visit_bool(v).map(Test::OneOf)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Test, A::Error> {
+                Values { list: true }.visit_seq(seq).map(Test::OneOf)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Test, A::Error> {
+                const TESTS: &[&str] = &["not", "present", "glob"];
+                let Some(key) = map.next_key::<String>()? else {
+                    return Err(de::Error::custom(
+                        "an empty table tests nothing; use `not`, `present` or `glob`",
+                    ));
+                };
+                let test = match key.as_str() {
+                    "not" => Test::NoneOf(map.next_value::<ValueList>()?.0),
+                    "glob" => Test::Glob(map.next_value::<ValueList>()?.0),
+                    "present" => Test::Present(map.next_value()?),
+                    other => return Err(de::Error::unknown_field(other, TESTS)),
+                };
+                if map.next_key::<String>()?.is_some() {
+                    return Err(de::Error::custom(
+                        "a field test takes exactly one of `not`, `present` or `glob`",
+                    ));
+                }
+                Ok(test)
+            }
+        }
+        deserializer.deserialize_any(TestVisitor)
+    }
+}
+
+/// A value or a list of values; numbers and booleans are compared in their text form.
+struct ValueList(Vec<String>);
+
+impl<'de> Deserialize<'de> for ValueList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(Values { list: true })
+            .map(ValueList)
+    }
+}
+
+/// One value of a list.
+struct Scalar(String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut values = deserializer.deserialize_any(Values { list: false })?;
+        Ok(Scalar(values.pop().unwrap_or_default()))
+    }
+}
+
+/// Reads a value (as a one-element list) or, when `list`, a non-empty list of values.
+struct Values {
+    list: bool,
+}
+
+impl<'de> Visitor<'de> for Values {
+    type Value = Vec<String>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.list {
+            "a string, number or boolean, or a list of them"
+        } else {
+            "a string, number or boolean"
+        })
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<String>, E> {
+        Ok(vec![v.to_owned()])
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Vec<String>, E> {
+        Ok(vec![v.to_string()])
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Vec<String>, E> {
+        Ok(vec![v.to_string()])
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Vec<String>, E> {
+        Ok(vec![v.to_string()])
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+        if !self.list {
+            return Err(de::Error::invalid_type(de::Unexpected::Seq, &self));
+        }
+        let mut values = Vec::new();
+        while let Some(Scalar(value)) = seq.next_element()? {
+            values.push(value);
+        }
+        if values.is_empty() {
+            return Err(de::Error::invalid_length(0, &"at least one value"));
+        }
+        Ok(values)
+    }
+}
+
+fn default_priority() -> i64 {
+    100
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn non_empty_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text.trim().is_empty() {
+        return Err(de::Error::custom("must not be empty"));
+    }
+    Ok(text)
+}
+
+fn unit_interval<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    let value = f64::deserialize(deserializer)?;
+    if !(0.0..=1.0).contains(&value) {
+        return Err(de::Error::custom(format!(
+            "confidence {value} is not between 0 and 1"
+        )));
+    }
+    Ok(value)
+}
+
+fn at_least_one<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let count = u32::deserialize(deserializer)?;
+    if count == 0 {
+        return Err(de::Error::custom(
+            "count must be at least 1; use `forbidden` for events that must not happen",
+        ));
+    }
+    Ok(count)
+}
+
+fn non_empty_steps<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<StepConfig>, D::Error> {
+    let steps = Vec::<StepConfig>::deserialize(deserializer)?;
+    if steps.is_empty() {
+        return Err(de::Error::custom("a pattern needs at least one step"));
+    }
+    Ok(steps)
+}
+
+/// Reads a list of patterns whose names are unique.
+pub(crate) fn unique_names<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<PatternConfig>, D::Error> {
+    let patterns = Vec::<PatternConfig>::deserialize(deserializer)?;
+    for (index, pattern) in patterns.iter().enumerate() {
+        if patterns[..index].iter().any(|p| p.name == pattern.name) {
+            return Err(de::Error::custom(format!(
+                "pattern `{}` is defined twice",
+                pattern.name
+            )));
+        }
+    }
+    Ok(patterns)
+}
+
+/// The layout of `catalog.toml`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFile {
+    #[serde(deserialize_with = "unique_names")]
+    patterns: Vec<PatternConfig>,
+}
+
+/// A required step of a compiled pattern.
+#[derive(Debug)]
+pub(crate) struct Required {
+    /// Index into the catalog's steps (and a group's counts).
+    pub(crate) step: usize,
+    pub(crate) count: u32,
+    pub(crate) label: String,
+}
+
+/// A pattern ready to be checked against a group's step counts.
+#[derive(Debug)]
+pub(crate) struct Pattern {
+    pub(crate) name: String,
+    pub(crate) root_cause: String,
+    pub(crate) recommended_action: String,
+    pub(crate) confidence: f64,
+    pub(crate) summary: String,
+    pub(crate) fallback: bool,
+    pub(crate) required: Vec<Required>,
+    forbidden: Option<usize>,
+}
+
+impl Pattern {
+    /// Whether step counts (indexed like the catalog's steps) satisfy this pattern.
+    pub(crate) fn is_complete(&self, counts: &[u32]) -> bool {
+        self.required.iter().all(|r| counts[r.step] >= r.count)
+            && self.forbidden.is_none_or(|step| counts[step] == 0)
+    }
+}
+
+/// The patterns in the order they are tried, and the distinct steps they use: an event is
+/// matched against each step once, whatever number of patterns share it.
+#[derive(Debug)]
+pub(crate) struct Catalog {
+    patterns: Vec<Pattern>,
+    steps: Vec<Matcher>,
+}
+
+impl Catalog {
+    /// The built-in patterns (when `builtin`) with `user` patterns added or replacing built-in
+    /// ones of the same name, ordered: specific patterns by priority, then fallback ones.
+    pub(crate) fn new(builtin: bool, user: &[PatternConfig]) -> Result<Catalog, String> {
+        let mut configs = if builtin {
+            toml::from_str::<CatalogFile>(BUILTIN)
+                .map_err(|e| format!("the built-in pattern catalog is invalid: {e}"))?
+                .patterns
+        } else {
+            Vec::new()
+        };
+        for pattern in user {
+            match configs.iter_mut().find(|c| c.name == pattern.name) {
+                Some(existing) => *existing = pattern.clone(),
+                None => configs.push(pattern.clone()),
+            }
+        }
+        configs.sort_by_key(|c| (c.fallback, c.priority));
+        let mut catalog = Catalog {
+            patterns: Vec::with_capacity(configs.len()),
+            steps: Vec::new(),
+        };
+        for config in configs {
+            let required = config
+                .steps
+                .into_iter()
+                .map(|step| Required {
+                    step: catalog.step_index(step.matcher),
+                    count: step.count,
+                    label: step.label,
+                })
+                .collect();
+            let forbidden = config.forbidden.map(|matcher| catalog.step_index(matcher));
+            catalog.patterns.push(Pattern {
+                name: config.name,
+                root_cause: config.root_cause,
+                recommended_action: config.recommended_action,
+                confidence: config.confidence,
+                summary: config.summary,
+                fallback: config.fallback,
+                required,
+                forbidden,
+            });
+        }
+        Ok(catalog)
+    }
+
+    fn step_index(&mut self, matcher: Matcher) -> usize {
+        match self.steps.iter().position(|known| *known == matcher) {
+            Some(index) => index,
+            None => {
+                self.steps.push(matcher);
+                self.steps.len() - 1
+            }
+        }
+    }
+
+    /// The patterns in the order they are tried.
+    pub(crate) fn patterns(&self) -> &[Pattern] {
+        &self.patterns
+    }
+
+    /// How many distinct steps the patterns use.
+    pub(crate) fn step_count(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Appends to `matched` the index of every step `event` satisfies.
+    pub(crate) fn match_steps(&self, event: &UnifiedEvent, matched: &mut Vec<usize>) {
+        let present = present_contexts(event);
+        for (index, step) in self.steps.iter().enumerate() {
+            if step.matches(event, present) {
+                matched.push(index);
+            }
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! The correlator proper, free of async and channels so it can be driven and tested event by
+//! event: the reorder buffer feeds events in event-time order to the groups, each event leaves
+//! tagged with its group's `correlation_id`, and the summaries of the patterns it completes
+//! follow it. The result depends only on the sequence of input events, not on how they were
+//! split into batches (except for idle flushes, which the wall clock triggers).
+
+use std::sync::Arc;
+
+use tapio_event::{AckToken, CorrelationContext, EntityType, EventBatch, Timestamp, UnifiedEvent};
+
+use super::catalog::Catalog;
+use super::groups::{Groups, Limits, Progress, Related};
+use super::reorder::{Reorder, Ticket, Tickets};
+use super::summary::{self, Story};
+
+/// What the correlator has done so far, for logs and tests. Late events and evictions are not
+/// drops or errors (every event still leaves), so they have no place among the component's
+/// counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Stats {
+    /// Events that arrived after events later than them had been processed; processed at once.
+    pub(crate) late_events: u64,
+    /// Groups dropped, least recently active first, to stay within `max_groups`.
+    pub(crate) evicted_groups: u64,
+    pub(crate) summaries: u64,
+    pub(crate) open_groups: usize,
+    pub(crate) held_events: usize,
+}
+
+/// What one call released: events and summaries in processing order, and the tokens of the
+/// input batches whose last held event is among them.
+#[derive(Debug, Default)]
+pub(crate) struct Output {
+    pub(crate) events: Vec<UnifiedEvent>,
+    pub(crate) acks: Vec<AckToken>,
+}
+
+impl Output {
+    /// Nothing to send.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.acks.is_empty()
+    }
+
+    /// The batch that carries this output downstream.
+    pub(crate) fn into_batch(self) -> EventBatch {
+        EventBatch::with_acks(self.events, self.acks)
+    }
+}
+
+/// Reorder buffer, groups and catalog of one `correlate` transform.
+pub(crate) struct Correlator {
+    catalog: Catalog,
+    groups: Groups,
+    reorder: Reorder,
+    tickets: Tickets,
+    max_related: usize,
+    /// The latest event time processed: events older than this are late.
+    clock: Option<Timestamp>,
+    processed: u64,
+    late: u64,
+    summaries: u64,
+    /// Scratch, reused for every event: matched steps, completed patterns, linking keys.
+    matched: Vec<usize>,
+    completed: Vec<usize>,
+    keys: Keys,
+}
+
+impl Correlator {
+    /// A correlator with no state, holding events `lateness` nanoseconds behind the newest.
+    pub(crate) fn new(catalog: Catalog, limits: Limits, lateness: i64) -> Self {
+        Correlator {
+            catalog,
+            groups: Groups::new(limits),
+            reorder: Reorder::new(lateness),
+            tickets: Tickets::default(),
+            max_related: limits.max_related,
+            clock: None,
+            processed: 0,
+            late: 0,
+            summaries: 0,
+            matched: Vec::new(),
+            completed: Vec::new(),
+            keys: Keys::default(),
+        }
+    }
+
+    /// Counters so far.
+    pub(crate) fn stats(&self) -> Stats {
+        Stats {
+            late_events: self.late,
+            evicted_groups: self.groups.evicted(),
+            summaries: self.summaries,
+            open_groups: self.groups.len(),
+            held_events: self.reorder.len(),
+        }
+    }
+
+    /// Whether events wait in the reorder buffer (so an idle flush has work).
+    pub(crate) fn is_holding(&self) -> bool {
+        self.reorder.len() > 0
+    }
+
+    /// Takes in one input batch; what the watermark releases goes to `out`.
+    pub(crate) fn push_batch(&mut self, batch: EventBatch, out: &mut Output) {
+        let (events, acks) = batch.into_parts();
+        let events = Arc::try_unwrap(events).unwrap_or_else(|shared| shared.as_ref().clone());
+        let ticket = self.tickets.open(events.len(), acks, &mut out.acks);
+        for event in events {
+            self.push(event, ticket, out);
+        }
+    }
+
+    /// Processes every held event (idle or end of input).
+    pub(crate) fn flush(&mut self, out: &mut Output) {
+        while let Some(held) = self.reorder.pop_oldest() {
+            self.process(held.event, &mut out.events);
+            self.tickets.settle(held.ticket, &mut out.acks);
+        }
+    }
+
+    fn push(&mut self, event: UnifiedEvent, ticket: Ticket, out: &mut Output) {
+        if self.clock.is_some_and(|clock| event.timestamp < clock) {
+            self.late += 1;
+            self.process(event, &mut out.events);
+            self.tickets.settle(ticket, &mut out.acks);
+            return;
+        }
+        self.reorder.push(event, ticket);
+        while let Some(held) = self.reorder.pop_ready() {
+            self.process(held.event, &mut out.events);
+            self.tickets.settle(held.ticket, &mut out.acks);
+        }
+    }
+
+    /// Places one event in its group and emits it, followed by the summaries it completes.
+    fn process(&mut self, mut event: UnifiedEvent, out: &mut Vec<UnifiedEvent>) {
+        let at = event.timestamp;
+        let clock = self.clock.map_or(at, |clock| clock.max(at));
+        self.clock = Some(clock);
+        self.groups.expire(clock);
+        self.processed += 1;
+        self.matched.clear();
+        self.catalog.match_steps(&event, &mut self.matched);
+        self.keys.collect(&event);
+        let Some(entity) = event.entity.as_deref().filter(|_| !self.keys.is_empty()) else {
+            return self.process_unlinked(event, out);
+        };
+        let keys = self.keys.as_strs();
+        let serial = self.processed;
+        let placement = self.groups.place(at, &keys, entity, || {
+            summary::correlation_id(&event.id, at, serial)
+        });
+        let group = self.groups.get_mut(placement.slot);
+        group.offer_entity(entity);
+        let evidence = !self.matched.is_empty();
+        group.related.record(&event.id, evidence, self.max_related);
+        if evidence {
+            group.progress(&self.catalog).count(&self.matched);
+        }
+        tag(&mut event, group.id.clone());
+        out.push(event);
+        if !evidence && !placement.merged {
+            return;
+        }
+        self.completed.clear();
+        group
+            .progress(&self.catalog)
+            .newly_complete(&self.catalog, &mut self.completed);
+        let story = Story {
+            correlation_id: &group.id,
+            entity: Some(&group.entity),
+            counts: group.counts(),
+            related: &group.related,
+            at,
+        };
+        self.summaries += summarise(&self.catalog, &self.completed, &story, out);
+    }
+
+    /// An event with nothing to link by (no entity, or a `host` entity whose subject was not
+    /// resolved) is a group of its own: it gets an id derived from its own and no state is
+    /// kept. Keying such events by host would link unrelated events on one node.
+    fn process_unlinked(&mut self, mut event: UnifiedEvent, out: &mut Vec<UnifiedEvent>) {
+        let correlation_id = summary::correlation_id(&event.id, event.timestamp, self.processed);
+        let mut summaries = Vec::new();
+        if !self.matched.is_empty() {
+            let mut progress = Progress::new(&self.catalog);
+            progress.count(&self.matched);
+            self.completed.clear();
+            progress.newly_complete(&self.catalog, &mut self.completed);
+            let mut related = Related::default();
+            related.record(&event.id, true, self.max_related);
+            let story = Story {
+                correlation_id: &correlation_id,
+                entity: event.entity.as_deref(),
+                counts: progress.counts(),
+                related: &related,
+                at: event.timestamp,
+            };
+            self.summaries += summarise(&self.catalog, &self.completed, &story, &mut summaries);
+        }
+        tag(&mut event, correlation_id);
+        out.push(event);
+        out.append(&mut summaries);
+    }
+}
+
+/// Appends the summaries of the `completed` patterns of `story`; returns how many.
+fn summarise(
+    catalog: &Catalog,
+    completed: &[usize],
+    story: &Story<'_>,
+    out: &mut Vec<UnifiedEvent>,
+) -> u64 {
+    for &index in completed {
+        out.push(summary::summary(&catalog.patterns()[index], story));
+    }
+    completed.len() as u64
+}
+
+/// Sets the event's `correlation.correlation_id`, keeping any other correlation fields.
+fn tag(event: &mut UnifiedEvent, correlation_id: String) {
+    match event.correlation.as_deref_mut() {
+        Some(correlation) => correlation.correlation_id = Some(correlation_id),
+        None => {
+            event.correlation = Some(Box::new(CorrelationContext {
+                correlation_id: Some(correlation_id),
+                ..CorrelationContext::default()
+            }));
+        }
+    }
+}
+
+/// The keys that link an event to a group, rebuilt for every event in reused buffers: its
+/// entity and that entity's aliases. A pod is reached by its id and by `namespace/name`, so
+/// events that knew only its name (CNI) and those that knew its uid join one group; also by its
+/// container ids and its IP, which the events about it carry (a pod update's `container_id` and
+/// `pod_ip`, a CNI `ADD`'s address, a container scope's unit and pod slice, a process's
+/// container). Those aliases are what link a node-local event whose subject the enricher could
+/// not resolve yet (a `host` entity: it arrived before the events that teach the mapping) to
+/// the right pod once the correlator sees the events in event-time order. A node's key reaches
+/// only events about the node itself. A socket's owner (`process` on a network event) never
+/// links: a network event is about the peer pod, reached through the resolved entity or, while
+/// unresolved, the destination address.
+#[derive(Debug, Default)]
+struct Keys {
+    buffers: Vec<String>,
+    len: usize,
+}
+
+impl Keys {
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn as_strs(&self) -> Vec<&str> {
+        self.buffers[..self.len]
+            .iter()
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// Adds `<kind>/<parts>` unless already present.
+    fn push(&mut self, kind: &str, parts: &[&str]) {
+        if self.buffers.len() == self.len {
+            self.buffers.push(String::new());
+        }
+        let key = &mut self.buffers[self.len];
+        key.clear();
+        key.push_str(kind);
+        key.push('/');
+        for part in parts {
+            key.push_str(part);
+        }
+        let (added, earlier) = self.buffers[..=self.len].split_last().expect("just pushed");
+        if !earlier.contains(added) {
+            self.len += 1;
+        }
+    }
+
+    fn collect(&mut self, event: &UnifiedEvent) {
+        self.len = 0;
+        let Some(entity) = event.entity.as_deref() else {
+            return;
+        };
+        let resolved = entity.kind != EntityType::Host;
+        if resolved && !entity.id.is_empty() {
+            self.push(entity.kind.as_str(), &[&entity.id]);
+        }
+        if let (EntityType::Pod, Some(namespace), Some(name)) =
+            (entity.kind, &entity.namespace, &entity.name)
+        {
+            self.push("pod", &[namespace, "/", name]);
+        }
+        if entity.kind == EntityType::Node {
+            return;
+        }
+        if let Some(kubernetes) = event.kubernetes.as_deref() {
+            if let Some(id) = kubernetes.container_id.as_deref().map(strip_runtime) {
+                self.push("container", &[id]);
+            }
+            if let Some(ip) = kubernetes.pod_ip.as_deref() {
+                self.push("ip", &[ip]);
+            }
+        }
+        if let Some(systemd) = event.systemd.as_deref() {
+            if let Some(id) = systemd.unit.as_deref().and_then(scope_container) {
+                self.push("container", &[id]);
+            }
+            if let Some(uid) = systemd.slice.as_deref().and_then(slice_pod_uid) {
+                self.push("pod", &[&uid]);
+            }
+        }
+        match event.network.as_deref() {
+            Some(network) => {
+                if let Some(ip) = network.ip_address.as_deref() {
+                    self.push("ip", &[ip]);
+                }
+                if !resolved && let Some(ip) = network.dst_ip.as_deref() {
+                    self.push("ip", &[ip]);
+                }
+            }
+            None => {
+                if let Some(id) = event
+                    .process
+                    .as_deref()
+                    .and_then(|p| p.container_id.as_deref())
+                {
+                    self.push("container", &[id]);
+                }
+            }
+        }
+    }
+}
+
+/// A container id without its runtime scheme (`containerd://<id>` → `<id>`).
+fn strip_runtime(id: &str) -> &str {
+    id.split_once("://").map_or(id, |(_, bare)| bare)
+}
+
+/// The container id of a container scope unit (`cri-containerd-<id>.scope`, `docker-<id>.scope`,
+/// `crio-<id>.scope`).
+fn scope_container(unit: &str) -> Option<&str> {
+    let name = unit.strip_suffix(".scope")?;
+    ["cri-containerd-", "docker-", "crio-"]
+        .iter()
+        .find_map(|prefix| name.strip_prefix(prefix))
+}
+
+/// The pod uid of a kubepods slice (`kubepods-burstable-pod<uid with _>.slice`).
+fn slice_pod_uid(slice: &str) -> Option<String> {
+    let name = slice.strip_suffix(".slice")?;
+    let (_, uid) = name.rsplit_once("-pod")?;
+    Some(uid.replace('_', "-"))
+}

@@ -1,0 +1,154 @@
+//! The reorder buffer (DESIGN.md section 5, step 1) and the acknowledgements of the events it
+//! holds. Events wait until the watermark (largest timestamp seen − `allowed_lateness`) passes
+//! them and leave in event-time order (arrival order among equal timestamps). Held events sit in
+//! a slab; the heap orders small `(time, arrival, slot)` entries, so sifting never moves events.
+//!
+//! An input batch's acknowledgement tokens are held in a [`Tickets`] entry counting the batch's
+//! events still inside; when its last event leaves, the tokens travel on with the batch that
+//! carries that event.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use tapio_event::{AckToken, Timestamp, UnifiedEvent};
+
+/// Which input batch's acknowledgements an event answers for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ticket(usize);
+
+impl Ticket {
+    /// The event's batch carried no acknowledgement.
+    pub(crate) const NONE: Ticket = Ticket(usize::MAX);
+}
+
+struct Pending {
+    /// Events of the batch not yet emitted.
+    left: usize,
+    acks: Vec<AckToken>,
+}
+
+/// Acknowledgements of input batches with events still held.
+#[derive(Default)]
+pub(crate) struct Tickets {
+    pending: Vec<Option<Pending>>,
+    free: Vec<usize>,
+}
+
+impl Tickets {
+    /// Holds `acks` until `events` events have been settled; a batch without events hands its
+    /// tokens straight to `released`.
+    pub(crate) fn open(
+        &mut self,
+        events: usize,
+        acks: Vec<AckToken>,
+        released: &mut Vec<AckToken>,
+    ) -> Ticket {
+        if acks.is_empty() {
+            return Ticket::NONE;
+        }
+        if events == 0 {
+            released.extend(acks);
+            return Ticket::NONE;
+        }
+        let pending = Some(Pending { left: events, acks });
+        match self.free.pop() {
+            Some(index) => {
+                self.pending[index] = pending;
+                Ticket(index)
+            }
+            None => {
+                self.pending.push(pending);
+                Ticket(self.pending.len() - 1)
+            }
+        }
+    }
+
+    /// One event of `ticket`'s batch has been emitted; the batch's tokens go to `released`
+    /// with its last one.
+    pub(crate) fn settle(&mut self, ticket: Ticket, released: &mut Vec<AckToken>) {
+        let Some(entry) = self.pending.get_mut(ticket.0) else {
+            return;
+        };
+        let Some(pending) = entry.as_mut() else {
+            return;
+        };
+        pending.left -= 1;
+        if pending.left == 0 {
+            if let Some(done) = entry.take() {
+                released.extend(done.acks);
+            }
+            self.free.push(ticket.0);
+        }
+    }
+}
+
+/// An event waiting for the watermark, with the acknowledgement it answers for.
+pub(crate) struct Held {
+    pub(crate) event: UnifiedEvent,
+    pub(crate) ticket: Ticket,
+}
+
+/// Events waiting to be processed in event-time order.
+pub(crate) struct Reorder {
+    lateness: i64,
+    slots: Vec<Option<Held>>,
+    free: Vec<usize>,
+    order: BinaryHeap<Reverse<(Timestamp, u64, usize)>>,
+    arrivals: u64,
+    newest: Option<Timestamp>,
+}
+
+impl Reorder {
+    /// An empty buffer holding events `lateness` nanoseconds behind the newest one.
+    pub(crate) fn new(lateness: i64) -> Self {
+        Reorder {
+            lateness,
+            slots: Vec::new(),
+            free: Vec::new(),
+            order: BinaryHeap::new(),
+            arrivals: 0,
+            newest: None,
+        }
+    }
+
+    /// Events held.
+    pub(crate) fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Holds `event` until the watermark passes it.
+    pub(crate) fn push(&mut self, event: UnifiedEvent, ticket: Ticket) {
+        let at = event.timestamp;
+        self.newest = Some(self.newest.map_or(at, |newest| newest.max(at)));
+        let held = Some(Held { event, ticket });
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot] = held;
+                slot
+            }
+            None => {
+                self.slots.push(held);
+                self.slots.len() - 1
+            }
+        };
+        self.arrivals += 1;
+        self.order.push(Reverse((at, self.arrivals, slot)));
+    }
+
+    /// The oldest held event if the watermark has passed it.
+    pub(crate) fn pop_ready(&mut self) -> Option<Held> {
+        let watermark = self.newest?.0.saturating_sub(self.lateness);
+        let &Reverse((at, _, _)) = self.order.peek()?;
+        if at.0 > watermark {
+            return None;
+        }
+        self.pop_oldest()
+    }
+
+    /// The oldest held event, watermark or not (idle flush and end of input).
+    pub(crate) fn pop_oldest(&mut self) -> Option<Held> {
+        let Reverse((_, _, slot)) = self.order.pop()?;
+        self.free.push(slot);
+        self.slots[slot].take()
+    }
+}
