@@ -12,28 +12,6 @@ use std::collections::{HashMap, HashSet};
 use common::*;
 use scenarios::{Truth, generate};
 
-const PIPELINE: &str = r#"
-[sources.in]
-type = "stdin"
-
-[transforms.enrich]
-type = "semantic_enrich"
-inputs = ["in"]
-
-[transforms.correlate]
-type = "correlate"
-inputs = ["enrich"]
-
-[transforms.impact]
-type = "impact_assess"
-inputs = ["correlate"]
-
-[sinks.out]
-type = "file"
-inputs = ["impact"]
-path = "OUT"
-"#;
-
 #[test]
 fn recall_and_precision_on_randomised_scenarios() {
     let dir = tempfile::tempdir().unwrap();
@@ -41,7 +19,7 @@ fn recall_and_precision_on_randomised_scenarios() {
     let config = write_config(
         dir.path(),
         "pipeline.toml",
-        &PIPELINE.replace("OUT", &out.display().to_string()),
+        &intelligence_pipeline("type = \"stdin\"", &out),
     );
     let generated = generate(20261127, 2000, 400);
     let input = generated.lines.join("\n") + "\n";

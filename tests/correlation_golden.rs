@@ -11,28 +11,6 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 
-const PIPELINE: &str = r#"
-[sources.in]
-type = "stdin"
-
-[transforms.enrich]
-type = "semantic_enrich"
-inputs = ["in"]
-
-[transforms.correlate]
-type = "correlate"
-inputs = ["enrich"]
-
-[transforms.impact]
-type = "impact_assess"
-inputs = ["correlate"]
-
-[sinks.out]
-type = "file"
-inputs = ["impact"]
-path = "OUT"
-"#;
-
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden")
 }
@@ -44,7 +22,7 @@ fn run_pipeline(input: &str) -> Vec<String> {
     let config = write_config(
         dir.path(),
         "pipeline.toml",
-        &PIPELINE.replace("OUT", &out.display().to_string()),
+        &intelligence_pipeline("type = \"stdin\"", &out),
     );
     let output = run_with_stdin(&config, input.as_bytes());
     assert_eq!(
@@ -217,9 +195,9 @@ fn negative_scenarios_produce_no_summary() {
 fn the_demo_shows_all_five_patterns() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.ndjson");
-    let pipeline = PIPELINE.replace("OUT", &out.display().to_string()).replace(
-        "type = \"stdin\"",
+    let pipeline = intelligence_pipeline(
         "type = \"demo\"\ncount = 20000\nseed = 3\nstart_time = \"2026-11-27T00:00:00Z\"",
+        &out,
     );
     let config = write_config(dir.path(), "demo.toml", &pipeline);
     let output = tapio()

@@ -38,6 +38,35 @@ pub fn source_to_file(source: &str, out: &Path) -> String {
     )
 }
 
+/// `[sources.in]` (whose TOML body is `source`) through `semantic_enrich → correlate →
+/// impact_assess` into a file sink writing `out`.
+pub fn intelligence_pipeline(source: &str, out: &Path) -> String {
+    format!(
+        r#"
+[sources.in]
+{source}
+
+[transforms.enrich]
+type = "semantic_enrich"
+inputs = ["in"]
+
+[transforms.correlate]
+type = "correlate"
+inputs = ["enrich"]
+
+[transforms.impact]
+type = "impact_assess"
+inputs = ["correlate"]
+
+[sinks.out]
+type = "file"
+inputs = ["impact"]
+path = "{}"
+"#,
+        out.display()
+    )
+}
+
 /// Runs `tapio run --summary --config <config>` to completion with `stdin` as input.
 pub fn run_with_stdin(config: &Path, stdin: &[u8]) -> Output {
     let mut child = tapio()

@@ -31,13 +31,14 @@ fn drop_null(schema: &mut Schema) {
         }
     }
     let is_null = |v: &Value| v.get("type").is_some_and(|t| t == "null");
-    if let Some(Value::Array(options)) = object.get("anyOf") {
-        if options.len() == 2 && options.iter().any(is_null) {
-            let kept = options.iter().find(|v| !is_null(v)).cloned();
-            object.remove("anyOf");
-            if let Some(Value::Object(kept)) = kept {
-                object.extend(kept);
-            }
+    if let Some(Value::Array(options)) = object.get("anyOf")
+        && options.len() == 2
+        && options.iter().any(is_null)
+    {
+        let kept = options.iter().find(|v| !is_null(v)).cloned();
+        object.remove("anyOf");
+        if let Some(Value::Object(kept)) = kept {
+            object.extend(kept);
         }
     }
 }

@@ -6,6 +6,8 @@ pub mod ebpf;
 pub mod file;
 mod lines;
 pub mod stdin;
+#[cfg(test)]
+mod testing;
 
 use serde::Deserialize;
 use tapio_event::{BuildContext, ComponentError, Source};

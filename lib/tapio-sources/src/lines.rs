@@ -479,8 +479,6 @@ impl Problems {
 }
 
 #[cfg(test)]
-pub(crate) mod testing;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -529,7 +527,7 @@ mod tests {
         decoded
             .batches
             .iter()
-            .flat_map(|batch| testing::texts(&batch.events))
+            .flat_map(|batch| crate::testing::texts(&batch.events))
             .collect()
     }
 

@@ -142,7 +142,7 @@ mod tests {
     use tapio_event::UnifiedEvent;
 
     use super::*;
-    use crate::lines::testing::{context, take, texts};
+    use crate::testing::{context, take, texts};
 
     async fn run_on(
         input: impl Read + Send + 'static,

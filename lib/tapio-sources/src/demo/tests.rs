@@ -3,28 +3,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tapio_event::buffer::buffer;
 use tapio_event::codec::{Decoder, encode_json};
 use tapio_event::{
-    BuildContext, ComponentKind, ComponentMetrics, EntityType, EventType, Fanout, Outputs,
-    ShutdownSignal, ShutdownTrigger, SourceContext, Timestamp, UnifiedEvent, WhenFull,
+    ComponentMetrics, EntityType, EventType, ShutdownTrigger, Timestamp, UnifiedEvent,
 };
 use tokio::task::JoinHandle;
 
 use super::DemoConfig;
+use crate::testing;
 
 const START: &str = "2026-01-01T00:00:00Z";
 
 fn config(options: serde_json::Value) -> DemoConfig {
     serde_json::from_value(options).expect("valid demo options")
-}
-
-fn build_context() -> BuildContext {
-    BuildContext {
-        name: "demo".into(),
-        data_dir: std::env::temp_dir(),
-        node_name: "test-node".into(),
-    }
 }
 
 /// A running demo source and the buffer it writes to.
@@ -36,26 +27,15 @@ struct Running {
 }
 
 fn start(config: DemoConfig) -> Running {
-    let source = config.build(&build_context()).expect("valid options build");
-    let metrics = Arc::new(ComponentMetrics::new("demo", "demo", ComponentKind::Source));
-    let sink_metrics = Arc::new(ComponentMetrics::new(
-        "sink",
-        "blackhole",
-        ComponentKind::Sink,
-    ));
-    let (tx, output) = buffer(10_000, WhenFull::Block, sink_metrics);
-    let (trigger, shutdown) = ShutdownSignal::new();
-    let out = Outputs::new(Fanout::new(vec![tx]), vec![], Arc::clone(&metrics));
-    let task = tokio::spawn(source.run(SourceContext {
-        out,
-        shutdown,
-        metrics: Arc::clone(&metrics),
-    }));
+    let source = config
+        .build(&testing::build_context("demo"))
+        .expect("valid options build");
+    let (task, taps) = testing::spawn(source, "demo", 10_000);
     Running {
         task,
-        output,
-        trigger,
-        metrics,
+        output: taps.events,
+        trigger: taps.trigger,
+        metrics: taps.metrics,
     }
 }
 
@@ -140,7 +120,7 @@ fn bad_options_are_rejected_naming_the_option() {
         ),
     ];
     for (options, option) in cases {
-        let Err(error) = config(options.clone()).build(&build_context()) else {
+        let Err(error) = config(options.clone()).build(&testing::build_context("demo")) else {
             panic!("{options} was accepted");
         };
         assert!(error.0.contains(option), "{options}: {error}");

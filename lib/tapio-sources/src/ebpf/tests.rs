@@ -14,16 +14,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tapio_event::buffer::buffer;
 use tapio_event::{
-    BufferReceiver, BuildContext, ComponentError, ComponentKind, ComponentMetrics, EntityType,
-    EventType, Fanout, Outputs, ShutdownSignal, ShutdownTrigger, SourceContext, UnifiedEvent,
-    WhenFull,
+    BufferReceiver, ComponentError, ComponentMetrics, EntityType, EventType, ShutdownTrigger,
+    UnifiedEvent,
 };
 use tokio::task::JoinHandle;
 
 use super::cgroup::cgroup2_mount;
 use super::{EbpfConfig, Program};
+use crate::testing;
 
 const WAIT: Duration = Duration::from_secs(20);
 const CONTAINER: &str = "7ac0ffee2b4e28ba2fa111d2883f0016d3cca4271b4e28ba2fa111d2883f0016";
@@ -31,14 +30,6 @@ const POD_UID: &str = "1b4e28ba-2fa1-11d2-883f-0016d3cca427";
 
 fn config(options: serde_json::Value) -> EbpfConfig {
     serde_json::from_value(options).expect("valid ebpf options")
-}
-
-fn build_context() -> BuildContext {
-    BuildContext {
-        name: "node".into(),
-        data_dir: std::env::temp_dir(),
-        node_name: "test-node".into(),
-    }
 }
 
 /// False, after saying why, when the test cannot load BPF programs.
@@ -69,21 +60,9 @@ fn start_with_buffer(
     options: serde_json::Value,
     max_events: usize,
 ) -> Result<Running, ComponentError> {
-    let source = config(options).build(&build_context())?;
-    let metrics = Arc::new(ComponentMetrics::new("node", "ebpf", ComponentKind::Source));
-    let sink = Arc::new(ComponentMetrics::new(
-        "out",
-        "blackhole",
-        ComponentKind::Sink,
-    ));
-    let (tx, output) = buffer(max_events, WhenFull::Block, sink);
-    let (trigger, shutdown) = ShutdownSignal::new();
-    let out = Outputs::new(Fanout::new(vec![tx]), vec![], Arc::clone(&metrics));
-    let task = tokio::spawn(source.run(SourceContext {
-        out,
-        shutdown,
-        metrics: Arc::clone(&metrics),
-    }));
+    let source = config(options).build(&testing::build_context("node"))?;
+    let (task, taps) = testing::spawn(source, "ebpf", max_events);
+    let (output, trigger, metrics) = (taps.events, taps.trigger, taps.metrics);
     Ok(Running {
         task,
         output,
@@ -309,7 +288,7 @@ fn unknown_programs_are_config_errors() {
 
 #[test]
 fn option_mistakes_fail_the_build() {
-    let error = |options| match config(options).build(&build_context()) {
+    let error = |options| match config(options).build(&testing::build_context("node")) {
         Err(ComponentError(message)) => message,
         Ok(_) => panic!("built"),
     };

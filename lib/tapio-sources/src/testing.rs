@@ -1,13 +1,16 @@
-//! Drives a source the way the topology does and reads what it sends.
+//! Drives a source the way the topology does and reads what it sends: the harness every
+//! source's tests share.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tapio_event::buffer::buffer;
 use tapio_event::{
-    BatchStatus, BufferReceiver, ComponentKind, ComponentMetrics, EventBatch, Fanout, Outputs,
-    ShutdownSignal, ShutdownTrigger, SourceContext, UnifiedEvent, WhenFull,
+    BatchStatus, BufferReceiver, BuildContext, ComponentError, ComponentKind, ComponentMetrics,
+    EventBatch, Fanout, Outputs, ShutdownSignal, ShutdownTrigger, Source, SourceContext,
+    UnifiedEvent, WhenFull,
 };
+use tokio::task::JoinHandle;
 
 /// The far ends of a source's outputs.
 pub struct Taps {
@@ -17,11 +20,36 @@ pub struct Taps {
     pub metrics: Arc<ComponentMetrics>,
 }
 
+/// The build context sources get in tests.
+pub fn build_context(name: &str) -> BuildContext {
+    BuildContext {
+        name: name.into(),
+        data_dir: std::env::temp_dir(),
+        node_name: "test-node".into(),
+    }
+}
+
 /// A context for a source of `kind`; the `errors` output is wired only if `with_errors`.
 pub fn context(kind: &str, with_errors: bool) -> (SourceContext, Taps) {
+    context_with_buffer(kind, with_errors, 1_000_000)
+}
+
+/// Starts `source` as the topology would, its output buffer holding `max_events` (a small
+/// one stalls the source).
+pub fn spawn(
+    source: Box<dyn Source>,
+    kind: &str,
+    max_events: usize,
+) -> (JoinHandle<Result<(), ComponentError>>, Taps) {
+    let (cx, taps) = context_with_buffer(kind, false, max_events);
+    (tokio::spawn(source.run(cx)), taps)
+}
+
+/// [`context`] with an output buffer of `max_events`.
+fn context_with_buffer(kind: &str, with_errors: bool, max_events: usize) -> (SourceContext, Taps) {
     let metrics = Arc::new(ComponentMetrics::new("test", kind, ComponentKind::Source));
     let sink_metrics = || Arc::new(ComponentMetrics::new("sink", "test", ComponentKind::Sink));
-    let (tx, events) = buffer(1_000_000, WhenFull::Block, sink_metrics());
+    let (tx, events) = buffer(max_events, WhenFull::Block, sink_metrics());
     let (err_tx, errors) = buffer(1_000_000, WhenFull::Block, sink_metrics());
     let errors_out = if with_errors {
         Fanout::new(vec![err_tx])

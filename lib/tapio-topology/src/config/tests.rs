@@ -1,0 +1,157 @@
+//! Config loading: every kind of problem is reported with its line and key.
+
+use super::*;
+
+fn problems(text: &str) -> Vec<String> {
+    load_str("t.toml", text, |name| {
+        (name == "SET").then(|| "value".to_owned())
+    })
+    .diagnostics
+    .iter()
+    .map(ToString::to_string)
+    .collect()
+}
+
+fn assert_has(problems: &[String], expected: &str) {
+    assert!(
+        problems.iter().any(|p| p == expected),
+        "missing {expected:?} in {problems:#?}"
+    );
+}
+
+#[test]
+fn a_valid_config_loads_with_defaults() {
+    let loaded = load_str(
+        "t.toml",
+        "[sources.in]\ntype = \"stdin\"\n\n[sinks.out]\ntype = \"console\"\ninputs = [\"in\"]\n",
+        |_| None,
+    );
+    assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+    let config = loaded.config.unwrap();
+    assert_eq!(config.data_dir, PathBuf::from("/var/lib/tapio"));
+    assert_eq!(config.shutdown_grace_period, Duration::from_secs(60));
+    assert_eq!(config.sinks[0].buffer, BufferOptions::default());
+    assert!(!config.node_name.is_empty());
+    assert_eq!(config.graph.edges.len(), 1);
+}
+
+#[test]
+fn unknown_types_options_and_sections_name_their_line() {
+    let found = problems(
+        "[sources.a]\ntype = \"stdn\"\n\n[sources.b]\ntype = \"demo\"\nbogus = 1\n\n[sinks.c]\ntype = \"blackhole\"\ninputs = [\"b\"]\nprint_interval = \"soon\"\n\n[sink.d]\n",
+    );
+    assert_has(
+        &found,
+        "t.toml:2: sources.a.type: unknown source type \"stdn\"; did you mean \"stdin\"? known types: demo, ebpf, file, stdin",
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("t.toml:6: sources.b.bogus: unknown field `bogus`")),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("t.toml:11: sinks.c.print_interval: invalid duration \"soon\"")),
+        "{found:#?}"
+    );
+    assert_has(
+        &found,
+        "t.toml:13: sink: unknown top-level option; did you mean \"sinks\"?",
+    );
+}
+
+#[test]
+fn missing_type_and_missing_required_options() {
+    let found = problems("[sources.a]\nrate = 1\n\n[sinks.b]\ntype = \"file\"\ninputs = [\"a\"]\n");
+    assert_has(
+        &found,
+        "t.toml:1: sources.a: missing `type` (one of: demo, ebpf, file, stdin)",
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("t.toml:4: sinks.b: missing field `path`")),
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn buffers_are_checked() {
+    let found = problems(
+        "[sources.a]\ntype = \"demo\"\n\n[sinks.b]\ntype = \"blackhole\"\ninputs = [\"a\"]\nbuffer = { type = \"disk\" }\n\n[sinks.c]\ntype = \"blackhole\"\ninputs = [\"a\"]\n[sinks.c.buffer]\nmax_events = 0\n",
+    );
+    assert_has(
+        &found,
+        "t.toml:7: sinks.b.buffer.type: disk buffers are not available yet; use \"memory\"",
+    );
+    assert_has(
+        &found,
+        "t.toml:12: sinks.c.buffer.max_events: must be at least 1",
+    );
+}
+
+#[test]
+fn sources_take_no_inputs_and_names_are_checked() {
+    let found = problems(
+        "[sources.a]\ntype = \"demo\"\ninputs = [\"x\"]\n\n[sources.\"b.c\"]\ntype = \"demo\"\n",
+    );
+    assert_has(
+        &found,
+        "t.toml:3: sources.a.inputs: sources read from the outside world and take no inputs",
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("t.toml:5: sources.b.c: component names may use only")),
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn transforms_of_any_type_join_the_graph_checks() {
+    let found = problems(
+        "[sources.a]\ntype = \"demo\"\n\n[transforms.t]\ntype = \"impact_assess\"\ninputs = [\"a\", \"u\"]\n\n[transforms.u]\ntype = \"x\"\ninputs = [\"t\"]\n\n[sinks.s]\ntype = \"blackhole\"\ninputs = [\"u\"]\n",
+    );
+    assert_has(
+        &found,
+        "t.toml:9: transforms.u.type: unknown transform type \"x\"; known types: correlate, impact_assess, semantic_enrich",
+    );
+    assert_has(&found, "t.toml:4: transforms.t.inputs: cycle: t -> u -> t");
+}
+
+#[test]
+fn environment_is_interpolated_before_parsing() {
+    let found = problems(
+        "[sources.a]\ntype = \"demo\"\n\n[sinks.b]\ntype = \"file\"\ninputs = [\"a\"]\npath = \"/tmp/${SET}/${UNSET}\"\n",
+    );
+    assert_has(
+        &found,
+        "t.toml:7: environment variable ${UNSET} is not set (give a default with ${UNSET:-value})",
+    );
+    let loaded = load_str(
+        "t.toml",
+        "[sources.a]\ntype = \"demo\"\ncount = ${N:-5}\n\n[sinks.b]\ntype = \"blackhole\"\ninputs = [\"a\"]\n",
+        |_| None,
+    );
+    assert!(loaded.config.is_some(), "{:?}", loaded.diagnostics);
+}
+
+#[test]
+fn every_example_config_is_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let loaded = load_file(&path);
+        let errors: Vec<_> = loaded
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .collect();
+        assert!(errors.is_empty(), "{errors:#?}");
+        seen += 1;
+    }
+    assert!(seen >= 1);
+}
