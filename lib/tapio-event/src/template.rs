@@ -196,6 +196,48 @@ fn is_known_path(path: &str) -> bool {
             .any(|prefix| path.len() > prefix.len() && path.starts_with(prefix))
 }
 
+/// A field path that [`lookup`] can read, checked when the config is read: rule and pattern
+/// conditions use it, so a typo is a config error on its own line rather than a condition that
+/// silently never matches.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FieldPath(String);
+
+impl FieldPath {
+    /// Checks `path` against the readable paths.
+    pub fn parse(path: &str) -> Result<Self, TemplateError> {
+        if is_known_path(path) {
+            Ok(FieldPath(path.to_owned()))
+        } else {
+            Err(TemplateError(format!(
+                "unknown field path `{path}`; use a field of the event such as `source`, `kubernetes.reason`, `network.operation` or `entity.attributes.<key>`"
+            )))
+        }
+    }
+
+    /// The path as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The path as an owned string.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl std::fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for FieldPath {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let path = String::deserialize(deserializer)?;
+        FieldPath::parse(&path).map_err(serde::de::Error::custom)
+    }
+}
+
 /// The text of the field at `path` (a [`FIELD_PATHS`] entry or a map entry), if the event has it.
 pub fn lookup<'a>(event: &'a UnifiedEvent, path: &str) -> Option<Cow<'a, str>> {
     fn text(value: &Option<String>) -> Option<Cow<'_, str>> {

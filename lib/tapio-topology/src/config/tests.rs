@@ -155,3 +155,22 @@ fn every_example_config_is_valid() {
     }
     assert!(seen >= 1);
 }
+
+#[test]
+fn bad_rules_and_patterns_are_config_errors_on_their_line() {
+    let found = problems(
+        "[sources.a]\ntype = \"demo\"\n\n[transforms.e]\ntype = \"semantic_enrich\"\ninputs = [\"a\"]\n[[transforms.e.rules]]\nwhen = { \"kubernetes.reson\" = \"X\" }\nintent = \"i\"\n\n[transforms.c]\ntype = \"correlate\"\ninputs = [\"e\"]\n[[transforms.c.patterns]]\nname = \"mine\"\nroot_cause = \"x\"\nrecommended_action = \"y\"\nconfidence = 0.5\nsummary = \"s\"\nsteps = [ { label = \"a\", match = { \"process.nope\" = \"exec\" } } ]\n\n[sinks.s]\ntype = \"blackhole\"\ninputs = [\"c\"]\n",
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("t.toml:8: transforms.e") && p.contains("kubernetes.reson")),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("t.toml:20: transforms.c") && p.contains("process.nope")),
+        "{found:#?}"
+    );
+}

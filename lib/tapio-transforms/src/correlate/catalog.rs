@@ -29,7 +29,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use tapio_event::UnifiedEvent;
-use tapio_event::template::{self, Template};
+use tapio_event::template::{self, FieldPath};
 
 /// The built-in catalog (DESIGN.md section 5), embedded so the binary needs no data file.
 const BUILTIN: &str = include_str!("catalog.toml");
@@ -263,7 +263,8 @@ impl<'de> Deserialize<'de> for Alternative {
 /// Reads a table of `field path = test` entries.
 fn conditions<'de, A: MapAccess<'de>>(mut map: A) -> Result<Conditions, A::Error> {
     let mut predicates = Vec::new();
-    while let Some(FieldPath(path)) = map.next_key()? {
+    while let Some(path) = map.next_key::<FieldPath>()? {
+        let path = path.into_string();
         let test = map.next_value()?;
         predicates.push(Predicate { path, test });
     }
@@ -278,25 +279,6 @@ fn conditions<'de, A: MapAccess<'de>>(mut map: A) -> Result<Conditions, A::Error
         .filter(|predicate| predicate.test.needs_value())
         .fold(0, |bits, predicate| bits | context_bit(&predicate.path));
     Ok(Conditions { predicates, needs })
-}
-
-/// A field path, checked against the paths `template::lookup` can read.
-struct FieldPath(String);
-
-impl<'de> Deserialize<'de> for FieldPath {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let path = String::deserialize(deserializer)?;
-        // The template parser owns the list of readable paths; asking it keeps the two in step.
-        let readable = !path.contains(|c: char| c.is_whitespace() || "{}%".contains(c))
-            && Template::parse(&format!("{{{{{path}}}}}")).is_ok();
-        if readable {
-            Ok(FieldPath(path))
-        } else {
-            Err(de::Error::custom(format!(
-                "unknown field path `{path}`; use a field of the event such as `kubernetes.reason`, `network.operation` or `entity.attributes.<key>`"
-            )))
-        }
-    }
 }
 
 impl<'de> Deserialize<'de> for Test {

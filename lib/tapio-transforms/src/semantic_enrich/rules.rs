@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize;
-use tapio_event::template::{Template, lookup};
+use tapio_event::template::{FieldPath, lookup};
 use tapio_event::{EventType, SemanticContext, UnifiedEvent};
 
 use super::narrative::Narrative;
@@ -51,7 +51,7 @@ pub struct SemanticRule {
     /// `{ source = "kubernetes", "kubernetes.reason" = ["Unhealthy", "BackOff"] }`. Empty: every
     /// event.
     #[serde(default)]
-    pub when: BTreeMap<String, OneOrMany>,
+    pub when: BTreeMap<FieldPath, OneOrMany>,
     /// What the event means (`readiness-probe-failure`).
     #[serde(default)]
     pub intent: Option<String>,
@@ -192,16 +192,11 @@ impl Rule {
     fn compile(rule: &SemanticRule) -> Result<Rule, String> {
         let mut conditions = Vec::with_capacity(rule.when.len());
         for (path, values) in &rule.when {
-            if Template::parse(&format!("{{{{ {path} }}}}")).is_err() {
-                return Err(format!(
-                    "when: unknown field `{path}`; use an event field path such as `source`, `kubernetes.reason`, `network.operation`, `entity.type`"
-                ));
-            }
             let values = values.as_slice();
             if values.is_empty() {
                 return Err(format!("when.{path}: give a value or a non-empty list"));
             }
-            if path == "type"
+            if path.as_str() == "type"
                 && let Some(bad) = values
                     .iter()
                     .find(|v| !v.contains('*') && !TYPES.iter().any(|t| t.as_str() == *v))

@@ -112,11 +112,13 @@ fn without_builtin_rules_only_user_rules_apply() {
 fn bad_options_are_rejected_with_the_rule() {
     let error = |text: &str| Enricher::new(&config(text), "enrich").expect_err(text).0;
     assert!(error("max_entities = 0").contains("max_entities"));
+    let typo = toml::from_str::<SemanticEnrichConfig>(
+        "[[rules]]\nwhen = { \"kubernetes.reasn\" = \"x\" }\nintent = \"i\"",
+    )
+    .expect_err("an unknown field path is a config error");
+    assert!(typo.message().contains("kubernetes.reasn"), "{typo}");
+    assert_eq!(typo.span(), Some(19..37), "the error points at the path");
     let bad_rules = [
-        (
-            "[[rules]]\nwhen = { \"kubernetes.reasn\" = \"x\" }\nintent = \"i\"",
-            "kubernetes.reasn",
-        ),
         (
             "[[rules]]\nwhen = { type = \"pod\" }\nintent = \"i\"",
             "unknown event type",
