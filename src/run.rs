@@ -90,9 +90,10 @@ pub fn validate(args: &ConfigArgs) -> i32 {
     match load(args, false) {
         Some(config) => {
             println!(
-                "{}: valid ({} sources, {} sinks)",
+                "{}: valid ({} sources, {} transforms, {} sinks)",
                 config.file,
                 config.sources.len(),
+                config.transforms.len(),
                 config.sinks.len()
             );
             EXIT_OK
