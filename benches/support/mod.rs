@@ -1,5 +1,6 @@
 //! Realistic events for the benches: a seeded `demo` run, the same stream the end-to-end
-//! throughput runs use.
+//! throughput runs use. Benches allocate with mimalloc, as the `tapio` binary does, so their
+//! numbers are the product's.
 
 use std::sync::Arc;
 
@@ -10,6 +11,9 @@ use tapio_event::{
     WhenFull,
 };
 use tapio_sources::SourceConfig;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// `count` events of the demo's realistic mix, identical on every call.
 pub fn demo_events(count: usize) -> Vec<UnifiedEvent> {

@@ -9,6 +9,7 @@ pub mod buffer;
 pub mod codec;
 pub mod component;
 pub mod event;
+pub mod field;
 pub mod id;
 pub mod metrics;
 pub mod template;

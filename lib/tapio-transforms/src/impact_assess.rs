@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use tapio_event::template::lookup;
 use tapio_event::{
     BuildContext, ComponentError, EntityType, EventType, ImpactContext, Severity, Transform,
     TransformContext, UnifiedEvent,
@@ -149,10 +148,12 @@ fn pattern_base(pattern: &str) -> Base {
 
 /// The assessment of a single event from its own facts.
 fn event_base(event: &UnifiedEvent) -> Base {
-    let field = |path| lookup(event, path);
-    let is = |path, value: &str| field(path).is_some_and(|v| v == value);
-    if let Some(reason) = field("kubernetes.reason") {
-        return match reason.as_ref() {
+    if let Some(reason) = event
+        .kubernetes
+        .as_deref()
+        .and_then(|k| k.reason.as_deref())
+    {
+        return match reason {
             "NodeNotReady" => base(Severity::Critical, 0.7, false, "node-outage"),
             "OOMKilled" => base(Severity::Error, 0.5, false, "pod-restart"),
             "BackOff" | "CrashLoopBackOff" | "Error" => {
@@ -163,7 +164,12 @@ fn event_base(event: &UnifiedEvent) -> Base {
             _ => base(Severity::Info, 0.02, false, "none"),
         };
     }
-    if is("systemd.active_state", "failed") {
+    if event
+        .systemd
+        .as_deref()
+        .and_then(|s| s.active_state.as_deref())
+        == Some("failed")
+    {
         let node_unit = event
             .entity
             .as_ref()
@@ -174,17 +180,19 @@ fn event_base(event: &UnifiedEvent) -> Base {
             base(Severity::Error, 0.35, false, "pod-restart")
         };
     }
-    if field("network.error").is_some() {
+    let network = event.network.as_deref();
+    if network.is_some_and(|n| n.error.is_some()) {
         return base(Severity::Error, 0.4, false, "pod-network-down");
     }
-    match field("network.operation")
-        .as_deref()
-        .or(field("process.operation").as_deref())
-    {
+    let process = event.process.as_deref();
+    let operation = network
+        .and_then(|n| n.operation.as_deref())
+        .or(process.and_then(|p| p.operation.as_deref()));
+    match operation {
         Some("timeout" | "error") => base(Severity::Warning, 0.25, false, "requests-failing"),
         Some("retransmit") => base(Severity::Warning, 0.15, false, "latency-increase"),
         Some("oom_kill") => base(Severity::Error, 0.5, false, "pod-restart"),
-        Some("exit") if field("process.exit_code").is_some_and(|c| c != "0") => {
+        Some("exit") if process.and_then(|p| p.exit_code).is_some_and(|c| c != 0) => {
             base(Severity::Warning, 0.2, false, "process-crash")
         }
         _ if event.kind == EventType::Application => base(Severity::Info, 0.01, false, "none"),
@@ -195,10 +203,18 @@ fn event_base(event: &UnifiedEvent) -> Base {
 /// The service an event's entity belongs to: the `app` label, else the pod name without its
 /// ReplicaSet and pod hash suffixes (`api-7d9f8b6c5-x2k4q` → `api`).
 fn service_of(event: &UnifiedEvent) -> Option<String> {
-    if let Some(app) =
-        lookup(event, "kubernetes.labels.app").or_else(|| lookup(event, "entity.attributes.app"))
-    {
-        return Some(app.into_owned());
+    let app = event
+        .kubernetes
+        .as_deref()
+        .and_then(|k| k.labels.get("app"))
+        .or_else(|| {
+            event
+                .entity
+                .as_deref()
+                .and_then(|e| e.attributes.get("app"))
+        });
+    if let Some(app) = app {
+        return Some(app.clone());
     }
     let entity = event.entity.as_deref()?;
     if entity.kind != EntityType::Pod {
@@ -234,8 +250,11 @@ fn assess(config: &ImpactAssessConfig, event: &UnifiedEvent) -> ImpactContext {
     for rule in &config.rules {
         let label_matches = |spec: &String| {
             spec.split_once('=').is_some_and(|(key, value)| {
-                let path = format!("kubernetes.labels.{key}");
-                lookup(event, &path).is_some_and(|v| v == value)
+                event
+                    .kubernetes
+                    .as_deref()
+                    .and_then(|k| k.labels.get(key))
+                    .is_some_and(|v| v == value)
             })
         };
         let matches = rule

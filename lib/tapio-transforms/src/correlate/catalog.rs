@@ -29,7 +29,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use tapio_event::UnifiedEvent;
-use tapio_event::template::{self, FieldPath};
+use tapio_event::template::FieldPath;
 
 /// The built-in catalog (DESIGN.md section 5), embedded so the binary needs no data file.
 const BUILTIN: &str = include_str!("catalog.toml");
@@ -101,7 +101,7 @@ struct Conditions {
 
 #[derive(Debug, Clone, PartialEq)]
 struct Predicate {
-    path: String,
+    path: FieldPath,
     test: Test,
 }
 
@@ -206,7 +206,7 @@ impl Matcher {
         self.alternatives.iter().any(|conditions| {
             conditions.needs & !present == 0
                 && conditions.predicates.iter().all(|predicate| {
-                    let value = template::lookup(event, &predicate.path);
+                    let value = predicate.path.lookup(event);
                     predicate.test.accepts(value.as_deref())
                 })
         })
@@ -264,7 +264,6 @@ impl<'de> Deserialize<'de> for Alternative {
 fn conditions<'de, A: MapAccess<'de>>(mut map: A) -> Result<Conditions, A::Error> {
     let mut predicates = Vec::new();
     while let Some(path) = map.next_key::<FieldPath>()? {
-        let path = path.into_string();
         let test = map.next_value()?;
         predicates.push(Predicate { path, test });
     }
@@ -273,11 +272,13 @@ fn conditions<'de, A: MapAccess<'de>>(mut map: A) -> Result<Conditions, A::Error
             "a match needs at least one field, e.g. { \"kubernetes.reason\" = \"BackOff\" }",
         ));
     }
-    predicates.sort_by_key(|predicate| predicate.path.contains('.'));
+    predicates.sort_by_key(|predicate| predicate.path.as_str().contains('.'));
     let needs = predicates
         .iter()
         .filter(|predicate| predicate.test.needs_value())
-        .fold(0, |bits, predicate| bits | context_bit(&predicate.path));
+        .fold(0, |bits, predicate| {
+            bits | context_bit(predicate.path.as_str())
+        });
     Ok(Conditions { predicates, needs })
 }
 

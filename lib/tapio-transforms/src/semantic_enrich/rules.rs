@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize;
-use tapio_event::template::{FieldPath, lookup};
+use tapio_event::template::FieldPath;
 use tapio_event::{EventType, SemanticContext, UnifiedEvent};
 
 use super::narrative::Narrative;
@@ -99,6 +99,17 @@ fn operation_path(kind: EventType) -> Option<&'static str> {
     }
 }
 
+/// The value of `event`'s [`operation_path`] field, read directly: this runs for every event.
+fn operation_of(event: &UnifiedEvent) -> Option<&str> {
+    match event.kind {
+        EventType::Network => event.network.as_deref()?.operation.as_deref(),
+        EventType::Process => event.process.as_deref()?.operation.as_deref(),
+        EventType::Kubernetes => event.kubernetes.as_deref()?.reason.as_deref(),
+        EventType::Systemd => event.systemd.as_deref()?.active_state.as_deref(),
+        EventType::Application | EventType::Correlation => None,
+    }
+}
+
 /// One accepted value of a condition.
 #[derive(Debug, Clone)]
 enum Pattern {
@@ -143,7 +154,7 @@ fn glob_matches(parts: &[Box<str>], text: &str) -> bool {
 
 #[derive(Debug, Clone)]
 struct Condition {
-    path: Box<str>,
+    path: FieldPath,
     values: Box<[Pattern]>,
     /// Guaranteed by the candidate index, so not checked per event.
     indexed: bool,
@@ -163,7 +174,9 @@ impl Condition {
     }
 
     fn holds(&self, event: &UnifiedEvent) -> bool {
-        lookup(event, &self.path).is_some_and(|v| self.values.iter().any(|p| p.matches(&v)))
+        self.path
+            .lookup(event)
+            .is_some_and(|v| self.values.iter().any(|p| p.matches(&v)))
     }
 
     /// Whether an event with `value` in this condition's field may match (only exact
@@ -206,7 +219,7 @@ impl Rule {
                 ));
             }
             conditions.push(Condition {
-                path: path.as_str().into(),
+                path: path.clone(),
                 values: values.iter().map(|v| Pattern::new(v)).collect(),
                 indexed: false,
             });
@@ -252,7 +265,7 @@ impl Rule {
         let types: Option<Vec<EventType>> = self
             .conditions
             .iter()
-            .find(|c| &*c.path == "type")
+            .find(|c| c.path.as_str() == "type")
             .and_then(|c| c.exact_values())
             .map(|values| {
                 values
@@ -265,17 +278,17 @@ impl Rule {
                 !types.is_empty()
                     && types
                         .iter()
-                        .all(|&t| operation_path(t) == Some(&*condition.path))
+                        .all(|&t| operation_path(t) == Some(condition.path.as_str()))
             });
             condition.indexed =
-                exact && (matches!(&*condition.path, "source" | "type") || operation);
+                exact && (matches!(condition.path.as_str(), "source" | "type") || operation);
         }
     }
 
     /// Whether events of this source, type and operation may match.
     fn admits(&self, source: Option<&str>, kind: EventType, operation: Option<&str>) -> bool {
         let operation_path = operation_path(kind);
-        self.conditions.iter().all(|c| match &*c.path {
+        self.conditions.iter().all(|c| match c.path.as_str() {
             "source" => c.admits(source),
             "type" => c.admits(Some(kind.as_str())),
             path if Some(path) == operation_path => c.admits(operation),
@@ -316,11 +329,11 @@ impl RuleSet {
         let mut sources = Vec::new();
         let mut operations = Vec::new();
         for condition in rules.iter().flat_map(|r| &r.conditions) {
-            let names = if &*condition.path == "source" {
+            let names = if condition.path.as_str() == "source" {
                 &mut sources
             } else if TYPES
                 .iter()
-                .any(|&t| operation_path(t) == Some(&*condition.path))
+                .any(|&t| operation_path(t) == Some(condition.path.as_str()))
             {
                 &mut operations
             } else {
@@ -358,9 +371,7 @@ impl RuleSet {
     /// The candidate rules for `event`.
     fn candidates(&self, event: &UnifiedEvent) -> &[u32] {
         let source = self.sources.get(event.source.as_str()).copied();
-        let operation = operation_path(event.kind)
-            .and_then(|path| lookup(event, path))
-            .and_then(|value| self.operations.get(&*value).copied());
+        let operation = operation_of(event).and_then(|value| self.operations.get(value).copied());
         let key = (source.unwrap_or(0) * TYPES.len() + event.kind as usize)
             * (self.operations.len() + 1)
             + operation.unwrap_or(0);
