@@ -21,6 +21,15 @@ if ! command -v clang >/dev/null || ! command -v llvm-strip >/dev/null \
 fi
 ebpf/build.sh --check
 
+echo "== ClickHouse server for the clickhouse sink tests"
+# tests/clickhouse.rs starts its own private server from the packaged config; install Debian's
+# clickhouse-server (18.16) if missing. One apt-get update at most: only if the install fails.
+if ! command -v clickhouse-server >/dev/null && [ ! -x /usr/sbin/clickhouse-server ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null \
+    || { apt-get update -qq \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null; }
+fi
+
 echo "== build"
 cargo build --workspace --locked --bins
 

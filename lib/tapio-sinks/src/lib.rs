@@ -4,6 +4,7 @@
 //! rest (backpressure), so a failing destination never silently loses events.
 
 pub mod blackhole;
+pub mod clickhouse;
 pub mod console;
 pub mod file;
 mod retry;
@@ -18,18 +19,20 @@ use tapio_event::{BuildContext, ComponentError, Sink};
 #[serde(rename_all = "snake_case")]
 pub enum SinkConfig {
     Blackhole(blackhole::BlackholeConfig),
+    Clickhouse(clickhouse::ClickhouseConfig),
     Console(console::ConsoleConfig),
     File(file::FileSinkConfig),
 }
 
 /// The `type` names of [`SinkConfig`], for error messages and docs.
-pub const SINK_TYPES: &[&str] = &["blackhole", "console", "file"];
+pub const SINK_TYPES: &[&str] = &["blackhole", "clickhouse", "console", "file"];
 
 impl SinkConfig {
     /// The config `type` of this sink.
     pub fn type_name(&self) -> &'static str {
         match self {
             SinkConfig::Blackhole(_) => "blackhole",
+            SinkConfig::Clickhouse(_) => "clickhouse",
             SinkConfig::Console(_) => "console",
             SinkConfig::File(_) => "file",
         }
@@ -39,6 +42,7 @@ impl SinkConfig {
     pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Sink>, ComponentError> {
         match self {
             SinkConfig::Blackhole(config) => Ok(config.build()),
+            SinkConfig::Clickhouse(config) => config.build(cx),
             SinkConfig::Console(config) => Ok(config.build()),
             SinkConfig::File(config) => config.build(cx),
         }

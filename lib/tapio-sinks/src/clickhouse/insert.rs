@@ -1,0 +1,281 @@
+//! ClickHouse's HTTP interface, spoken with hyper: statements go in the `query` parameter (or
+//! the body, for statements without data), rows in the body, optionally gzip-compressed with
+//! `Content-Encoding: gzip`. No compressed response is ever asked for. This is the documented
+//! HTTP behaviour ClickHouse 18.16 and current releases share.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use flate2::Compression as GzipLevel;
+use flate2::write::GzEncoder;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::{Auth, Compression};
+
+/// Why a request did not succeed, sorted by what the sink does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Failure {
+    /// The server is unreachable, slow or failing (connection refused/reset, timeout, 5xx):
+    /// the same rows are sent again after a backoff.
+    Retryable(String),
+    /// The server refused the data itself (a value that does not parse or fit its column):
+    /// the rows are bisected to find the bad ones, which go to the dead-letter file.
+    Rejected(String),
+    /// The request can never succeed as configured (unknown table or database, bad
+    /// credentials, no permission): the sink stops with this message.
+    Fatal(String),
+}
+
+impl Failure {
+    /// The server's or the transport's message.
+    pub fn message(&self) -> &str {
+        match self {
+            Failure::Retryable(m) | Failure::Rejected(m) | Failure::Fatal(m) => m,
+        }
+    }
+}
+
+/// ClickHouse exception codes for data that does not fit the table: cannot parse text, a
+/// number, a date or time; an assertion while parsing; incorrect data; a value too large for
+/// its type; a type mismatch or a failed conversion; a value out of bounds. 18.16 answers these
+/// with HTTP 500, current releases mostly with 400, so the code decides.
+const ROW_ERROR_CODES: &[u32] = &[6, 26, 27, 32, 38, 41, 53, 69, 70, 72, 117, 131];
+
+/// ClickHouse exception codes no retry can fix: unknown table or database, unknown user, wrong
+/// or missing password, read-only user, access denied, authentication failed.
+const FATAL_CODES: &[u32] = &[60, 81, 192, 193, 194, 164, 497, 516];
+
+/// An HTTP client bound to one ClickHouse endpoint and user.
+#[derive(Clone)]
+pub(super) struct Client {
+    http: HyperClient<HttpConnector, Full<Bytes>>,
+    endpoint: String,
+    auth: Option<Auth>,
+    compression: Compression,
+    timeout: Duration,
+}
+
+/// How long an idle pooled connection is kept: below the 3 s keep-alive ClickHouse closes them
+/// after, so a request rarely lands on a connection the server is closing.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Client {
+    /// A client for `endpoint` (`http://host:port`, already validated).
+    pub fn new(
+        endpoint: &str,
+        auth: Option<Auth>,
+        compression: Compression,
+        timeout: Duration,
+    ) -> Client {
+        let http = HyperClient::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build_http();
+        Client {
+            http,
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            auth,
+            compression,
+            timeout,
+        }
+    }
+
+    /// Runs a statement that carries no data (`SELECT 1`, `CREATE TABLE`); returns the body.
+    pub async fn execute(&self, statement: &str) -> Result<String, Failure> {
+        self.send(
+            format!("{}/", self.endpoint),
+            Bytes::from(statement.to_owned()),
+            false,
+        )
+        .await
+    }
+
+    /// Sends `rows` (`JSONEachRow` lines) with `insert`, compressed as configured.
+    pub async fn insert(&self, insert: &str, rows: Vec<u8>) -> Result<(), Failure> {
+        let uri = format!("{}/?query={}", self.endpoint, percent_encode(insert));
+        let (body, gzip) = match self.compression {
+            Compression::None => (rows, false),
+            Compression::Gzip => (gzip(&rows), true),
+        };
+        self.send(uri, Bytes::from(body), gzip).await.map(drop)
+    }
+
+    async fn send(&self, uri: String, body: Bytes, gzip: bool) -> Result<String, Failure> {
+        let mut request = Request::builder().method(Method::POST).uri(&uri);
+        if gzip {
+            request = request.header("Content-Encoding", "gzip");
+        }
+        if let Some(auth) = &self.auth {
+            request = request
+                .header("X-ClickHouse-User", &auth.user)
+                .header("X-ClickHouse-Key", &auth.password);
+        }
+        let request = request
+            .body(Full::new(body))
+            .map_err(|e| Failure::Fatal(format!("cannot build a request to {uri}: {e}")))?;
+        let exchange = async {
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|e| Failure::Retryable(transport_error(&self.endpoint, &e)))?;
+            let status = response.status();
+            let code = response
+                .headers()
+                .get("X-ClickHouse-Exception-Code")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok());
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| {
+                    Failure::Retryable(format!("{}: reading the answer: {e}", self.endpoint))
+                })?
+                .to_bytes();
+            Ok::<_, Failure>((status, code, String::from_utf8_lossy(&body).into_owned()))
+        };
+        let (status, header_code, body) = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| {
+                Failure::Retryable(format!(
+                    "{}: no answer within {:?}",
+                    self.endpoint, self.timeout
+                ))
+            })??;
+        if status.is_success() {
+            return Ok(body);
+        }
+        let code = header_code.or_else(|| exception_code(&body));
+        Err(classify(status, code, body.trim()))
+    }
+}
+
+/// A transport error with its causes, which name what actually failed (refused, reset, …).
+fn transport_error(endpoint: &str, error: &dyn std::error::Error) -> String {
+    let mut message = format!("{endpoint}: {error}");
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    message
+}
+
+/// Sorts an error answer into what the sink does next (see [`Failure`]).
+pub(super) fn classify(status: StatusCode, code: Option<u32>, body: &str) -> Failure {
+    let message = format!("ClickHouse answered {status}: {body}");
+    let code_in = |codes: &[u32]| code.is_some_and(|c| codes.contains(&c));
+    if code_in(FATAL_CODES)
+        || matches!(
+            status,
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND
+        )
+    {
+        Failure::Fatal(message)
+    } else if code_in(ROW_ERROR_CODES) || status.is_client_error() {
+        Failure::Rejected(message)
+    } else {
+        Failure::Retryable(message)
+    }
+}
+
+/// The exception code at the start of an error body: `Code: 27, e.displayText() = …` (18.16)
+/// or `Code: 27. DB::Exception: …` (current releases).
+pub(super) fn exception_code(body: &str) -> Option<u32> {
+    let rest = body.trim_start().strip_prefix("Code: ")?;
+    let digits = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..digits].parse().ok()
+}
+
+/// `text` made safe for a URL query parameter.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 3);
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// `data` compressed as one gzip member.
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::with_capacity(data.len() / 4), GzipLevel::fast());
+    encoder
+        .write_all(data)
+        .expect("writing to memory cannot fail");
+    encoder.finish().expect("writing to memory cannot fail")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_exception_codes_of_old_and_new_servers() {
+        assert_eq!(
+            exception_code("Code: 27, e.displayText() = DB::Exception: Cannot parse input"),
+            Some(27)
+        );
+        assert_eq!(exception_code("Code: 60. DB::Exception: Table x"), Some(60));
+        assert_eq!(exception_code("Bad gateway"), None);
+    }
+
+    #[test]
+    fn classifies_by_exception_code_before_status() {
+        let internal = StatusCode::INTERNAL_SERVER_ERROR;
+        assert!(matches!(
+            classify(internal, Some(27), ""),
+            Failure::Rejected(_)
+        ));
+        assert!(matches!(
+            classify(internal, Some(60), ""),
+            Failure::Fatal(_)
+        ));
+        assert!(matches!(
+            classify(internal, Some(241), ""),
+            Failure::Retryable(_)
+        ));
+        assert!(matches!(
+            classify(StatusCode::SERVICE_UNAVAILABLE, None, ""),
+            Failure::Retryable(_)
+        ));
+        assert!(matches!(
+            classify(StatusCode::BAD_REQUEST, None, ""),
+            Failure::Rejected(_)
+        ));
+        assert!(matches!(
+            classify(StatusCode::UNAUTHORIZED, Some(192), ""),
+            Failure::Fatal(_)
+        ));
+    }
+
+    #[test]
+    fn encodes_the_query_parameter() {
+        assert_eq!(
+            percent_encode("INSERT INTO `db`.`t` FORMAT JSONEachRow"),
+            "INSERT%20INTO%20%60db%60.%60t%60%20FORMAT%20JSONEachRow"
+        );
+    }
+
+    #[test]
+    fn gzip_round_trips() {
+        let data = b"{\"a\":1}\n".repeat(100);
+        let mut decoded = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(&gzip(&data)[..]),
+            &mut decoded,
+        )
+        .unwrap();
+        assert_eq!(decoded, data);
+    }
+}

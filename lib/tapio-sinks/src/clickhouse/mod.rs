@@ -1,0 +1,426 @@
+//! `clickhouse`: inserts events into a ClickHouse table, one row per event with the columns
+//! people filter on and the full event as JSON (`distribution/clickhouse/schema.sql`).
+//!
+//! It speaks plain HTTP with hyper (`INSERT INTO db.table FORMAT JSONEachRow`, request bodies
+//! optionally gzip-compressed, responses never compressed) rather than the `clickhouse` crate:
+//! the ClickHouse packaged by Debian is 18.16, whose LZ4-compressed responses break that crate
+//! and which needs its validation turned off, while plain HTTP works the same on 18.16 and on
+//! current ClickHouse.
+//!
+//! Delivery: a batch is acknowledged only once ClickHouse answered 200 for every row of it.
+//! When the server is unreachable, slow or failing, the same rows are retried with capped
+//! backoff for as long as it takes, holding the batch so that backpressure reaches the sources.
+//! When it rejects the data itself, the insert is bisected until the bad rows are isolated;
+//! they go to the dead-letter file and the rest is inserted. Delivery is at least once: an
+//! insert that ClickHouse committed but whose answer was lost (a timeout, a server killed
+//! mid-answer) is sent again, and a MergeTree table does not deduplicate it.
+//!
+//! The healthcheck (`SELECT 1`) runs when the sink starts; if ClickHouse cannot be reached the
+//! sink fails at once with one clear error (exit 70) rather than buffering towards a server
+//! that may be misconfigured. With `healthcheck = false` it starts anyway and retries.
+
+mod batch;
+mod dead_letter;
+mod insert;
+mod schema;
+#[cfg(test)]
+mod tests;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use serde::Deserialize;
+use tapio_event::{
+    BatchStatus, BufferReceiver, BuildContext, ByteSize, ComponentError, ComponentFuture,
+    ComponentMetrics, ConfigDuration, Sink, SinkContext,
+};
+use tokio::time::Instant;
+
+use self::batch::{Chunk, Limits, Pending};
+use self::dead_letter::DeadLetter;
+use self::insert::{Client, Failure};
+use self::schema::Row;
+use crate::retry::Backoff;
+
+/// Options of the `clickhouse` sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickhouseConfig {
+    /// ClickHouse's HTTP interface (default `"http://127.0.0.1:8123"`). Plain HTTP only.
+    #[serde(default = "default_endpoint")]
+    pub endpoint: String,
+    /// The database of the table (default `"default"`).
+    #[serde(default = "default_database")]
+    pub database: String,
+    /// The table to insert into (required); its columns are those of
+    /// `distribution/clickhouse/schema.sql`.
+    pub table: String,
+    /// Credentials, sent as the `X-ClickHouse-User` and `X-ClickHouse-Key` headers. Default:
+    /// none (ClickHouse's `default` user).
+    #[serde(default)]
+    pub auth: Option<Auth>,
+    /// When to send an insert: whichever limit is reached first.
+    #[serde(default)]
+    pub batch: BatchConfig,
+    /// Compression of request bodies: `"gzip"` (default) or `"none"`.
+    #[serde(default)]
+    pub compression: Compression,
+    /// Create the table from Tapio's schema when it does not exist (default `false`), when the
+    /// sink starts; retried while the server is unreachable, and refused DDL stops the sink.
+    #[serde(default)]
+    pub create_table: bool,
+    /// How long one request may take before it counts as failed and is retried (default `"30s"`).
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: ConfigDuration,
+    /// Inserts in flight at once (default 1). More can raise throughput to a cluster; the rows
+    /// of different inserts may then land out of order.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Check with `SELECT 1` that ClickHouse answers when the sink starts, and fail at once if
+    /// it does not (default `true`). With `false` the sink starts anyway and retries.
+    #[serde(default = "default_healthcheck")]
+    pub healthcheck: bool,
+}
+
+/// ClickHouse credentials.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    /// The user name.
+    pub user: String,
+    /// The password (`${ENV_VAR}` keeps it out of the file). Default: empty.
+    #[serde(default)]
+    pub password: String,
+}
+
+/// The `batch` options: an insert is sent when any limit is reached.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Rows per insert (default 10000). Keep it below ClickHouse's `max_insert_block_size`
+    /// (1048576) so that each insert is all or nothing.
+    #[serde(default = "default_max_events")]
+    pub max_events: usize,
+    /// Uncompressed bytes per insert (default `"10MiB"`).
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: ByteSize,
+    /// The longest a row waits for its insert (default `"1s"`).
+    #[serde(default = "default_batch_timeout")]
+    pub timeout: ConfigDuration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_events: default_max_events(),
+            max_bytes: default_max_bytes(),
+            timeout: default_batch_timeout(),
+        }
+    }
+}
+
+/// How request bodies are compressed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// Sent as is.
+    None,
+    /// `Content-Encoding: gzip`, which ClickHouse 18.16 and later decode.
+    #[default]
+    Gzip,
+}
+
+fn default_endpoint() -> String {
+    "http://127.0.0.1:8123".into()
+}
+
+fn default_database() -> String {
+    "default".into()
+}
+
+fn default_request_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(30))
+}
+
+fn default_concurrency() -> usize {
+    1
+}
+
+fn default_healthcheck() -> bool {
+    true
+}
+
+fn default_max_events() -> usize {
+    10_000
+}
+
+fn default_max_bytes() -> ByteSize {
+    ByteSize(10 << 20)
+}
+
+fn default_batch_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(1))
+}
+
+impl ClickhouseConfig {
+    /// Checks the options; the server itself is first contacted when the sink runs.
+    pub(crate) fn build(&self, cx: &BuildContext) -> Result<Box<dyn Sink>, ComponentError> {
+        let invalid = |message: String| Err(ComponentError(format!("clickhouse sink: {message}")));
+        for (option, name) in [("database", &self.database), ("table", &self.table)] {
+            if !schema::is_identifier(name) {
+                return invalid(format!(
+                    "`{option}` must be a plain name (letters, digits, `_`), got {name:?}"
+                ));
+            }
+        }
+        match self.endpoint.parse::<hyper::Uri>() {
+            Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => {}
+            _ => {
+                return invalid(format!(
+                    "`endpoint` must be an http:// URL such as \"http://127.0.0.1:8123\", got {:?}",
+                    self.endpoint
+                ));
+            }
+        }
+        if self.concurrency == 0 || self.batch.max_events == 0 || self.batch.max_bytes.0 == 0 {
+            return invalid(
+                "`concurrency`, `batch.max_events` and `batch.max_bytes` must be at least 1".into(),
+            );
+        }
+        Ok(Box::new(ClickhouseSink {
+            config: self.clone(),
+            dead_letter: DeadLetter::new(&cx.data_dir, &cx.name),
+        }))
+    }
+}
+
+struct ClickhouseSink {
+    config: ClickhouseConfig,
+    dead_letter: DeadLetter,
+}
+
+/// What every insert task shares.
+struct Shared {
+    client: Client,
+    /// `` `database`.`table` ``.
+    target: String,
+    dead_letter: DeadLetter,
+    metrics: Arc<ComponentMetrics>,
+    warnings: WarnLimiter,
+}
+
+/// How often a failing server is reported at most; every failure is still counted.
+const WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Lets one warning through per [`WARN_INTERVAL`], so a server down for an hour does not flood
+/// the log.
+struct WarnLimiter(Mutex<Option<Instant>>);
+
+impl WarnLimiter {
+    fn allow(&self) -> bool {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < WARN_INTERVAL) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+}
+
+impl Sink for ClickhouseSink {
+    fn run(self: Box<Self>, mut input: BufferReceiver, cx: SinkContext) -> ComponentFuture {
+        Box::pin(async move {
+            let config = self.config;
+            let client = Client::new(
+                &config.endpoint,
+                config.auth.clone(),
+                config.compression,
+                config.request_timeout.0,
+            );
+            let shared = Arc::new(Shared {
+                client,
+                target: format!("`{}`.`{}`", config.database, config.table),
+                dead_letter: self.dead_letter,
+                metrics: cx.metrics,
+                warnings: WarnLimiter(Mutex::new(None)),
+            });
+            if config.healthcheck {
+                shared.client.execute("SELECT 1").await.map_err(|failure| {
+                    ComponentError(format!(
+                        "clickhouse healthcheck (SELECT 1) failed: {}; start ClickHouse, fix `endpoint`/`auth`, or set `healthcheck = false` to start anyway and retry",
+                        failure.message()
+                    ))
+                })?;
+            }
+            if config.create_table {
+                let sql = schema::create_table_sql(&config.database, &config.table);
+                shared
+                    .retry("create_table", || shared.client.execute(&sql))
+                    .await
+                    .map_err(|failure| {
+                        ComponentError(format!(
+                            "clickhouse: cannot create table {}: {}",
+                            shared.target,
+                            failure.message()
+                        ))
+                    })?;
+            }
+            let mut pending = Pending::new(Limits {
+                max_events: config.batch.max_events,
+                max_bytes: usize::try_from(config.batch.max_bytes.0).unwrap_or(usize::MAX),
+                timeout: config.batch.timeout.0,
+            });
+            let mut in_flight = FuturesUnordered::new();
+            let concurrency = config.concurrency;
+            loop {
+                let deadline = pending.deadline();
+                tokio::select! {
+                    Some(done) = in_flight.next() => done?,
+                    batch = input.recv(), if in_flight.len() < concurrency => {
+                        let Some(batch) = batch else { break };
+                        let (events, acks) = batch.into_parts();
+                        for chunk in pending.add(&events, acks) {
+                            if in_flight.len() >= concurrency
+                                && let Some(done) = in_flight.next().await
+                            {
+                                done?;
+                            }
+                            in_flight.push(Arc::clone(&shared).deliver(chunk));
+                        }
+                    }
+                    () = sleep_until(deadline), if in_flight.len() < concurrency => {
+                        in_flight.push(Arc::clone(&shared).deliver(pending.take()));
+                    }
+                }
+            }
+            if !pending.is_empty() {
+                in_flight.push(Arc::clone(&shared).deliver(pending.take()));
+            }
+            while let Some(done) = in_flight.next().await {
+                done?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Inserts `rows` with `insert`, which answers `None` when a part was written and the reason
+/// when ClickHouse rejected its data; a rejected part is split in halves, sent separately, until
+/// each bad row stands alone. Returns the rejected rows with their reasons, in order. A bad row
+/// costs about two inserts per halving, so `2 log2(rows)` extra inserts for one bad row.
+async fn bisect<'a, F, Fut>(
+    rows: &'a [Row],
+    mut insert: F,
+) -> Result<Vec<(&'a Row, String)>, ComponentError>
+where
+    F: FnMut(&'a [Row]) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<String>, ComponentError>>,
+{
+    let mut rejected = Vec::new();
+    let mut parts = vec![rows];
+    while let Some(part) = parts.pop() {
+        let Some(reason) = insert(part).await? else {
+            continue;
+        };
+        match part {
+            [row] => rejected.push((row, reason)),
+            _ => {
+                let (first, second) = part.split_at(part.len() / 2);
+                parts.push(second);
+                parts.push(first);
+            }
+        }
+    }
+    Ok(rejected)
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Shared {
+    /// Inserts every row of `chunk` or dead-letters the ones ClickHouse rejects, then
+    /// acknowledges the chunk's batches.
+    async fn deliver(self: Arc<Self>, chunk: Chunk) -> Result<(), ComponentError> {
+        let shared = &*self;
+        let rejected = bisect(&chunk.rows, |part| async move {
+            let mut body = Vec::with_capacity(part.iter().map(|row| row.line.len()).sum());
+            for row in part {
+                body.extend_from_slice(&row.line);
+            }
+            let bytes = body.len();
+            let outcome = shared.insert(body).await?;
+            if outcome.is_none() {
+                shared.metrics.add_events_out(part.len());
+                shared.metrics.add_bytes_out(bytes);
+            }
+            Ok(outcome)
+        })
+        .await?;
+        for (row, reason) in &rejected {
+            self.dead_letter.write(reason, &row.event).await?;
+        }
+        if let Some((_, reason)) = rejected.first() {
+            self.metrics.add_errors("rejected", rejected.len());
+            tracing::warn!(
+                sink = %self.metrics.name,
+                events = rejected.len(),
+                file = %self.dead_letter.path().display(),
+                %reason,
+                "ClickHouse rejected events; written to the dead-letter file"
+            );
+        }
+        for ack in chunk.acks {
+            ack.ack(BatchStatus::Delivered);
+        }
+        Ok(())
+    }
+
+    /// Sends one insert, retrying until ClickHouse accepts it (`None`) or rejects its data
+    /// (`Some(reason)`); a request that can never succeed stops the sink.
+    async fn insert(&self, body: Vec<u8>) -> Result<Option<String>, ComponentError> {
+        let insert = format!("INSERT INTO {} FORMAT JSONEachRow", self.target);
+        match self
+            .retry("insert", || self.client.insert(&insert, body.clone()))
+            .await
+        {
+            Ok(()) => Ok(None),
+            Err(Failure::Rejected(reason)) => Ok(Some(reason)),
+            Err(failure) => Err(ComponentError(format!(
+                "clickhouse insert into {}: {}",
+                self.target,
+                failure.message()
+            ))),
+        }
+    }
+
+    /// Runs `request` until it succeeds or fails with anything but a retryable failure,
+    /// counting each failed attempt as an error of `kind` and backing off between them.
+    async fn retry<T, F, Fut>(&self, kind: &'static str, mut request: F) -> Result<T, Failure>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Failure>>,
+    {
+        let mut backoff = Backoff::new();
+        loop {
+            match request().await {
+                Err(Failure::Retryable(error)) => {
+                    let delay = backoff.next_delay();
+                    self.metrics.add_errors(kind, 1);
+                    if self.warnings.allow() {
+                        tracing::warn!(sink = %self.metrics.name, %error, retry_in = ?delay, "ClickHouse request failed; retrying");
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}

@@ -1,0 +1,186 @@
+use std::time::Duration;
+
+use tapio_event::{
+    AckToken, BatchStatus, BuildContext, ComponentError, Entity, EntityType, EventType,
+    ImpactContext, Severity, Timestamp, UnifiedEvent,
+};
+
+use super::batch::{Limits, Pending};
+use super::schema::{Row, create_table_sql, is_identifier};
+use super::{ClickhouseConfig, bisect};
+
+fn event(id: &str) -> UnifiedEvent {
+    let mut event = UnifiedEvent::new(
+        EventType::Kubernetes,
+        "kubernetes",
+        Timestamp::from_civil(2026, 11, 27, 16, 21, 11, 123_456_789),
+    );
+    event.id = id.into();
+    event
+}
+
+fn row_json(row: &Row) -> serde_json::Value {
+    assert_eq!(row.line.last(), Some(&b'\n'));
+    serde_json::from_slice(&row.line).unwrap()
+}
+
+#[test]
+fn rows_split_nanoseconds_and_fill_the_filter_columns() {
+    let mut e = event("evt_1");
+    let mut entity = Entity::new(EntityType::Pod, "uid-1");
+    entity.namespace = Some("shop".into());
+    entity.attributes.insert("node".into(), "worker-2".into());
+    e.entity = Some(Box::new(entity));
+    e.impact = Some(Box::new(ImpactContext {
+        severity: Some(Severity::Critical),
+        business_impact: Some(0.75),
+        ..Default::default()
+    }));
+    let row = Row::new(&e);
+    let json = row_json(&row);
+    assert_eq!(json["timestamp"], "2026-11-27 16:21:11");
+    assert_eq!(json["timestamp_ns"], 123_456_789);
+    assert_eq!(json["entity_id"], "uid-1");
+    assert_eq!(json["entity_type"], "pod");
+    assert_eq!(json["namespace"], "shop");
+    assert_eq!(json["node"], "worker-2");
+    assert_eq!(json["severity"], "critical");
+    assert_eq!(json["business_impact"], 0.75);
+    assert_eq!(json["pattern"], "");
+    let stored: UnifiedEvent = serde_json::from_str(json["event"].as_str().unwrap()).unwrap();
+    assert_eq!(stored, e);
+    assert_eq!(row.event, json["event"].as_str().unwrap());
+}
+
+#[test]
+fn rows_escape_what_json_must_escape() {
+    let mut e = event("evt_\"quoted\"\n\\ \u{2603}");
+    e.source = "tab\there".into();
+    let json = row_json(&Row::new(&e));
+    assert_eq!(json["id"], "evt_\"quoted\"\n\\ \u{2603}");
+    assert_eq!(json["source"], "tab\there");
+    assert_eq!(json["business_impact"], 0.0);
+    let stored: UnifiedEvent = serde_json::from_str(json["event"].as_str().unwrap()).unwrap();
+    assert_eq!(stored.id, e.id);
+}
+
+#[test]
+fn create_table_uses_the_documented_schema() {
+    let sql = create_table_sql("tapio", "events");
+    assert!(sql.contains("CREATE TABLE IF NOT EXISTS `tapio`.`events`"));
+    assert!(sql.contains("ORDER BY (entity_id, timestamp)"));
+    assert!(is_identifier("events_2026") && is_identifier("_x"));
+    assert!(!is_identifier("") && !is_identifier("1x") && !is_identifier("a`; DROP"));
+}
+
+fn limits(max_events: usize, max_bytes: usize) -> Limits {
+    Limits {
+        max_events,
+        max_bytes,
+        timeout: Duration::from_secs(1),
+    }
+}
+
+#[tokio::test]
+async fn a_batch_split_over_inserts_is_acknowledged_when_all_of_them_are() {
+    let mut pending = Pending::new(limits(3, usize::MAX));
+    let (token, mut status) = AckToken::new();
+    let events: Vec<_> = (0..7).map(|i| event(&format!("evt_{i}"))).collect();
+    let chunks = pending.add(&events, vec![token]);
+    assert_eq!(
+        chunks.iter().map(|c| c.rows.len()).collect::<Vec<_>>(),
+        [3, 3]
+    );
+    assert!(pending.deadline().is_some());
+    let rest = pending.take();
+    assert_eq!(rest.rows.len(), 1);
+    assert!(pending.is_empty() && pending.deadline().is_none());
+    for chunk in chunks {
+        for ack in chunk.acks {
+            ack.ack(BatchStatus::Delivered);
+        }
+    }
+    assert_eq!(
+        status.try_status(),
+        None,
+        "acknowledged before its last row"
+    );
+    for ack in rest.acks {
+        ack.ack(BatchStatus::Delivered);
+    }
+    assert_eq!(status.status().await, BatchStatus::Delivered);
+}
+
+#[tokio::test]
+async fn max_bytes_cuts_inserts_that_each_carry_the_batch_token() {
+    let one_row = Row::new(&event("evt_0")).line.len();
+    let mut pending = Pending::new(limits(usize::MAX, one_row * 2));
+    let (token, status) = AckToken::new();
+    let events: Vec<_> = (0..4).map(|i| event(&format!("evt_{i}"))).collect();
+    let chunks = pending.add(&events, vec![token]);
+    assert_eq!(chunks.len(), 2);
+    assert!(pending.is_empty());
+    drop(chunks);
+    assert_eq!(status.status().await, BatchStatus::Failed);
+}
+
+#[tokio::test]
+async fn bisection_isolates_every_rejected_row_and_inserts_the_rest() {
+    let rows: Vec<Row> = (0..10)
+        .map(|i| Row::new(&event(&format!("evt_{i}"))))
+        .collect();
+    let bad = |row: &Row| row.event.contains("evt_3") || row.event.contains("evt_8");
+    let mut inserted = Vec::new();
+    let mut attempts = 0;
+    let rejected = bisect(&rows, |part| {
+        attempts += 1;
+        let outcome = if part.iter().any(bad) {
+            Some("Too large value".to_string())
+        } else {
+            inserted.extend(part.iter().map(|r| r.event.clone()));
+            None
+        };
+        async move { Ok::<_, ComponentError>(outcome) }
+    })
+    .await
+    .unwrap();
+    let rejected: Vec<_> = rejected.iter().map(|(row, _)| row.event.clone()).collect();
+    assert_eq!(rejected.len(), 2);
+    assert!(rejected[0].contains("evt_3") && rejected[1].contains("evt_8"));
+    assert_eq!(inserted.len(), 8);
+    assert!(attempts <= 2 * 2 * 4 + 1, "{attempts} inserts");
+}
+
+#[test]
+fn config_defaults_and_validation() {
+    let config: ClickhouseConfig =
+        serde_json::from_value(serde_json::json!({ "table": "events" })).unwrap();
+    assert_eq!(config.endpoint, "http://127.0.0.1:8123");
+    assert_eq!(config.database, "default");
+    assert_eq!(config.batch.max_events, 10_000);
+    assert_eq!(config.batch.max_bytes.0, 10 << 20);
+    assert_eq!(config.batch.timeout.0, Duration::from_secs(1));
+    assert_eq!(config.compression, super::Compression::Gzip);
+    assert_eq!(config.request_timeout.0, Duration::from_secs(30));
+    assert_eq!(config.concurrency, 1);
+    assert!(config.healthcheck && !config.create_table);
+    let cx = BuildContext {
+        name: "ch".into(),
+        data_dir: std::env::temp_dir(),
+        node_name: "n".into(),
+    };
+    assert!(config.build(&cx).is_ok());
+    for bad in [
+        serde_json::json!({ "table": "events; DROP" }),
+        serde_json::json!({ "table": "events", "endpoint": "https://ch:8443" }),
+        serde_json::json!({ "table": "events", "concurrency": 0 }),
+    ] {
+        let config: ClickhouseConfig = serde_json::from_value(bad).unwrap();
+        let error = config.build(&cx).err().expect("invalid config built");
+        assert!(error.0.starts_with("clickhouse sink: "), "{error}");
+    }
+    assert!(
+        serde_json::from_value::<ClickhouseConfig>(serde_json::json!({ "table": "t", "tabel": 1 }))
+            .is_err()
+    );
+}
