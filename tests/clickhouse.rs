@@ -7,7 +7,6 @@ mod common;
 #[path = "clickhouse/server.rs"]
 mod server;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -125,13 +124,7 @@ fn a_server_killed_mid_stream_loses_nothing() {
             )
         ),
     );
-    let tapio = tapio()
-        .args(["run", "--summary", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let tapio = spawn_run(&config);
     let rows = |server: &ClickHouse| {
         server
             .query("EXISTS TABLE events")
@@ -190,13 +183,7 @@ fn without_healthcheck_the_sink_waits_for_a_server_that_comes_up_later() {
             )
         ),
     );
-    let tapio = tapio()
-        .args(["run", "--summary", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let tapio = spawn_run(&config);
     std::thread::sleep(Duration::from_millis(700));
     server.resume();
     let output = wait_with_timeout(tapio, Duration::from_secs(60));

@@ -87,6 +87,18 @@ pub fn run_with_stdin(config: &Path, stdin: &[u8]) -> Output {
     output
 }
 
+/// Starts `tapio run --summary --config <config>` with standard output discarded and standard
+/// error (logs and the summary table) captured.
+pub fn spawn_run(config: &Path) -> Child {
+    tapio()
+        .args(["run", "--summary", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// Waits for `child`, killing it (and failing the test) after `limit`.
 pub fn wait_with_timeout(child: Child, limit: Duration) -> Output {
     let pid = child.id();

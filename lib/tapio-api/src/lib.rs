@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::body::Bytes;
+use hyper::{Method, Response, StatusCode};
 use tapio_event::ComponentMetrics;
 use tapio_topology::{Health, HealthState};
 use tokio::net::TcpListener;
@@ -57,7 +57,9 @@ impl Api {
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request| {
                     let state = state.clone();
-                    async move { Ok::<_, Infallible>(respond(&request, &state)) }
+                    async move {
+                        Ok::<_, Infallible>(respond(request.method(), request.uri().path(), &state))
+                    }
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
                 if let Err(error) = hyper::server::conn::http1::Builder::new()
@@ -71,7 +73,8 @@ impl Api {
     }
 }
 
-fn respond(request: &Request<Incoming>, state: &ApiState) -> Response<Full<Bytes>> {
+/// The answer to `method path`; separate from the connection so it can be tested directly.
+fn respond(method: &Method, path: &str, state: &ApiState) -> Response<Full<Bytes>> {
     let reply = |status: StatusCode, content_type: &str, body: String| {
         Response::builder()
             .status(status)
@@ -79,14 +82,14 @@ fn respond(request: &Request<Incoming>, state: &ApiState) -> Response<Full<Bytes
             .body(Full::new(Bytes::from(body)))
             .expect("static response parts are valid")
     };
-    if request.method() != Method::GET {
+    if method != Method::GET {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
             "only GET is supported\n".into(),
         );
     }
-    match request.uri().path() {
+    match path {
         "/health" => match state.health.get() {
             HealthState::Running => reply(
                 StatusCode::OK,
@@ -117,5 +120,73 @@ fn respond(request: &Request<Incoming>, state: &ApiState) -> Response<Full<Bytes
             "text/plain",
             "not found; try /health or /metrics\n".into(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use tapio_event::ComponentKind;
+
+    fn state() -> ApiState {
+        let metrics = Arc::new(ComponentMetrics::new(
+            "out",
+            "blackhole",
+            ComponentKind::Sink,
+        ));
+        metrics.add_events_out(7);
+        ApiState {
+            health: Arc::new(Health::default()),
+            metrics: Arc::new(vec![metrics]),
+        }
+    }
+
+    async fn body(response: Response<Full<Bytes>>) -> String {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn health_follows_the_lifecycle() {
+        let state = state();
+        for (lifecycle, status, text) in [
+            (
+                HealthState::Starting,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "starting",
+            ),
+            (HealthState::Running, StatusCode::OK, "running"),
+            (
+                HealthState::Draining,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "draining",
+            ),
+        ] {
+            state.health.set(lifecycle);
+            let response = respond(&Method::GET, "/health", &state);
+            assert_eq!(response.status(), status);
+            assert!(body(response).await.contains(text));
+        }
+    }
+
+    #[tokio::test]
+    async fn metrics_other_paths_and_methods() {
+        let state = state();
+        let metrics = respond(&Method::GET, "/metrics", &state);
+        assert_eq!(metrics.status(), StatusCode::OK);
+        assert!(
+            body(metrics)
+                .await
+                .contains("tapio_component_sent_events_total{component=\"out\"")
+        );
+        assert_eq!(
+            respond(&Method::GET, "/nope", &state).status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            respond(&Method::POST, "/health", &state).status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
     }
 }
