@@ -30,6 +30,24 @@ if ! command -v clickhouse-server >/dev/null && [ ! -x /usr/sbin/clickhouse-serv
       && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null; }
 fi
 
+echo "== Kafka broker (tansu) and test consumer for the kafka sink tests"
+# tests/kafka.rs starts its own private broker. No Apache Kafka can be installed here, so it is
+# tansu 0.6.0, an Apache-Kafka-compatible broker in Rust, built once (10-15 min on 2 cores) into the
+# git-ignored .tools/tansu and skipped when the binary is there. Default features store nothing
+# (null:// only), hence `dynostore` for its memory:// storage. The test reads topics back with
+# confluent-kafka from PyPI (librdkafka 2.16), independent of Tapio's own Kafka code.
+if [ ! -x .tools/tansu/bin/tansu ]; then
+  cargo install --locked tansu --version 0.6.0 --no-default-features --features dynostore \
+    --root .tools/tansu
+fi
+if ! python3 -c 'import confluent_kafka' 2>/dev/null; then
+  python3 -m pip --version >/dev/null 2>&1 \
+    || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+  # Debian's own python3 refuses system-wide pip installs (PEP 668) unless told otherwise.
+  python3 -m pip install --quiet confluent-kafka \
+    || python3 -m pip install --quiet --break-system-packages confluent-kafka
+fi
+
 echo "== build"
 cargo build --workspace --locked --bins
 

@@ -6,7 +6,9 @@
 pub mod blackhole;
 pub mod clickhouse;
 pub mod console;
+mod dead_letter;
 pub mod file;
+pub mod kafka;
 mod retry;
 
 use serde::Deserialize;
@@ -22,10 +24,11 @@ pub enum SinkConfig {
     Clickhouse(clickhouse::ClickhouseConfig),
     Console(console::ConsoleConfig),
     File(file::FileSinkConfig),
+    Kafka(kafka::KafkaSinkConfig),
 }
 
 /// The `type` names of [`SinkConfig`], for error messages and docs.
-pub const SINK_TYPES: &[&str] = &["blackhole", "clickhouse", "console", "file"];
+pub const SINK_TYPES: &[&str] = &["blackhole", "clickhouse", "console", "file", "kafka"];
 
 impl SinkConfig {
     /// The config `type` of this sink.
@@ -35,6 +38,7 @@ impl SinkConfig {
             SinkConfig::Clickhouse(_) => "clickhouse",
             SinkConfig::Console(_) => "console",
             SinkConfig::File(_) => "file",
+            SinkConfig::Kafka(_) => "kafka",
         }
     }
 
@@ -45,6 +49,7 @@ impl SinkConfig {
             SinkConfig::Clickhouse(config) => config.build(cx),
             SinkConfig::Console(config) => Ok(config.build()),
             SinkConfig::File(config) => config.build(cx),
+            SinkConfig::Kafka(config) => config.build(cx),
         }
     }
 }

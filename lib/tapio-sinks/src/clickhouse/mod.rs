@@ -20,7 +20,6 @@
 //! that may be misconfigured. With `healthcheck = false` it starts anyway and retries.
 
 mod batch;
-mod dead_letter;
 mod insert;
 mod schema;
 #[cfg(test)]
@@ -39,9 +38,9 @@ use tapio_event::{
 use tokio::time::Instant;
 
 use self::batch::{Chunk, Limits, Pending};
-use self::dead_letter::DeadLetter;
 use self::insert::{Client, Failure};
 use self::schema::Row;
+use crate::dead_letter::DeadLetter;
 use crate::retry::Backoff;
 
 /// Options of the `clickhouse` sink.

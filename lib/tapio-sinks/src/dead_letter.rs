@@ -1,4 +1,5 @@
-//! The dead-letter file: events ClickHouse rejected for good, one NDJSON line each as
+//! The dead-letter file shared by the network sinks: events a destination (ClickHouse, Kafka)
+//! rejected for good, one NDJSON line each as
 //! `{"reason": "...", "event": <event JSON>}`, appended to `<data_dir>/dead_letter/<sink>.ndjson`
 //! so that no event is ever dropped silently and each can be fixed and replayed (the `file`
 //! source reads the `event` values back once extracted, e.g. with `jq -c .event`).
@@ -10,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 
 /// Where one sink's rejected events go.
 #[derive(Debug, Clone)]
-pub(super) struct DeadLetter {
+pub(crate) struct DeadLetter {
     path: PathBuf,
 }
 

@@ -1,0 +1,352 @@
+//! The `kafka` sink's options and how they map onto librdkafka properties. The mapping is a
+//! plain list of `(property, value)` pairs so that it can be tested without a broker, and
+//! `librdkafka_options` are applied last so that users can override anything Tapio sets.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tapio_event::{ByteSize, ConfigDuration};
+
+/// Options of the `kafka` sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    /// Comma-separated `host:port` list of brokers to bootstrap from (required).
+    pub bootstrap_servers: String,
+    /// The topic each event goes to, a template (default `"tapio.{{ source }}"`: one topic per
+    /// source type). An event missing a referenced field is dead-lettered.
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    /// The message key, a template. Default: the entity's routing key (`namespace/name` for
+    /// pods, the name for nodes, the entity id otherwise), so that one entity's events stay in
+    /// one partition, in order. Events without one are sent without a key (spread over
+    /// partitions) and counted in the sink's shutdown log.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// How events are written: `"json"` (default), the event's JSON form.
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// Compression of message batches: `"none"` (default), `"gzip"`, `"snappy"`, `"lz4"` or
+    /// `"zstd"`.
+    #[serde(default)]
+    pub compression: Compression,
+    /// Which brokers confirm a message before it counts as written: `"all"` (default; the
+    /// producer is idempotent, so retries neither duplicate nor reorder) or `"leader"`.
+    #[serde(default)]
+    pub acks: Acks,
+    /// How librdkafka groups messages into produce requests.
+    #[serde(default)]
+    pub batch: BatchConfig,
+    /// Message headers: name → template (e.g. `{ "x-namespace" = "{{ entity.namespace }}" }`);
+    /// a header whose field the event lacks is left out. Events with a `trace_context` also get
+    /// a W3C `traceparent` header.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Any librdkafka producer property (`"linger.ms" = "20"`), applied after every other
+    /// option so that it wins.
+    #[serde(default)]
+    pub librdkafka_options: BTreeMap<String, String>,
+    /// TLS to the brokers.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// SASL authentication.
+    #[serde(default)]
+    pub sasl: Option<SaslConfig>,
+    /// Fetch the cluster's metadata when the sink starts and fail at once if the brokers do not
+    /// answer (default `true`). With `false` the sink starts anyway and retries.
+    #[serde(default = "default_healthcheck")]
+    pub healthcheck: bool,
+    /// How long librdkafka keeps trying one message before reporting it failed (default
+    /// `"5m"`); the sink then sends it again, so this only bounds one attempt.
+    #[serde(default = "default_message_timeout")]
+    pub message_timeout: ConfigDuration,
+}
+
+/// How events are serialised into message values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// The event's JSON form, the contract every Tapio reader understands.
+    #[default]
+    Json,
+}
+
+/// librdkafka's `compression.codec`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// Uncompressed.
+    #[default]
+    None,
+    /// gzip.
+    Gzip,
+    /// Snappy.
+    Snappy,
+    /// LZ4.
+    Lz4,
+    /// Zstandard.
+    Zstd,
+}
+
+/// Who confirms a write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Acks {
+    /// Every in-sync replica (`acks=all`), with `enable.idempotence=true`.
+    #[default]
+    All,
+    /// The partition leader only (`acks=1`): faster, but a leader lost before replicating
+    /// loses the message. Idempotence needs `all`, so order is kept with one request in
+    /// flight per broker instead.
+    Leader,
+}
+
+/// The `batch` options, mapped onto librdkafka's batching.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Messages per produce batch, `batch.num.messages` (default 10000).
+    #[serde(default = "default_max_events")]
+    pub max_events: usize,
+    /// Bytes per produce batch, `batch.size` (default 1000000).
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: ByteSize,
+    /// How long a message may wait for its batch to fill, `linger.ms` (default `"5ms"`).
+    #[serde(default = "default_batch_timeout")]
+    pub timeout: ConfigDuration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_events: default_max_events(),
+            max_bytes: default_max_bytes(),
+            timeout: default_batch_timeout(),
+        }
+    }
+}
+
+/// TLS options (`ssl.*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Use TLS (default `true` when the `tls` table is present).
+    #[serde(default = "default_tls_enabled")]
+    pub enabled: bool,
+    /// CA bundle to verify the brokers with (`ssl.ca.location`); default: the system's.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// Client certificate for mutual TLS (`ssl.certificate.location`).
+    #[serde(default)]
+    pub cert_file: Option<String>,
+    /// The client certificate's private key (`ssl.key.location`).
+    #[serde(default)]
+    pub key_file: Option<String>,
+}
+
+/// SASL options (`sasl.*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaslConfig {
+    /// `"PLAIN"`, `"SCRAM-SHA-256"` or `"SCRAM-SHA-512"` (`sasl.mechanisms`).
+    pub mechanism: String,
+    /// The user name.
+    pub username: String,
+    /// The password (`${ENV_VAR}` keeps it out of the file).
+    pub password: String,
+}
+
+fn default_topic() -> String {
+    "tapio.{{ source }}".into()
+}
+
+fn default_healthcheck() -> bool {
+    true
+}
+
+fn default_tls_enabled() -> bool {
+    true
+}
+
+fn default_message_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(300))
+}
+
+fn default_max_events() -> usize {
+    10_000
+}
+
+fn default_max_bytes() -> ByteSize {
+    ByteSize(1_000_000)
+}
+
+fn default_batch_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_millis(5))
+}
+
+impl KafkaSinkConfig {
+    /// The librdkafka producer properties these options stand for, in the order they are set.
+    pub(super) fn properties(&self) -> Vec<(String, String)> {
+        let mut props: Vec<(String, String)> = Vec::new();
+        let mut set = |key: &str, value: String| props.push((key.to_owned(), value));
+        set("bootstrap.servers", self.bootstrap_servers.clone());
+        set("message.timeout.ms", millis(self.message_timeout.0));
+        let codec = match self.compression {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        };
+        set("compression.codec", codec.into());
+        match self.acks {
+            Acks::All => {
+                set("acks", "all".into());
+                set("enable.idempotence", "true".into());
+            }
+            Acks::Leader => {
+                set("acks", "1".into());
+                set("enable.idempotence", "false".into());
+                set("max.in.flight.requests.per.connection", "1".into());
+            }
+        }
+        set("batch.num.messages", self.batch.max_events.to_string());
+        set("batch.size", self.batch.max_bytes.0.to_string());
+        set("linger.ms", millis(self.batch.timeout.0));
+        let tls = self.tls.as_ref().is_some_and(|tls| tls.enabled);
+        let protocol = match (tls, self.sasl.is_some()) {
+            (false, false) => "plaintext",
+            (true, false) => "ssl",
+            (false, true) => "sasl_plaintext",
+            (true, true) => "sasl_ssl",
+        };
+        set("security.protocol", protocol.into());
+        if let Some(tls) = self.tls.as_ref().filter(|tls| tls.enabled) {
+            for (key, file) in [
+                ("ssl.ca.location", &tls.ca_file),
+                ("ssl.certificate.location", &tls.cert_file),
+                ("ssl.key.location", &tls.key_file),
+            ] {
+                if let Some(file) = file {
+                    set(key, file.clone());
+                }
+            }
+        }
+        if let Some(sasl) = &self.sasl {
+            set("sasl.mechanisms", sasl.mechanism.clone());
+            set("sasl.username", sasl.username.clone());
+            set("sasl.password", sasl.password.clone());
+        }
+        for (key, value) in &self.librdkafka_options {
+            set(key, value.clone());
+        }
+        props
+    }
+}
+
+/// A duration in whole milliseconds, as librdkafka wants it.
+fn millis(duration: Duration) -> String {
+    duration.as_millis().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml_text: &str) -> KafkaSinkConfig {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    fn value<'a>(props: &'a [(String, String)], key: &str) -> Option<&'a str> {
+        props
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn defaults_are_idempotent_acks_all_uncompressed() {
+        let props = parse("bootstrap_servers = \"b:9092\"").properties();
+        for (key, expected) in [
+            ("bootstrap.servers", "b:9092"),
+            ("acks", "all"),
+            ("enable.idempotence", "true"),
+            ("compression.codec", "none"),
+            ("message.timeout.ms", "300000"),
+            ("batch.num.messages", "10000"),
+            ("batch.size", "1000000"),
+            ("linger.ms", "5"),
+            ("security.protocol", "plaintext"),
+        ] {
+            assert_eq!(value(&props, key), Some(expected), "{key}");
+        }
+    }
+
+    #[test]
+    fn options_map_onto_librdkafka_and_pass_through_wins() {
+        let config = parse(
+            r#"
+bootstrap_servers = "b:9092"
+compression = "zstd"
+acks = "leader"
+message_timeout = "10s"
+batch = { max_events = 500, max_bytes = "64KiB", timeout = "20ms" }
+tls = { ca_file = "/ca.pem", cert_file = "/c.pem", key_file = "/k.pem" }
+sasl = { mechanism = "SCRAM-SHA-512", username = "u", password = "p" }
+librdkafka_options = { "linger.ms" = "50", "client.id" = "tapio" }
+"#,
+        );
+        let props = config.properties();
+        for (key, expected) in [
+            ("compression.codec", "zstd"),
+            ("acks", "1"),
+            ("enable.idempotence", "false"),
+            ("max.in.flight.requests.per.connection", "1"),
+            ("message.timeout.ms", "10000"),
+            ("batch.num.messages", "500"),
+            ("batch.size", "65536"),
+            ("linger.ms", "50"),
+            ("client.id", "tapio"),
+            ("security.protocol", "sasl_ssl"),
+            ("ssl.ca.location", "/ca.pem"),
+            ("ssl.certificate.location", "/c.pem"),
+            ("ssl.key.location", "/k.pem"),
+            ("sasl.mechanisms", "SCRAM-SHA-512"),
+            ("sasl.username", "u"),
+            ("sasl.password", "p"),
+        ] {
+            assert_eq!(value(&props, key), Some(expected), "{key}");
+        }
+        assert_eq!(
+            props.last().unwrap().0,
+            "linger.ms",
+            "pass-through is applied last"
+        );
+    }
+
+    #[test]
+    fn security_protocol_follows_tls_and_sasl() {
+        let protocol = |extra: &str| {
+            let props = parse(&format!("bootstrap_servers = \"b\"\n{extra}")).properties();
+            value(&props, "security.protocol").unwrap().to_owned()
+        };
+        assert_eq!(protocol("tls = {}"), "ssl");
+        assert_eq!(protocol("tls = { enabled = false }"), "plaintext");
+        assert_eq!(
+            protocol("sasl = { mechanism = \"PLAIN\", username = \"u\", password = \"p\" }"),
+            "sasl_plaintext"
+        );
+    }
+
+    #[test]
+    fn unknown_options_are_rejected() {
+        assert!(
+            toml::from_str::<KafkaSinkConfig>("bootstrap_servers = \"b\"\nacks = \"0\"").is_err()
+        );
+        assert!(
+            toml::from_str::<KafkaSinkConfig>("bootstrap_servers = \"b\"\nlinger = 1").is_err()
+        );
+    }
+}
