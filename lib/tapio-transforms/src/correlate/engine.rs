@@ -145,9 +145,8 @@ impl Correlator {
         let Some(entity) = event.entity.as_deref().filter(|_| !self.keys.is_empty()) else {
             return self.process_unlinked(event, out);
         };
-        let keys = self.keys.as_strs();
         let serial = self.processed;
-        let placement = self.groups.place(at, &keys, entity, || {
+        let placement = self.groups.place(at, self.keys.as_slice(), entity, || {
             summary::correlation_id(&event.id, at, serial)
         });
         let group = self.groups.get_mut(placement.slot);
@@ -252,11 +251,9 @@ impl Keys {
         self.len == 0
     }
 
-    fn as_strs(&self) -> Vec<&str> {
-        self.buffers[..self.len]
-            .iter()
-            .map(String::as_str)
-            .collect()
+    /// The keys of the current event, borrowed from the reused buffers.
+    fn as_slice(&self) -> &[String] {
+        &self.buffers[..self.len]
     }
 
     /// Adds `<kind>/<parts>` unless already present.

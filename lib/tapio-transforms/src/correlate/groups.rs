@@ -332,7 +332,7 @@ impl Groups {
     pub(crate) fn place(
         &mut self,
         at: Timestamp,
-        keys: &[&str],
+        keys: &[String],
         entity: &Entity,
         new_id: impl FnOnce() -> String,
     ) -> Placement {
@@ -343,7 +343,7 @@ impl Groups {
         } = self.limits;
         self.reached.clear();
         for key in keys {
-            if let Some(&slot) = self.keys.get(*key) {
+            if let Some(&slot) = self.keys.get(key.as_str()) {
                 let group = self.slots[slot].group.as_ref();
                 if !self.reached.contains(&slot)
                     && group.is_some_and(|g| g.is_joinable(at, window, max_duration))
@@ -373,7 +373,7 @@ impl Groups {
             .expect("a placement points at a live group");
         group.first = group.first.min(at);
         group.last = group.last.max(at);
-        for &key in keys {
+        for key in keys.iter().map(String::as_str) {
             match self.keys.get_mut(key) {
                 Some(owner) if *owner == slot => {}
                 Some(owner) => {
