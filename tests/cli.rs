@@ -112,12 +112,7 @@ path = "${OUT_DIR}/events.ndjson"
         .env("OUT_DIR", dir.path())
         .output()
         .unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
 }
 
 #[test]

@@ -19,15 +19,6 @@ fn clickhouse_sink(port: u16, input: &str, table: &str, extra: &str) -> String {
     )
 }
 
-fn assert_success(output: &std::process::Output) {
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 #[test]
 fn demo_events_arrive_as_rows_with_their_columns() {
     let Some(server) = ClickHouse::start() else {

@@ -24,12 +24,7 @@ fn recall_and_precision_on_randomised_scenarios() {
     let generated = generate(20261127, 2000, 400);
     let input = generated.lines.join("\n") + "\n";
     let output = run_with_stdin(&config, input.as_bytes());
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
     let events = parse_ndjson(&std::fs::read_to_string(&out).unwrap());
 
     let input_ids: HashSet<String> = generated

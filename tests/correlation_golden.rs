@@ -25,12 +25,7 @@ fn run_pipeline(input: &str) -> Vec<String> {
         &intelligence_pipeline("type = \"stdin\"", &out),
     );
     let output = run_with_stdin(&config, input.as_bytes());
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
     std::fs::read_to_string(&out)
         .unwrap()
         .lines()
@@ -205,12 +200,7 @@ fn the_demo_shows_all_five_patterns() {
         .arg(&config)
         .output()
         .unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
     let text = std::fs::read_to_string(&out).unwrap();
     let patterns: std::collections::BTreeSet<String> = parse_ndjson(&text)
         .iter()

@@ -51,12 +51,7 @@ fn run_until(config: &std::path::Path, out: &std::path::Path, expect: usize) {
         "output never reached {expect} lines:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
 }
 
 #[test]

@@ -32,12 +32,7 @@ fn run(config: &std::path::Path) -> std::process::Output {
         .arg(config)
         .output()
         .unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
     output
 }
 

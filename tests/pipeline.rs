@@ -46,12 +46,7 @@ fn stdin_to_file_loses_nothing_and_preserves_every_field() {
     let mut input = lines.join("\n").into_bytes();
     input.extend_from_slice(b"\n{\"type\":\"process\",\"source\":\"ebpf\"}\n");
     let output = run_with_stdin(&config, &input);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
     let written = parse_ndjson(&std::fs::read_to_string(&out).unwrap());
     assert_eq!(written.len(), lines.len() + 1);
     for (line, got) in lines.iter().zip(&written) {
@@ -102,12 +97,7 @@ fn bad_lines_are_counted_and_routed_to_the_errors_output() {
         "{{\"type\":\"process\",\"source\":\"a\"}}\nnot json\n{{\"type\":\"process\",\"source\":\"b\",\"surprise\":1}}\n{long}\n{{\"type\":\"process\",\"source\":\"c\"}}\n"
     );
     let output = run_with_stdin(&config, input.as_bytes());
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
     let good = parse_ndjson(&std::fs::read_to_string(&good).unwrap());
     let sources: Vec<_> = good.iter().map(|e| e["source"].as_str().unwrap()).collect();
     assert_eq!(sources, ["a", "c"]);
@@ -136,12 +126,7 @@ fn demo_to_blackhole_counts_exactly() {
         .arg(&config)
         .output()
         .unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
     assert_eq!(summary_row(&output.stderr, "demo").events_out, 250_000);
     let sink = summary_row(&output.stderr, "void");
     assert_eq!(
@@ -219,12 +204,7 @@ fn sigterm_drains_every_buffer_before_exiting() {
     std::thread::sleep(Duration::from_millis(700));
     signal(child.id(), libc::SIGTERM);
     let output = wait_with_timeout(child, Duration::from_secs(30));
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
     let produced = summary_row(&output.stderr, "demo").events_out;
     let written = std::fs::read_to_string(&out).unwrap().lines().count() as u64;
     assert!(produced > 0);
@@ -283,12 +263,7 @@ decoding = \"text\"",
     let mut input = Vec::new();
     write!(input, "first line\r\nsecond line\nno newline").unwrap();
     let output = run_with_stdin(&config, &input);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
     let events = parse_ndjson(&std::fs::read_to_string(&out).unwrap());
     let raw: Vec<_> = events
         .iter()

@@ -115,6 +115,16 @@ pub fn wait_with_timeout(child: Child, limit: Duration) -> Output {
     }
 }
 
+/// Fails the test with tapio's standard error unless it exited 0.
+pub fn assert_success(output: &Output) {
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Sends `signal` to `pid`.
 pub fn signal(pid: u32, signal: i32) {
     // SAFETY: kill(2) has no memory-safety preconditions.
