@@ -2,6 +2,7 @@
 //! process (no systemd) from a copy of `/etc/clickhouse-server/config.xml` whose data and log
 //! paths point into a temporary directory and which listens on free loopback ports only.
 //! Killed and removed on drop. Queries go over plain HTTP/1.0 on a std `TcpStream`.
+#![allow(dead_code)] // each test binary uses a different subset
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

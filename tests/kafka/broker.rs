@@ -2,7 +2,9 @@
 //! installed into `<repo>/.tools/tansu` by `scripts/test.sh`) on a free loopback port with
 //! in-memory storage, killed on drop. Topics are read back with an independent consumer,
 //! `tests/kafka/consume.py` (confluent-kafka from PyPI), so the test does not trust Tapio's own
-//! Kafka code to check Tapio's Kafka code.
+//! Kafka code to check Tapio's Kafka code; likewise `tests/kafka/produce.py` writes the input of
+//! the tests that read from Kafka.
+#![allow(dead_code)] // each test binary uses a different subset
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -105,6 +107,30 @@ impl Broker {
             .status()
             .unwrap();
         assert!(status.success(), "tansu topic create {topic} failed");
+    }
+
+    /// Writes `count` events (ids `evt_<first+i>`, keyed by one of 64 pods) to `topic` with the
+    /// independent producer, one message per record batch (tansu skips to the next batch when
+    /// a consumer fetches from inside one, see `produce.py`); returns its `{count, seconds}`.
+    pub fn produce(&self, topic: &str, count: u64, first: u64) -> serde_json::Value {
+        let output = Command::new("python3")
+            .arg(repo().join("tests/kafka/produce.py"))
+            .args([
+                &self.address,
+                topic,
+                &count.to_string(),
+                &first.to_string(),
+                "1",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "produce.py {topic}: {}\nbroker log: {}",
+            String::from_utf8_lossy(&output.stderr),
+            self.log()
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
     }
 
     /// Every message of `topic`, read from the beginning to the end of each partition by the

@@ -138,6 +138,53 @@ impl std::future::Future for AckReceiver {
     }
 }
 
+/// A sent batch's fate as a replaying source tracks it in send order: settled at once (input that
+/// made no event) or once its receiver resolves. Sources commit positions by walking these in
+/// order, so they share this bookkeeping.
+pub struct PendingAck {
+    waiting: Option<AckReceiver>,
+    status: BatchStatus,
+}
+
+impl PendingAck {
+    /// A batch waiting on `receiver`, or, with `None`, one that is settled as delivered.
+    pub fn new(receiver: Option<AckReceiver>) -> Self {
+        PendingAck {
+            waiting: receiver,
+            status: BatchStatus::Delivered,
+        }
+    }
+
+    /// Whether the status is known, checking without waiting.
+    pub fn is_known(&mut self) -> bool {
+        if let Some(receiver) = &mut self.waiting {
+            match receiver.try_status() {
+                Some(status) => self.status = status,
+                None => return false,
+            }
+            self.waiting = None;
+        }
+        true
+    }
+
+    /// Waits until the status is known. Cancel-safe: dropped mid-way, nothing is lost.
+    pub async fn known(&mut self) {
+        if let Some(receiver) = &mut self.waiting {
+            self.status = receiver.await;
+            self.waiting = None;
+        }
+    }
+
+    /// The final status; `Failed` while it is not known yet.
+    pub fn status(&self) -> BatchStatus {
+        if self.waiting.is_some() {
+            BatchStatus::Failed
+        } else {
+            self.status
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +206,19 @@ mod tests {
         token.ack(BatchStatus::Dropped);
         copy.ack(BatchStatus::Delivered);
         assert_eq!(receiver.status().await, BatchStatus::Dropped);
+    }
+
+    #[tokio::test]
+    async fn pending_ack_follows_its_receiver() {
+        let (token, receiver) = AckToken::new();
+        let mut pending = PendingAck::new(Some(receiver));
+        assert!(!pending.is_known());
+        assert_eq!(pending.status(), BatchStatus::Failed);
+        token.ack(BatchStatus::Dropped);
+        pending.known().await;
+        assert!(pending.is_known());
+        assert_eq!(pending.status(), BatchStatus::Dropped);
+        assert_eq!(PendingAck::new(None).status(), BatchStatus::Delivered);
     }
 
     #[tokio::test]

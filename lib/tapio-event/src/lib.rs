@@ -16,7 +16,7 @@ pub mod template;
 pub mod time;
 pub mod units;
 
-pub use ack::{AckReceiver, AckToken, BatchStatus};
+pub use ack::{AckReceiver, AckToken, BatchStatus, PendingAck};
 pub use batch::EventBatch;
 pub use buffer::{BufferReceiver, BufferSender, Fanout, WhenFull};
 pub use component::{

@@ -4,6 +4,7 @@
 pub mod demo;
 pub mod ebpf;
 pub mod file;
+pub mod kafka;
 mod lines;
 pub mod stdin;
 #[cfg(test)]
@@ -21,17 +22,18 @@ pub enum SourceConfig {
     Demo(demo::DemoConfig),
     Ebpf(ebpf::EbpfConfig),
     File(file::FileConfig),
+    Kafka(kafka::KafkaSourceConfig),
     Stdin(stdin::StdinConfig),
 }
 
 /// The `type` names of [`SourceConfig`], for error messages and docs.
-pub const SOURCE_TYPES: &[&str] = &["demo", "ebpf", "file", "stdin"];
+pub const SOURCE_TYPES: &[&str] = &["demo", "ebpf", "file", "kafka", "stdin"];
 
 /// Named outputs of a source `type`, known even when its options are invalid, so one mistake
 /// does not also make every `<name>.errors` input look wrong.
 pub fn named_outputs(type_name: &str) -> &'static [&'static str] {
     match type_name {
-        "file" | "stdin" => &["errors"],
+        "file" | "kafka" | "stdin" => &["errors"],
         _ => &[],
     }
 }
@@ -43,6 +45,7 @@ impl SourceConfig {
             SourceConfig::Demo(_) => "demo",
             SourceConfig::Ebpf(_) => "ebpf",
             SourceConfig::File(_) => "file",
+            SourceConfig::Kafka(_) => "kafka",
             SourceConfig::Stdin(_) => "stdin",
         }
     }
@@ -63,6 +66,7 @@ impl SourceConfig {
             SourceConfig::Demo(config) => config.build(cx),
             SourceConfig::Ebpf(config) => config.build(cx),
             SourceConfig::File(config) => config.build(cx),
+            SourceConfig::Kafka(config) => config.build(cx),
             SourceConfig::Stdin(config) => config.build(cx),
         }
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tapio_event::{ByteSize, ConfigDuration};
+use tapio_sources::kafka::client::{SaslConfig, TlsConfig, security_properties};
 
 /// Options of the `kafka` sink.
 #[derive(Debug, Clone, Deserialize)]
@@ -127,45 +128,11 @@ impl Default for BatchConfig {
     }
 }
 
-/// TLS options (`ssl.*`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// Use TLS (default `true` when the `tls` table is present).
-    #[serde(default = "default_tls_enabled")]
-    pub enabled: bool,
-    /// CA bundle to verify the brokers with (`ssl.ca.location`); default: the system's.
-    #[serde(default)]
-    pub ca_file: Option<String>,
-    /// Client certificate for mutual TLS (`ssl.certificate.location`).
-    #[serde(default)]
-    pub cert_file: Option<String>,
-    /// The client certificate's private key (`ssl.key.location`).
-    #[serde(default)]
-    pub key_file: Option<String>,
-}
-
-/// SASL options (`sasl.*`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SaslConfig {
-    /// `"PLAIN"`, `"SCRAM-SHA-256"` or `"SCRAM-SHA-512"` (`sasl.mechanisms`).
-    pub mechanism: String,
-    /// The user name.
-    pub username: String,
-    /// The password (`${ENV_VAR}` keeps it out of the file).
-    pub password: String,
-}
-
 fn default_topic() -> String {
     "tapio.{{ source }}".into()
 }
 
 fn default_healthcheck() -> bool {
-    true
-}
-
-fn default_tls_enabled() -> bool {
     true
 }
 
@@ -214,30 +181,7 @@ impl KafkaSinkConfig {
         set("batch.num.messages", self.batch.max_events.to_string());
         set("batch.size", self.batch.max_bytes.0.to_string());
         set("linger.ms", millis(self.batch.timeout.0));
-        let tls = self.tls.as_ref().is_some_and(|tls| tls.enabled);
-        let protocol = match (tls, self.sasl.is_some()) {
-            (false, false) => "plaintext",
-            (true, false) => "ssl",
-            (false, true) => "sasl_plaintext",
-            (true, true) => "sasl_ssl",
-        };
-        set("security.protocol", protocol.into());
-        if let Some(tls) = self.tls.as_ref().filter(|tls| tls.enabled) {
-            for (key, file) in [
-                ("ssl.ca.location", &tls.ca_file),
-                ("ssl.certificate.location", &tls.cert_file),
-                ("ssl.key.location", &tls.key_file),
-            ] {
-                if let Some(file) = file {
-                    set(key, file.clone());
-                }
-            }
-        }
-        if let Some(sasl) = &self.sasl {
-            set("sasl.mechanisms", sasl.mechanism.clone());
-            set("sasl.username", sasl.username.clone());
-            set("sasl.password", sasl.password.clone());
-        }
+        security_properties(self.tls.as_ref(), self.sasl.as_ref(), &mut set);
         for (key, value) in &self.librdkafka_options {
             set(key, value.clone());
         }

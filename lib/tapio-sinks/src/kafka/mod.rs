@@ -29,8 +29,6 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::client::ClientContext;
-use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -40,15 +38,11 @@ use tapio_event::{
     Sink, SinkContext, UnifiedEvent,
 };
 
-pub use self::config::{
-    Acks, BatchConfig, Compression, Encoding, KafkaSinkConfig, SaslConfig, TlsConfig,
-};
+pub use self::config::{Acks, BatchConfig, Compression, Encoding, KafkaSinkConfig};
 use self::record::{Recipe, Record};
 use crate::dead_letter::DeadLetter;
 use crate::retry::Backoff;
-
-/// How long the start-up metadata request may take.
-const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(10);
+use tapio_sources::kafka::client::{HEALTHCHECK_TIMEOUT, Logs, check_brokers};
 
 /// How long to wait before enqueueing again when librdkafka's queue is full and none of this
 /// batch's messages is outstanding (the queue is then full of other work).
@@ -91,7 +85,7 @@ impl KafkaSinkConfig {
             client.set(key, value);
         }
         let logs = Logs {
-            sink: cx.name.clone(),
+            component: cx.name.clone(),
         };
         let producer: FutureProducer<Logs> = client
             .create_with_context(logs)
@@ -113,34 +107,6 @@ struct KafkaSink {
     bootstrap_servers: String,
     healthcheck: bool,
     dead_letter: DeadLetter,
-}
-
-/// Forwards librdkafka's logs (a broker unreachable, authentication failing) to Tapio's log, so
-/// that they show at once rather than only when a message times out.
-struct Logs {
-    sink: String,
-}
-
-impl ClientContext for Logs {
-    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        use RDKafkaLogLevel as Level;
-        let sink = &self.sink;
-        match level {
-            Level::Emerg | Level::Alert | Level::Critical | Level::Error => {
-                tracing::error!(sink, facility, "librdkafka: {message}");
-            }
-            Level::Warning => tracing::warn!(sink, facility, "librdkafka: {message}"),
-            Level::Notice | Level::Info => tracing::info!(sink, facility, "librdkafka: {message}"),
-            Level::Debug => tracing::debug!(sink, facility, "librdkafka: {message}"),
-        }
-    }
-
-    /// Client errors repeat what `log` already reported (which librdkafka rate-limits, "N
-    /// identical errors suppressed") every few hundred milliseconds while a broker is down, so
-    /// they are kept at debug level.
-    fn error(&self, error: KafkaError, reason: &str) {
-        tracing::debug!(sink = %self.sink, %error, "librdkafka: {reason}");
-    }
 }
 
 /// Why a message was not written, sorted by what the sink does next.
@@ -200,24 +166,16 @@ impl Sink for KafkaSink {
 }
 
 impl KafkaSink {
-    /// Fetches the cluster's metadata, so that a wrong address or a broker that is down is one
-    /// clear error at start rather than a sink that buffers forever.
+    /// Fails at once, with one clear error, if the brokers do not answer.
     async fn check_brokers(&self) -> Result<(), ComponentError> {
         let producer = self.producer.clone();
-        let answer = tokio::task::spawn_blocking(move || {
+        let fetch = move || {
             producer
                 .client()
                 .fetch_metadata(None, HEALTHCHECK_TIMEOUT)
                 .map(drop)
-        })
-        .await
-        .map_err(|e| ComponentError(format!("kafka healthcheck did not finish: {e}")))?;
-        answer.map_err(|e| {
-            ComponentError(format!(
-                "kafka healthcheck (metadata from {}) failed: {e}; start the brokers, fix `bootstrap_servers`/`tls`/`sasl`, or set `healthcheck = false` to start anyway and retry",
-                self.bootstrap_servers
-            ))
-        })
+        };
+        check_brokers(fetch, &self.bootstrap_servers).await
     }
 
     /// Writes every event of a batch, or dead-letters the ones the broker rejects for good;

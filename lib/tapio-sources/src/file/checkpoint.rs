@@ -8,7 +8,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tapio_event::{AckReceiver, BatchStatus, ComponentError};
+use tapio_event::{AckReceiver, ComponentError, PendingAck};
 
 use super::FileKey;
 
@@ -56,28 +56,12 @@ pub(super) enum Step {
     Scanned,
 }
 
-/// A batch's fate: known once `waiting` is gone.
-struct Ack {
-    waiting: Option<AckReceiver>,
-    status: BatchStatus,
-}
-
-impl Ack {
-    /// Whether the status is known, checking without waiting.
-    fn is_known(&mut self) -> bool {
-        if let Some(receiver) = &mut self.waiting {
-            match receiver.try_status() {
-                Some(status) => self.status = status,
-                None => return false,
-            }
-            self.waiting = None;
-        }
-        true
-    }
-}
-
 enum Pending {
-    Sent { key: FileKey, end: u64, ack: Ack },
+    Sent {
+        key: FileKey,
+        end: u64,
+        ack: PendingAck,
+    },
     Step(Step),
 }
 
@@ -114,10 +98,7 @@ impl Positions {
 
     /// Records a batch (or, with no `ack`, lines that made no event) covering `key` up to `end`.
     pub fn sent(&mut self, key: FileKey, end: u64, ack: Option<AckReceiver>) {
-        let ack = Ack {
-            waiting: ack,
-            status: BatchStatus::Delivered,
-        };
+        let ack = PendingAck::new(ack);
         self.queue.push_back(Pending::Sent { key, end, ack });
         self.settle();
     }
@@ -150,11 +131,8 @@ impl Positions {
     /// Waits for the oldest outstanding acknowledgement, then applies what it unblocks.
     /// Cancel-safe: dropped mid-way, nothing is lost.
     pub async fn settle_next(&mut self) {
-        if let Some(Pending::Sent { ack, .. }) = self.queue.front_mut()
-            && let Some(receiver) = &mut ack.waiting
-        {
-            ack.status = receiver.await;
-            ack.waiting = None;
+        if let Some(Pending::Sent { ack, .. }) = self.queue.front_mut() {
+            ack.known().await;
         }
         self.settle();
     }
@@ -168,7 +146,7 @@ impl Positions {
                 if file.frozen {
                     return;
                 }
-                if ack.status.is_settled() {
+                if ack.status().is_settled() {
                     file.offset = end;
                 } else {
                     file.frozen = true;
@@ -311,7 +289,7 @@ fn parse(bytes: &[u8]) -> Result<Vec<Entry>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tapio_event::AckToken;
+    use tapio_event::{AckToken, BatchStatus};
 
     const A: FileKey = FileKey { dev: 1, inode: 10 };
     const B: FileKey = FileKey { dev: 1, inode: 20 };
