@@ -10,7 +10,7 @@ mod common;
 #[path = "clickhouse/server.rs"]
 mod server;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
@@ -39,12 +39,13 @@ impl Setup {
         })
     }
 
-    /// An aggregator's config: `kafka` (group `aggregators`) → `clickhouse` table `events`,
-    /// with its API on `api` so that the test can watch its counters.
-    fn aggregator(&self, name: &str, api: u16, sink_extra: &str) -> PathBuf {
+    /// An aggregator: `kafka` (group `aggregators`) → `clickhouse` table `events`, with its API
+    /// on a free port so that the test can watch its counters.
+    fn aggregator(&self, name: &str, sink_extra: &str) -> Aggregator {
         let data_dir = self.dir.path().join(name);
         std::fs::create_dir_all(&data_dir).unwrap();
-        write_config(
+        let api = free_port();
+        let config = write_config(
             self.dir.path(),
             &format!("{name}.toml"),
             &format!(
@@ -73,7 +74,12 @@ create_table = true
                 bootstrap = self.broker.address,
                 port = self.clickhouse.http_port,
             ),
-        )
+        );
+        Aggregator {
+            config,
+            log: self.dir.path().join(format!("{name}.log")),
+            api,
+        }
     }
 
     /// Rows in `events` (0 before the table exists).
@@ -133,29 +139,48 @@ create_table = true
     }
 }
 
-/// `tapio run` on `config` with its log going to `log` (watched while it runs).
-fn spawn_logged(config: &Path, log: &Path) -> Child {
-    tapio()
-        .args(["run", "--summary", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
+/// One aggregator's config, log and API port.
+struct Aggregator {
+    config: PathBuf,
+    log: PathBuf,
+    api: u16,
 }
 
-/// Stops `child` with SIGTERM and returns its log, failing unless it exited 0.
-fn stop(child: Child, log: &Path) -> String {
-    signal(child.id(), libc::SIGTERM);
-    let output = wait_with_timeout(child, Duration::from_secs(60));
-    let text = std::fs::read_to_string(log).unwrap();
-    assert_eq!(output.status.code(), Some(0), "{text}");
-    text
-}
+impl Aggregator {
+    /// `tapio run` on the config, its log (re)written to `log` and watched while it runs.
+    fn spawn(&self) -> Child {
+        tapio()
+            .args(["run", "--summary", "--config"])
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&self.log).unwrap())
+            .spawn()
+            .unwrap()
+    }
 
-/// A counter of `component` from the API on `port`.
-fn counter(port: u16, family: &str, component: &str) -> Option<u64> {
-    http_get(port, "/metrics").and_then(|(_, body)| metric(&body, family, component))
+    /// Stops `child` with SIGTERM and returns its log, failing unless it exited 0.
+    fn stop(&self, child: Child) -> String {
+        signal(child.id(), libc::SIGTERM);
+        let output = wait_with_timeout(child, Duration::from_secs(60));
+        let text = std::fs::read_to_string(&self.log).unwrap();
+        assert_eq!(output.status.code(), Some(0), "{text}");
+        text
+    }
+
+    /// How many messages the running aggregator's `kafka` source has read.
+    fn read(&self) -> u64 {
+        http_get(self.api, "/metrics")
+            .and_then(|(_, body)| metric(&body, "tapio_component_received_events_total", "kafka"))
+            .expect("the aggregator's API did not answer")
+    }
+
+    /// How many times partitions were assigned to it, from its log.
+    fn assignments(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches("partitions assigned")
+            .count()
+    }
 }
 
 /// Acceptance 2: N produced → exactly N rows; a SIGKILL mid-stream and a restart leave at least N
@@ -167,16 +192,10 @@ fn every_produced_event_becomes_a_row_even_across_a_sigkill() {
     };
     let first = 20_000;
     setup.broker.produce(TOPIC, first, 0);
-    let api = free_port();
-    let config = setup.aggregator(
-        "one",
-        api,
-        "batch = { max_events = 2000, timeout = \"200ms\" }",
-    );
-    let log = setup.dir.path().join("one.log");
-    let tapio = spawn_logged(&config, &log);
+    let one = setup.aggregator("one", "batch = { max_events = 2000, timeout = \"200ms\" }");
+    let tapio = one.spawn();
     setup.wait_for_all(first, Duration::from_secs(60));
-    let text = stop(tapio, &log);
+    let text = one.stop(tapio);
     assert_eq!(setup.rows(), first, "a clean run writes each event once");
     let source = summary_row(text.as_bytes(), "kafka");
     assert_eq!((source.events_in, source.errors), (first, 0));
@@ -185,7 +204,7 @@ fn every_produced_event_becomes_a_row_even_across_a_sigkill() {
     let second = 60_000;
     setup.broker.produce(TOPIC, second, first);
     let total = first + second;
-    let tapio = spawn_logged(&config, &log);
+    let tapio = one.spawn();
     let rows_at_kill = eventually(Duration::from_secs(60), || {
         let rows = setup.rows();
         (rows >= first + 10_000).then_some(rows)
@@ -202,9 +221,9 @@ fn every_produced_event_becomes_a_row_even_across_a_sigkill() {
     // restart waits until the killed member's session has expired.
     std::thread::sleep(Duration::from_secs(8));
 
-    let tapio = spawn_logged(&config, &log);
+    let tapio = one.spawn();
     setup.wait_for_all(total, Duration::from_secs(120));
-    let text = stop(tapio, &log);
+    let text = one.stop(tapio);
     setup.assert_no_gaps(total);
     let rows = setup.rows();
     assert!(rows >= total);
@@ -229,37 +248,34 @@ fn a_clickhouse_outage_pauses_the_consumer_and_loses_nothing() {
     };
     let total = 50_000;
     setup.broker.produce(TOPIC, total, 0);
-    let api = free_port();
-    let config = setup.aggregator(
+    let outage = setup.aggregator(
         "outage",
-        api,
         "request_timeout = \"2s\"\nbatch = { max_events = 1000, timeout = \"100ms\" }\nbuffer = { max_events = 5000 }",
     );
-    let log = setup.dir.path().join("outage.log");
-    let tapio = spawn_logged(&config, &log);
+    let tapio = outage.spawn();
     eventually(Duration::from_secs(30), || (setup.rows() > 0).then_some(()))
         .expect("no row arrived before the outage");
     setup.clickhouse.kill();
-    let read = || counter(api, "tapio_component_received_events_total", "kafka").unwrap();
     let stalled_at = eventually(Duration::from_secs(15), || {
-        let before = read();
+        let before = outage.read();
         std::thread::sleep(Duration::from_millis(500));
-        (read() == before).then_some(before)
+        (outage.read() == before).then_some(before)
     })
     .expect("the kafka source kept reading during the outage");
     assert!(
         stalled_at < total,
         "the source read everything before the outage; the test proves nothing"
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // Past 2 s the source pauses its partitions (and keeps polling): still nothing read.
+    std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
-        read(),
+        outage.read(),
         stalled_at,
         "the source read on while the sink was stuck"
     );
     setup.clickhouse.resume();
     setup.wait_for_all(total, Duration::from_secs(120));
-    let text = stop(tapio, &log);
+    let text = outage.stop(tapio);
     setup.assert_no_gaps(total);
     let sink = summary_row(text.as_bytes(), "ch");
     assert!(sink.errors > 0, "the outage was not noticed");
@@ -272,58 +288,42 @@ fn two_aggregators_split_the_partitions_and_take_over_from_each_other() {
     let Some(setup) = Setup::start(4) else {
         return;
     };
-    let (api_a, api_b) = (free_port(), free_port());
     let sink = "batch = { max_events = 1000, timeout = \"100ms\" }";
-    let (config_a, config_b) = (
-        setup.aggregator("a", api_a, sink),
-        setup.aggregator("b", api_b, sink),
-    );
-    let (log_a, log_b) = (
-        setup.dir.path().join("a.log"),
-        setup.dir.path().join("b.log"),
-    );
-    let a = spawn_logged(&config_a, &log_a);
-    let assigned = |log: &Path| {
-        std::fs::read_to_string(log)
-            .unwrap_or_default()
-            .matches("partitions assigned")
-            .count()
-    };
+    let (a, b) = (setup.aggregator("a", sink), setup.aggregator("b", sink));
+    let running_a = a.spawn();
     eventually(Duration::from_secs(30), || {
-        (assigned(&log_a) >= 1).then_some(())
+        (a.assignments() >= 1).then_some(())
     })
     .expect("aggregator a joined no group");
-    let b = spawn_logged(&config_b, &log_b);
+    let running_b = b.spawn();
     // b joining makes the group rebalance: a is assigned again, b for the first time.
     eventually(Duration::from_secs(60), || {
-        (assigned(&log_a) >= 2 && assigned(&log_b) >= 1).then_some(())
+        (a.assignments() >= 2 && b.assignments() >= 1).then_some(())
     })
     .expect("the group did not rebalance onto both aggregators");
 
     let first = 20_000;
     setup.broker.produce(TOPIC, first, 0);
     setup.wait_for_all(first, Duration::from_secs(60));
-    let read_a = counter(api_a, "tapio_component_received_events_total", "kafka").unwrap();
-    let read_b = counter(api_b, "tapio_component_received_events_total", "kafka").unwrap();
+    let (read_a, read_b) = (a.read(), b.read());
     assert_eq!(read_a + read_b, first);
     assert!(
         read_a > 0 && read_b > 0,
         "one aggregator read everything (a {read_a}, b {read_b}): the partitions were not split"
     );
 
-    let text_a = stop(a, &log_a);
+    let text_a = a.stop(running_a);
     assert_eq!(summary_row(text_a.as_bytes(), "kafka").events_in, read_a);
     let second = 20_000;
     setup.broker.produce(TOPIC, second, first);
     let total = first + second;
     setup.wait_for_all(total, Duration::from_secs(60));
-    let read_b_after = counter(api_b, "tapio_component_received_events_total", "kafka").unwrap();
     assert_eq!(
-        read_b_after - read_b,
+        b.read() - read_b,
         second,
         "b did not take over all of a's partitions"
     );
-    stop(b, &log_b);
+    b.stop(running_b);
     setup.assert_no_gaps(total);
     assert_eq!(setup.rows(), total, "a graceful hand-over repeats nothing");
 }

@@ -379,11 +379,12 @@ impl Poller {
     ) {
         let read_at = Timestamp::now();
         let mut timeout = wait;
-        let mut bad = 0;
+        let (mut read, mut bad) = (0, 0);
         for _ in 0..ROUND_MAX {
             match self.consumer.poll(timeout) {
                 None => break,
                 Some(Ok(message)) => {
+                    read += 1;
                     if !self.decode(&message, read_at, decoder, building, undecodable) {
                         bad += 1;
                     }
@@ -395,6 +396,7 @@ impl Poller {
             }
             timeout = Duration::ZERO;
         }
+        self.metrics.add_events_in(read);
         self.metrics.add_errors("decode", bad);
         if let Some(count) = undecodable.throttle.add(bad) {
             self.warn_undecodable(count, &undecodable.last_error);
@@ -410,7 +412,6 @@ impl Poller {
         building: &mut Vec<Building>,
         undecodable: &mut Undecodable,
     ) -> bool {
-        self.metrics.add_events_in(1);
         let (topic, partition) = (message.topic(), message.partition());
         let assignment = self.context().assignments.load(Ordering::Acquire);
         let index = match building.iter().position(|b| {

@@ -79,8 +79,8 @@ pub struct KafkaSourceConfig {
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout: ConfigDuration,
     /// Any librdkafka consumer property (`"fetch.max.bytes" = "10485760"`), applied after every
-    /// other option so that it wins — except the two that delivery depends on
-    /// (`enable.auto.offset.store` and `enable.partition.eof`), which are rejected.
+    /// other option so that it wins — except those in [`RESERVED_PROPERTIES`], which delivery
+    /// or another option depends on.
     #[serde(default)]
     pub librdkafka_options: BTreeMap<String, String>,
     /// TLS to the brokers.

@@ -11,7 +11,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tapio_event::{BatchStatus, EventType, Timestamp, UnifiedEvent};
 
 use super::KafkaSourceConfig;
-use crate::testing::{build_context, context, next_batch};
+use crate::testing::{assert_quiet, build_context, context, next_batch, take, texts};
 
 const TOPIC: &str = "events";
 const GROUP: &str = "aggregators";
@@ -22,14 +22,14 @@ fn cluster() -> MockCluster<'static, DefaultProducerContext> {
     cluster
 }
 
-fn produce(bootstrap: &str, payloads: &[Vec<u8>]) {
+fn produce(bootstrap: &str, topic: &str, payloads: &[Vec<u8>]) {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
         .unwrap();
     for payload in payloads {
         producer
-            .send(BaseRecord::<(), [u8]>::to(TOPIC).payload(payload))
+            .send(BaseRecord::<(), [u8]>::to(topic).payload(payload))
             .unwrap();
     }
     producer.flush(Duration::from_secs(10)).unwrap();
@@ -56,9 +56,15 @@ fn committed(bootstrap: &str) -> Offset {
     answer.elements()[0].offset()
 }
 
-fn source(bootstrap: &str) -> Box<dyn tapio_event::Source> {
+/// A source of group [`GROUP`] with `extra` options (`topics` defaults to [`TOPIC`]).
+fn source(bootstrap: &str, extra: &str) -> Box<dyn tapio_event::Source> {
+    let topics = if extra.contains("topics") {
+        String::new()
+    } else {
+        format!("topics = [\"{TOPIC}\"]")
+    };
     let config: KafkaSourceConfig = toml::from_str(&format!(
-        "bootstrap_servers = \"{bootstrap}\"\ntopics = [\"{TOPIC}\"]\ngroup_id = \"{GROUP}\"\ncommit_interval = \"100ms\"\nhealthcheck = false"
+        "bootstrap_servers = \"{bootstrap}\"\n{topics}\ngroup_id = \"{GROUP}\"\ncommit_interval = \"100ms\"\nhealthcheck = false\n{extra}"
     ))
     .unwrap();
     config.build(&build_context("bus")).unwrap()
@@ -70,10 +76,10 @@ async fn offsets_are_committed_only_once_sinks_acknowledge() {
     let bootstrap = cluster.bootstrap_servers();
     let mut payloads: Vec<Vec<u8>> = (0..4).map(event_json).collect();
     payloads.insert(2, b"{not json".to_vec());
-    produce(&bootstrap, &payloads);
+    produce(&bootstrap, TOPIC, &payloads);
 
     let (cx, mut taps) = context("kafka", true);
-    let running = tokio::spawn(source(&bootstrap).run(cx));
+    let running = tokio::spawn(source(&bootstrap, "").run(cx));
     let mut held = Vec::new();
     let mut ids = Vec::new();
     while ids.len() < 4 {
@@ -121,10 +127,10 @@ async fn offsets_are_committed_only_once_sinks_acknowledge() {
 async fn a_failed_batch_is_not_committed() {
     let cluster = cluster();
     let bootstrap = cluster.bootstrap_servers();
-    produce(&bootstrap, &[event_json(1), event_json(2)]);
+    produce(&bootstrap, TOPIC, &[event_json(1), event_json(2)]);
 
     let (cx, mut taps) = context("kafka", false);
-    let running = tokio::spawn(source(&bootstrap).run(cx));
+    let running = tokio::spawn(source(&bootstrap, "").run(cx));
     let batch = next_batch(&mut taps.events).await;
     assert_eq!(batch.len(), 2);
     batch.ack(BatchStatus::Failed);
@@ -134,6 +140,25 @@ async fn a_failed_batch_is_not_committed() {
         .await
         .unwrap();
     assert_eq!(after, Offset::Invalid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_regex_subscription_with_text_decoding_reads_every_matching_topic() {
+    let cluster = cluster();
+    cluster.create_topic("other", 1, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    produce(&bootstrap, TOPIC, &[b"first line".to_vec(), b"second line".to_vec()]);
+    produce(&bootstrap, "other", &[b"not subscribed".to_vec()]);
+
+    let (cx, mut taps) = context("kafka", false);
+    let extra = "topics = [\"^ev.*\"]\ndecoding = \"text\"";
+    let running = tokio::spawn(source(&bootstrap, extra).run(cx));
+    let events = take(&mut taps.events, 2).await;
+    assert_eq!(texts(&events), ["first line", "second line"]);
+    assert!(events.iter().all(|e| e.source == "kafka"));
+    assert_quiet(&mut taps.events).await;
+    taps.trigger.trigger();
+    running.await.unwrap().unwrap();
 }
 
 #[test]
