@@ -121,12 +121,24 @@ impl BufferReceiver {
     /// The next batch, or `None` once every sender is gone and the buffer is drained.
     pub async fn recv(&mut self) -> Option<EventBatch> {
         let queued = self.queue.recv().await?;
+        Some(self.release(queued))
+    }
+
+    /// The next batch if one is waiting, without waiting: lets a sink gather what piled up
+    /// while it was busy into one bigger write.
+    pub fn try_recv(&mut self) -> Option<EventBatch> {
+        let queued = self.queue.try_recv().ok()?;
+        Some(self.release(queued))
+    }
+
+    /// Frees a received batch's room in the buffer and counts it.
+    fn release(&mut self, queued: Queued) -> EventBatch {
         self.room.add_permits(queued.permits as usize);
         let free = self.room.available_permits() as u32;
         self.metrics
             .set_buffer_events(self.max_events.saturating_sub(free) as usize);
         self.metrics.add_events_in(queued.batch.len());
-        Some(queued.batch)
+        queued.batch
     }
 }
 
@@ -205,6 +217,19 @@ mod tests {
             "blackhole",
             ComponentKind::Sink,
         ))
+    }
+
+    #[tokio::test]
+    async fn try_recv_takes_what_is_waiting_and_frees_its_room() {
+        let (tx, mut rx) = buffer(10, WhenFull::Block, metrics());
+        assert!(rx.try_recv().is_none());
+        tx.send(EventBatch::new(events(6))).await.unwrap();
+        assert_eq!(rx.try_recv().unwrap().len(), 6);
+        assert!(rx.try_recv().is_none());
+        tokio::time::timeout(Duration::from_secs(1), tx.send(EventBatch::new(events(10))))
+            .await
+            .expect("room was freed")
+            .unwrap();
     }
 
     #[tokio::test]

@@ -60,6 +60,12 @@ pub(super) struct Client {
     timeout: Duration,
 }
 
+/// An insert's request body, compressed or not; cheap to send again.
+pub(super) struct Body {
+    bytes: Bytes,
+    gzip: bool,
+}
+
 /// How long an idle pooled connection is kept: below the 3 s keep-alive ClickHouse closes them
 /// after, so a request rarely lands on a connection the server is closing.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -94,14 +100,33 @@ impl Client {
         .await
     }
 
-    /// Sends `rows` (`JSONEachRow` lines) with `insert`, compressed as configured.
-    pub async fn insert(&self, insert: &str, rows: Vec<u8>) -> Result<(), Failure> {
+    /// Compresses `rows` (`JSONEachRow` lines) as configured, once for every attempt to send
+    /// them, on a blocking thread: gzip of a 10 MB insert takes tens of milliseconds, which would
+    /// otherwise stall the sink's task (and its next insert's rows) meanwhile.
+    pub async fn prepare(&self, rows: Vec<u8>) -> Body {
+        match self.compression {
+            Compression::None => Body {
+                bytes: Bytes::from(rows),
+                gzip: false,
+            },
+            Compression::Gzip => {
+                let compressed = tokio::task::spawn_blocking(move || gzip(&rows))
+                    .await
+                    .expect("gzip into memory cannot fail");
+                Body {
+                    bytes: Bytes::from(compressed),
+                    gzip: true,
+                }
+            }
+        }
+    }
+
+    /// Sends a prepared body with `insert`.
+    pub async fn insert(&self, insert: &str, body: &Body) -> Result<(), Failure> {
         let uri = format!("{}/?query={}", self.endpoint, percent_encode(insert));
-        let (body, gzip) = match self.compression {
-            Compression::None => (rows, false),
-            Compression::Gzip => (gzip(&rows), true),
-        };
-        self.send(uri, Bytes::from(body), gzip).await.map(drop)
+        self.send(uri, body.bytes.clone(), body.gzip)
+            .await
+            .map(drop)
     }
 
     async fn send(&self, uri: String, body: Bytes, gzip: bool) -> Result<String, Failure> {

@@ -278,7 +278,9 @@ impl Sink for ClickhouseSink {
                 let deadline = pending.deadline();
                 tokio::select! {
                     Some(done) = in_flight.next() => done?,
-                    batch = input.recv(), if in_flight.len() < concurrency => {
+                    // Rows for the next insert are gathered while earlier ones are in flight;
+                    // a full insert waits for a free slot below.
+                    batch = input.recv() => {
                         let Some(batch) = batch else { break };
                         let (events, acks) = batch.into_parts();
                         for chunk in pending.add(&events, acks) {
@@ -386,8 +388,9 @@ impl Shared {
     /// (`Some(reason)`); a request that can never succeed stops the sink.
     async fn insert(&self, body: Vec<u8>) -> Result<Option<String>, ComponentError> {
         let insert = format!("INSERT INTO {} FORMAT JSONEachRow", self.target);
+        let body = self.client.prepare(body).await;
         match self
-            .retry("insert", || self.client.insert(&insert, body.clone()))
+            .retry("insert", || self.client.insert(&insert, &body))
             .await
         {
             Ok(()) => Ok(None),

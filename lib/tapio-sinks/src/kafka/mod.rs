@@ -9,14 +9,17 @@
 //!
 //! Delivery: a batch is acknowledged upstream only once the broker confirmed every message of
 //! it (with `acks = "all"` by default, on an idempotent producer, so librdkafka's own retries
-//! neither duplicate nor reorder). The sink handles one batch at a time: messages that fail with
-//! a retriable error (broker down, message timed out) are sent again, in their original order,
-//! with capped backoff while the batch is held, so backpressure reaches the sources and nothing
-//! is lost. A message the broker rejects for good (too large, invalid) is written with the
-//! reason to the dead-letter file `<data_dir>/dead_letter/<sink>.ndjson` and counted as error
-//! `rejected`. Delivery is at least once: a message whose confirmation was lost is sent again.
-//! Order within a partition holds except when a message is re-sent after `message_timeout`:
-//! later messages of its partition that got through stay ahead of it.
+//! neither duplicate nor reorder). The sink works in rounds: it takes the batches waiting in its
+//! buffer (up to `batch.max_events` events), enqueues their messages in order, and while the
+//! broker confirms them starts the next round, up to [`ROUNDS_IN_FLIGHT`] at once, so the
+//! producer never idles between rounds. Messages that fail with a retriable error (broker down,
+//! message timed out) are sent again, in their original order, with capped backoff while their
+//! round is held, so backpressure reaches the sources and nothing is lost. A message the broker
+//! rejects for good (too large, invalid) is written with the reason to the dead-letter file
+//! `<data_dir>/dead_letter/<sink>.ndjson` and counted as error `rejected`. Delivery is at least
+//! once: a message whose confirmation was lost is sent again. Order within a partition holds
+//! except when a message is re-sent after `message_timeout`: later messages of its partition
+//! that got through stay ahead of it.
 //!
 //! The healthcheck fetches the cluster's metadata when the sink starts; if the brokers do not
 //! answer the sink fails at once with one clear error (exit 70). With `healthcheck = false` it
@@ -25,17 +28,19 @@
 mod config;
 mod record;
 
-use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use tapio_event::template::Template;
 use tapio_event::{
-    BatchStatus, BufferReceiver, BuildContext, ComponentError, ComponentFuture, ComponentMetrics,
-    Sink, SinkContext, UnifiedEvent,
+    AckToken, BatchStatus, BufferReceiver, BuildContext, ComponentError, ComponentFuture,
+    ComponentMetrics, Sink, SinkContext, UnifiedEvent,
 };
 
 pub use self::config::{Acks, BatchConfig, Compression, Encoding, KafkaSinkConfig};
@@ -44,8 +49,7 @@ use crate::dead_letter::DeadLetter;
 use crate::retry::Backoff;
 use tapio_sources::kafka::client::{HEALTHCHECK_TIMEOUT, Logs, check_brokers};
 
-/// How long to wait before enqueueing again when librdkafka's queue is full and none of this
-/// batch's messages is outstanding (the queue is then full of other work).
+/// How long to wait before enqueueing again when librdkafka's local queue is full.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(10);
 
 impl KafkaSinkConfig {
@@ -95,6 +99,7 @@ impl KafkaSinkConfig {
             recipe,
             bootstrap_servers: self.bootstrap_servers.clone(),
             healthcheck: self.healthcheck,
+            gather_max: self.batch.max_events,
             dead_letter: DeadLetter::new(&cx.data_dir, &cx.name),
         })
     }
@@ -106,7 +111,29 @@ struct KafkaSink {
     recipe: Recipe,
     bootstrap_servers: String,
     healthcheck: bool,
+    /// The most events handed to librdkafka in one delivery round (`batch.max_events`):
+    /// batches that piled up while a round waited for the broker go out together, so a round
+    /// trip is paid per this many events rather than per (possibly small) input batch.
+    gather_max: usize,
     dead_letter: DeadLetter,
+}
+
+/// How many delivery rounds may wait for the broker at once. While one round waits, the next
+/// is already enqueued, so the producer is never idle between rounds; each round holds up to
+/// `batch.max_events` events.
+const ROUNDS_IN_FLIGHT: usize = 4;
+
+/// One message handed to librdkafka: its event's position in the round, its record (kept to
+/// send again), and its delivery or why it was refused at once.
+type Sent = (usize, Record, Result<DeliveryFuture, Failure>);
+
+/// The batches of one delivery round and what became of their messages so far.
+struct Round {
+    batches: Vec<(Arc<Vec<UnifiedEvent>>, Vec<AckToken>)>,
+    sent: Vec<Sent>,
+    /// Events dead-lettered, by position in the round, with the reason.
+    rejected: Vec<(usize, String)>,
+    unkeyed: usize,
 }
 
 /// Why a message was not written, sorted by what the sink does next.
@@ -146,12 +173,27 @@ impl Sink for KafkaSink {
                 self.check_brokers().await?;
             }
             let mut unkeyed = 0;
-            while let Some(batch) = input.recv().await {
-                let (events, acks) = batch.into_parts();
-                unkeyed += self.deliver(&events, &cx.metrics).await?;
-                for ack in acks {
-                    ack.ack(BatchStatus::Delivered);
+            let mut rounds = FuturesOrdered::new();
+            loop {
+                tokio::select! {
+                    Some(done) = rounds.next() => unkeyed += done?,
+                    batch = input.recv(), if rounds.len() < ROUNDS_IN_FLIGHT => {
+                        let Some(batch) = batch else { break };
+                        let mut batches = vec![batch.into_parts()];
+                        let mut gathered = batches[0].0.len();
+                        while gathered < self.gather_max
+                            && let Some(more) = input.try_recv()
+                        {
+                            gathered += more.len();
+                            batches.push(more.into_parts());
+                        }
+                        let round = self.start_round(batches).await;
+                        rounds.push_back(self.finish_round(round, &cx.metrics));
+                    }
                 }
+            }
+            while let Some(done) = rounds.next().await {
+                unkeyed += done?;
             }
             if unkeyed > 0 {
                 tracing::info!(
@@ -178,28 +220,69 @@ impl KafkaSink {
         check_brokers(fetch, &self.bootstrap_servers).await
     }
 
-    /// Writes every event of a batch, or dead-letters the ones the broker rejects for good;
-    /// returns how many went without a key.
-    async fn deliver(
-        &self,
-        events: &[UnifiedEvent],
-        metrics: &ComponentMetrics,
-    ) -> Result<usize, ComponentError> {
-        let mut pending = Vec::with_capacity(events.len());
+    /// Turns a round's events into records and hands them to librdkafka, in order (a full
+    /// local queue is waited out); events whose record cannot be made are set aside as rejected.
+    async fn start_round(&self, batches: Vec<(Arc<Vec<UnifiedEvent>>, Vec<AckToken>)>) -> Round {
+        let mut pending = Vec::with_capacity(batches.iter().map(|(events, _)| events.len()).sum());
         let mut rejected = Vec::new();
-        for (index, event) in events.iter().enumerate() {
+        let events = batches.iter().flat_map(|(events, _)| events.iter());
+        for (index, event) in events.enumerate() {
             match self.recipe.record(event) {
                 Ok(record) => pending.push((index, record)),
                 Err(reason) => rejected.push((index, reason)),
             }
         }
         let unkeyed = pending.iter().filter(|(_, r)| r.key.is_none()).count();
+        Round {
+            sent: self.enqueue(pending).await,
+            batches,
+            rejected,
+            unkeyed,
+        }
+    }
+
+    /// Enqueues `records` in the given order; each comes back with its delivery, or with why
+    /// librdkafka refused it at once.
+    async fn enqueue(&self, records: Vec<(usize, Record)>) -> Vec<Sent> {
+        let mut sent = Vec::with_capacity(records.len());
+        for (index, record) in records {
+            let delivery = loop {
+                match self.producer.send_result(future_record(&record)) {
+                    Ok(delivery) => break Ok(delivery),
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        tokio::time::sleep(QUEUE_FULL_WAIT).await;
+                    }
+                    Err((error, _)) => break Err(classify(&error)),
+                }
+            };
+            sent.push((index, record, delivery));
+        }
+        sent
+    }
+
+    /// Waits for the broker to confirm every message of a round, sending retriable failures
+    /// again (with capped backoff) and dead-lettering the ones rejected for good; then
+    /// acknowledges the round's batches. Returns how many events went without a key.
+    async fn finish_round(
+        &self,
+        round: Round,
+        metrics: &ComponentMetrics,
+    ) -> Result<usize, ComponentError> {
+        let Round {
+            batches,
+            mut sent,
+            mut rejected,
+            unkeyed,
+        } = round;
         let mut backoff = Backoff::new();
-        while !pending.is_empty() {
-            let outcomes = self.send_all(&pending).await;
+        while !sent.is_empty() {
             let mut retry = Vec::new();
             let mut last_error = None;
-            for ((index, record), outcome) in pending.into_iter().zip(outcomes) {
+            for (index, record, delivery) in sent {
+                let outcome = match delivery {
+                    Ok(delivery) => settle(delivery).await,
+                    Err(failure) => Err(failure),
+                };
                 match outcome {
                     Ok(()) => {
                         metrics.add_events_out(1);
@@ -215,55 +298,42 @@ impl KafkaSink {
                     }
                 }
             }
-            pending = retry;
             if let Some(error) = last_error {
                 let delay = backoff.next_delay();
-                metrics.add_errors("delivery", pending.len());
-                tracing::warn!(sink = %metrics.name, messages = pending.len(), %error, retry_in = ?delay, "Kafka did not confirm messages; sending them again");
+                metrics.add_errors("delivery", retry.len());
+                tracing::warn!(sink = %metrics.name, messages = retry.len(), %error, retry_in = ?delay, "Kafka did not confirm messages; sending them again");
                 tokio::time::sleep(delay).await;
             }
+            sent = self.enqueue(retry).await;
         }
         rejected.sort_by_key(|(index, _)| *index);
-        self.dead_letter_all(events, &rejected, metrics).await?;
+        let events: Vec<&UnifiedEvent> = batches
+            .iter()
+            .flat_map(|(events, _)| events.iter())
+            .collect();
+        self.dead_letter_all(&events, &rejected, metrics).await?;
+        for ack in batches.into_iter().flat_map(|(_, acks)| acks) {
+            ack.ack(BatchStatus::Delivered);
+        }
         Ok(unkeyed)
     }
 
-    /// Enqueues `records` in order and waits for each one's confirmation; the outcomes are in
-    /// the same order. A full local queue waits for this batch's oldest message, so the enqueue
-    /// order (and with it the order within each partition) is kept.
-    async fn send_all(&self, records: &[(usize, Record)]) -> Vec<Result<(), Failure>> {
-        let mut outcomes = vec![Ok(()); records.len()];
-        let mut in_flight: VecDeque<(usize, DeliveryFuture)> = VecDeque::new();
-        for (position, (_, record)) in records.iter().enumerate() {
-            loop {
-                match self.producer.send_result(future_record(record)) {
-                    Ok(delivery) => {
-                        in_flight.push_back((position, delivery));
-                        break;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                        match in_flight.pop_front() {
-                            Some((earlier, delivery)) => outcomes[earlier] = settle(delivery).await,
-                            None => tokio::time::sleep(QUEUE_FULL_WAIT).await,
-                        }
-                    }
-                    Err((error, _)) => {
-                        outcomes[position] = Err(classify(&error));
-                        break;
-                    }
-                }
-            }
-        }
-        for (position, delivery) in in_flight {
-            outcomes[position] = settle(delivery).await;
-        }
-        outcomes
+    /// Writes one round of batches, or dead-letters what the broker rejects for good; returns
+    /// how many events went without a key.
+    #[cfg(test)]
+    async fn deliver(
+        &self,
+        batches: Vec<(Arc<Vec<UnifiedEvent>>, Vec<AckToken>)>,
+        metrics: &ComponentMetrics,
+    ) -> Result<usize, ComponentError> {
+        let round = self.start_round(batches).await;
+        self.finish_round(round, metrics).await
     }
 
     /// Appends the rejected events to the dead-letter file and counts them.
     async fn dead_letter_all(
         &self,
-        events: &[UnifiedEvent],
+        events: &[&UnifiedEvent],
         rejected: &[(usize, String)],
         metrics: &ComponentMetrics,
     ) -> Result<(), ComponentError> {

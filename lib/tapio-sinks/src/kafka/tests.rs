@@ -2,14 +2,15 @@
 //! errors and take brokers down: retriable failures lose nothing, rejected messages are
 //! dead-lettered. The happy path against a real broker is in `tests/kafka.rs`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use tapio_event::{
-    BuildContext, ComponentKind, ComponentMetrics, Entity, EntityType, EventType, Timestamp,
-    UnifiedEvent,
+    AckToken, BuildContext, ComponentKind, ComponentMetrics, Entity, EntityType, EventType,
+    Timestamp, UnifiedEvent,
 };
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -48,6 +49,11 @@ fn events(n: u64) -> Vec<UnifiedEvent> {
         .collect()
 }
 
+/// `events` as the one batch of a delivery round, without acknowledgement tokens.
+fn round(events: Vec<UnifiedEvent>) -> Vec<(Arc<Vec<UnifiedEvent>>, Vec<AckToken>)> {
+    vec![(Arc::new(events), Vec::new())]
+}
+
 fn metrics() -> ComponentMetrics {
     ComponentMetrics::new("bus", "kafka", ComponentKind::Sink)
 }
@@ -62,7 +68,7 @@ async fn retriable_broker_errors_lose_nothing() {
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 3],
     );
     let metrics = metrics();
-    sink.deliver(&events(20), &metrics).await.unwrap();
+    sink.deliver(round(events(20)), &metrics).await.unwrap();
     let snapshot = metrics.snapshot();
     assert_eq!(snapshot.events_out, 20);
     assert_eq!(snapshot.errors.get("rejected"), None);
@@ -79,12 +85,12 @@ async fn a_broker_down_past_the_message_timeout_is_retried_until_it_returns() {
         "message_timeout = \"500ms\"",
     );
     let metrics = metrics();
-    sink.deliver(&events(1), &metrics).await.unwrap();
+    sink.deliver(round(events(1)), &metrics).await.unwrap();
     cluster.broker_down(1).unwrap();
     let metrics = std::sync::Arc::new(metrics);
     let delivery = tokio::spawn({
         let metrics = std::sync::Arc::clone(&metrics);
-        async move { sink.deliver(&events(10), &metrics).await }
+        async move { sink.deliver(round(events(10)), &metrics).await }
     });
     tokio::time::sleep(Duration::from_millis(1500)).await;
     cluster.broker_up(1).unwrap();
@@ -105,7 +111,7 @@ async fn messages_the_broker_refuses_go_to_the_dead_letter_file() {
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
     );
     let metrics = metrics();
-    sink.deliver(&events(5), &metrics).await.unwrap();
+    sink.deliver(round(events(5)), &metrics).await.unwrap();
     let snapshot = metrics.snapshot();
     let rejected = snapshot.errors.get("rejected").copied().unwrap_or(0);
     assert!(rejected >= 1, "{snapshot:?}");
@@ -134,7 +140,7 @@ async fn an_event_missing_a_topic_field_is_dead_lettered() {
         "",
     );
     let metrics = metrics();
-    sink.deliver(&events(2), &metrics).await.unwrap();
+    sink.deliver(round(events(2)), &metrics).await.unwrap();
     assert_eq!(metrics.snapshot().errors.get("rejected"), Some(&2));
 }
 

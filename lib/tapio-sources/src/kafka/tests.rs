@@ -147,7 +147,11 @@ async fn a_regex_subscription_with_text_decoding_reads_every_matching_topic() {
     let cluster = cluster();
     cluster.create_topic("other", 1, 1).unwrap();
     let bootstrap = cluster.bootstrap_servers();
-    produce(&bootstrap, TOPIC, &[b"first line".to_vec(), b"second line".to_vec()]);
+    produce(
+        &bootstrap,
+        TOPIC,
+        &[b"first line".to_vec(), b"second line".to_vec()],
+    );
     produce(&bootstrap, "other", &[b"not subscribed".to_vec()]);
 
     let (cx, mut taps) = context("kafka", false);
