@@ -4,18 +4,40 @@
 //! every batch it holds rows of, so a batch is acknowledged only when all its inserts succeeded,
 //! even with several inserts in flight.
 
+use std::ops::Range;
 use std::time::Duration;
 
+use hyper::body::Bytes;
 use tapio_event::{AckToken, BatchStatus, UnifiedEvent};
 use tokio::time::Instant;
 
-use super::schema::Row;
+use super::schema::write_row;
 
-/// Rows bound for one `INSERT`, and the acknowledgements that settle once they are written.
+/// Rows bound for one `INSERT` — one body of `JSONEachRow` lines, and where each line ends —
+/// and the acknowledgements that settle once they are written.
 #[derive(Debug)]
 pub(super) struct Chunk {
-    pub rows: Vec<Row>,
+    pub body: Bytes,
+    /// End offset in `body` of each row's line.
+    pub ends: Vec<usize>,
     pub acks: Vec<AckToken>,
+}
+
+impl Chunk {
+    /// How many rows it holds.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// The lines of rows `rows`, as one body (shared, not copied).
+    pub fn lines(&self, rows: Range<usize>) -> Bytes {
+        let start = if rows.start == 0 {
+            0
+        } else {
+            self.ends[rows.start - 1]
+        };
+        self.body.slice(start..self.ends[rows.end - 1])
+    }
 }
 
 /// The flush triggers (`batch` options).
@@ -30,8 +52,10 @@ pub(super) struct Limits {
 #[derive(Debug)]
 pub(super) struct Pending {
     limits: Limits,
-    rows: Vec<Row>,
-    bytes: usize,
+    body: Vec<u8>,
+    ends: Vec<usize>,
+    /// Reused for each event's own JSON form.
+    scratch: Vec<u8>,
     acks: Vec<AckToken>,
     since: Option<Instant>,
 }
@@ -41,8 +65,9 @@ impl Pending {
     pub fn new(limits: Limits) -> Pending {
         Pending {
             limits,
-            rows: Vec::new(),
-            bytes: 0,
+            body: Vec::new(),
+            ends: Vec::new(),
+            scratch: Vec::new(),
             acks: Vec::new(),
             since: None,
         }
@@ -52,17 +77,17 @@ impl Pending {
     pub fn add(&mut self, events: &[UnifiedEvent], acks: Vec<AckToken>) -> Vec<Chunk> {
         let mut full = Vec::new();
         for event in events {
-            let row = Row::new(event);
-            self.bytes += row.line.len();
-            self.rows.push(row);
+            write_row(event, &mut self.scratch, &mut self.body);
+            self.ends.push(self.body.len());
             self.since.get_or_insert_with(Instant::now);
-            if self.rows.len() >= self.limits.max_events || self.bytes >= self.limits.max_bytes {
+            if self.ends.len() >= self.limits.max_events || self.body.len() >= self.limits.max_bytes
+            {
                 let mut chunk = self.take();
                 chunk.acks.extend(acks.iter().cloned());
                 full.push(chunk);
             }
         }
-        if self.rows.is_empty() {
+        if self.ends.is_empty() {
             // Every row of this batch is in `full`, whose chunks carry copies of its tokens.
             for ack in acks {
                 ack.ack(BatchStatus::Delivered);
@@ -80,15 +105,20 @@ impl Pending {
 
     /// Whether no row is pending.
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.ends.is_empty()
     }
 
-    /// Everything pending, as one insert.
+    /// Everything pending, as one insert. The next body starts with the capacity this one
+    /// needed, so a steady stream does not grow (and fault in) a fresh buffer row by row.
     pub fn take(&mut self) -> Chunk {
-        self.bytes = 0;
         self.since = None;
+        let capacity = self.body.len();
         Chunk {
-            rows: std::mem::take(&mut self.rows),
+            body: Bytes::from(std::mem::replace(
+                &mut self.body,
+                Vec::with_capacity(capacity),
+            )),
+            ends: std::mem::take(&mut self.ends),
             acks: std::mem::take(&mut self.acks),
         }
     }

@@ -103,10 +103,10 @@ impl Client {
     /// Compresses `rows` (`JSONEachRow` lines) as configured, once for every attempt to send
     /// them, on a blocking thread: gzip of a 10 MB insert takes tens of milliseconds, which would
     /// otherwise stall the sink's task (and its next insert's rows) meanwhile.
-    pub async fn prepare(&self, rows: Vec<u8>) -> Body {
+    pub async fn prepare(&self, rows: Bytes) -> Body {
         match self.compression {
             Compression::None => Body {
-                bytes: Bytes::from(rows),
+                bytes: rows,
                 gzip: false,
             },
             Compression::Gzip => {

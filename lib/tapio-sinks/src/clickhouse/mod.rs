@@ -25,6 +25,7 @@ mod schema;
 #[cfg(test)]
 mod tests;
 
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,9 +40,10 @@ use tokio::time::Instant;
 
 use self::batch::{Chunk, Limits, Pending};
 use self::insert::{Client, Failure};
-use self::schema::Row;
+use self::schema::event_of;
 use crate::dead_letter::DeadLetter;
 use crate::retry::Backoff;
+use hyper::body::Bytes;
 
 /// Options of the `clickhouse` sink.
 #[derive(Debug, Clone, Deserialize)]
@@ -308,31 +310,32 @@ impl Sink for ClickhouseSink {
     }
 }
 
-/// Inserts `rows` with `insert`, which answers `None` when a part was written and the reason
-/// when ClickHouse rejected its data; a rejected part is split in halves, sent separately, until
-/// each bad row stands alone. Returns the rejected rows with their reasons, in order. A bad row
-/// costs about two inserts per halving, so `2 log2(rows)` extra inserts for one bad row.
-async fn bisect<'a, F, Fut>(
-    rows: &'a [Row],
-    mut insert: F,
-) -> Result<Vec<(&'a Row, String)>, ComponentError>
+/// Inserts rows `0..rows` with `insert`, which answers `None` when a range was written and the
+/// reason when ClickHouse rejected its data; a rejected range is split in halves, sent
+/// separately, until each bad row stands alone. Returns the rejected rows' indices with their
+/// reasons, in order. A bad row costs about two inserts per halving, so `2 log2(rows)` extra
+/// inserts for one bad row.
+async fn bisect<F, Fut>(rows: usize, mut insert: F) -> Result<Vec<(usize, String)>, ComponentError>
 where
-    F: FnMut(&'a [Row]) -> Fut,
+    F: FnMut(Range<usize>) -> Fut,
     Fut: std::future::Future<Output = Result<Option<String>, ComponentError>>,
 {
     let mut rejected = Vec::new();
-    let mut parts = vec![rows];
+    let mut parts: Vec<Range<usize>> = Vec::new();
+    parts.push(0..rows);
     while let Some(part) = parts.pop() {
-        let Some(reason) = insert(part).await? else {
+        if part.is_empty() {
+            continue;
+        }
+        let Some(reason) = insert(part.clone()).await? else {
             continue;
         };
-        match part {
-            [row] => rejected.push((row, reason)),
-            _ => {
-                let (first, second) = part.split_at(part.len() / 2);
-                parts.push(second);
-                parts.push(first);
-            }
+        if part.len() == 1 {
+            rejected.push((part.start, reason));
+        } else {
+            let middle = part.start + part.len() / 2;
+            parts.push(middle..part.end);
+            parts.push(part.start..middle);
         }
     }
     Ok(rejected)
@@ -351,22 +354,22 @@ impl Shared {
     /// acknowledges the chunk's batches.
     async fn deliver(self: Arc<Self>, chunk: Chunk) -> Result<(), ComponentError> {
         let shared = &*self;
-        let rejected = bisect(&chunk.rows, |part| async move {
-            let mut body = Vec::with_capacity(part.iter().map(|row| row.line.len()).sum());
-            for row in part {
-                body.extend_from_slice(&row.line);
-            }
+        let written = &chunk;
+        let rejected = bisect(chunk.len(), |rows| async move {
+            let count = rows.len();
+            let body = written.lines(rows);
             let bytes = body.len();
             let outcome = shared.insert(body).await?;
             if outcome.is_none() {
-                shared.metrics.add_events_out(part.len());
+                shared.metrics.add_events_out(count);
                 shared.metrics.add_bytes_out(bytes);
             }
             Ok(outcome)
         })
         .await?;
         for (row, reason) in &rejected {
-            self.dead_letter.write(reason, &row.event).await?;
+            let line = chunk.lines(*row..*row + 1);
+            self.dead_letter.write(reason, &event_of(&line)).await?;
         }
         if let Some((_, reason)) = rejected.first() {
             self.metrics.add_errors("rejected", rejected.len());
@@ -386,7 +389,7 @@ impl Shared {
 
     /// Sends one insert, retrying until ClickHouse accepts it (`None`) or rejects its data
     /// (`Some(reason)`); a request that can never succeed stops the sink.
-    async fn insert(&self, body: Vec<u8>) -> Result<Option<String>, ComponentError> {
+    async fn insert(&self, body: Bytes) -> Result<Option<String>, ComponentError> {
         let insert = format!("INSERT INTO {} FORMAT JSONEachRow", self.target);
         let body = self.client.prepare(body).await;
         match self

@@ -2,6 +2,8 @@
 //! `distribution/clickhouse/schema.sql`, the one source of truth that users read and that
 //! `create_table` runs; rows are `JSONEachRow` lines whose keys are that table's columns.
 
+use std::io::Write;
+
 use tapio_event::UnifiedEvent;
 use tapio_event::codec::encode_json;
 
@@ -26,90 +28,80 @@ pub(super) fn is_identifier(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// One event ready to insert: its `JSONEachRow` line and its own JSON form, which the dead-letter
-/// file records if ClickHouse rejects the row for good.
-#[derive(Debug, Clone)]
-pub(super) struct Row {
-    /// The line sent to ClickHouse, newline included.
-    pub line: Vec<u8>,
-    /// The event's wire JSON (the `event` column's value).
-    pub event: String,
+/// Appends the `JSONEachRow` line (newline included) of `event` to `out`, using `scratch` for
+/// the event's own JSON form. Absent values become the column's empty value (`""`, `0`) because
+/// 18.16 cannot use Nullable columns in the sorting key; the `event` column keeps the full
+/// event, where absent stays absent. Rows go straight into the insert's body: no allocation
+/// per row.
+pub(super) fn write_row(event: &UnifiedEvent, scratch: &mut Vec<u8>, out: &mut Vec<u8>) {
+    scratch.clear();
+    encode_json(event, scratch);
+    let event_json = std::str::from_utf8(scratch).expect("serde_json writes UTF-8");
+    let civil = event.timestamp.civil();
+    let entity = event.entity.as_deref();
+    let impact = event.impact.as_deref();
+    let correlation = event.correlation.as_deref();
+    let namespace = entity.and_then(|e| e.namespace.as_deref()).or_else(|| {
+        event
+            .kubernetes
+            .as_deref()
+            .and_then(|k| k.namespace.as_deref())
+    });
+    let node = entity.and_then(|e| {
+        e.node
+            .as_deref()
+            .or_else(|| e.attributes.get("node").map(String::as_str))
+    });
+    let business_impact = impact
+        .and_then(|i| i.business_impact)
+        .filter(|v| v.is_finite())
+        .unwrap_or(0.0);
+
+    write!(
+        out,
+        "{{\"timestamp\":\"{:04}-{:02}-{:02} {:02}:{:02}:{:02}\",\"timestamp_ns\":{}",
+        civil.year, civil.month, civil.day, civil.hour, civil.minute, civil.second, civil.nanos
+    )
+    .expect("writing to memory cannot fail");
+    let strings = [
+        ("id", Some(event.id.as_str())),
+        ("type", Some(event.kind.as_str())),
+        ("source", Some(event.source.as_str())),
+        ("entity_type", entity.map(|e| e.kind.as_str())),
+        ("entity_id", entity.map(|e| e.id.as_str())),
+        ("entity_name", entity.and_then(|e| e.name.as_deref())),
+        ("namespace", namespace),
+        ("node", node),
+        (
+            "severity",
+            impact.and_then(|i| i.severity).map(|s| s.as_str()),
+        ),
+        ("pattern", correlation.and_then(|c| c.pattern.as_deref())),
+        (
+            "correlation_id",
+            correlation.and_then(|c| c.correlation_id.as_deref()),
+        ),
+        ("event", Some(event_json)),
+    ];
+    for (column, value) in strings {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(column.as_bytes());
+        out.extend_from_slice(b"\":");
+        write_json_string(value.unwrap_or(""), out);
+    }
+    writeln!(out, ",\"business_impact\":{business_impact:?}}}")
+        .expect("writing to memory cannot fail");
 }
 
-impl Row {
-    /// Builds the row of `event`. Absent values become the column's empty value (`""`, `0`)
-    /// because 18.16 cannot use Nullable columns in the sorting key; the `event` column keeps
-    /// the full event, where absent stays absent.
-    pub fn new(event: &UnifiedEvent) -> Row {
-        let mut json = Vec::with_capacity(512);
-        encode_json(event, &mut json);
-        let event_json = String::from_utf8(json).expect("serde_json writes UTF-8");
-        let civil = event.timestamp.civil();
-        let entity = event.entity.as_deref();
-        let impact = event.impact.as_deref();
-        let correlation = event.correlation.as_deref();
-        let namespace = entity.and_then(|e| e.namespace.as_deref()).or_else(|| {
-            event
-                .kubernetes
-                .as_deref()
-                .and_then(|k| k.namespace.as_deref())
-        });
-        let node = entity.and_then(|e| {
-            e.node
-                .as_deref()
-                .or_else(|| e.attributes.get("node").map(String::as_str))
-        });
-        let business_impact = impact
-            .and_then(|i| i.business_impact)
-            .filter(|v| v.is_finite())
-            .unwrap_or(0.0);
-
-        let mut line = Vec::with_capacity(event_json.len() * 2 + 256);
-        line.extend_from_slice(
-            format!(
-                "{{\"timestamp\":\"{:04}-{:02}-{:02} {:02}:{:02}:{:02}\",\"timestamp_ns\":{}",
-                civil.year,
-                civil.month,
-                civil.day,
-                civil.hour,
-                civil.minute,
-                civil.second,
-                civil.nanos
-            )
-            .as_bytes(),
-        );
-        let strings = [
-            ("id", Some(event.id.as_str())),
-            ("type", Some(event.kind.as_str())),
-            ("source", Some(event.source.as_str())),
-            ("entity_type", entity.map(|e| e.kind.as_str())),
-            ("entity_id", entity.map(|e| e.id.as_str())),
-            ("entity_name", entity.and_then(|e| e.name.as_deref())),
-            ("namespace", namespace),
-            ("node", node),
-            (
-                "severity",
-                impact.and_then(|i| i.severity).map(|s| s.as_str()),
-            ),
-            ("pattern", correlation.and_then(|c| c.pattern.as_deref())),
-            (
-                "correlation_id",
-                correlation.and_then(|c| c.correlation_id.as_deref()),
-            ),
-            ("event", Some(event_json.as_str())),
-        ];
-        for (column, value) in strings {
-            line.extend_from_slice(b",\"");
-            line.extend_from_slice(column.as_bytes());
-            line.extend_from_slice(b"\":");
-            write_json_string(value.unwrap_or(""), &mut line);
-        }
-        line.extend_from_slice(format!(",\"business_impact\":{business_impact:?}}}\n").as_bytes());
-        Row {
-            line,
-            event: event_json,
-        }
+/// The `event` column of a row line: the event's JSON form, for the dead-letter file.
+pub(super) fn event_of(line: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct EventColumn {
+        event: String,
     }
+    serde_json::from_slice::<EventColumn>(line)
+        .map(|row| row.event)
+        .unwrap_or_else(|_| String::from_utf8_lossy(line).into_owned())
 }
 
 /// Appends `text` as a JSON string literal.

@@ -6,7 +6,7 @@ use tapio_event::{
 };
 
 use super::batch::{Limits, Pending};
-use super::schema::{Row, create_table_sql, is_identifier};
+use super::schema::{create_table_sql, event_of, is_identifier, write_row};
 use super::{ClickhouseConfig, bisect};
 
 fn event(id: &str) -> UnifiedEvent {
@@ -19,9 +19,17 @@ fn event(id: &str) -> UnifiedEvent {
     event
 }
 
-fn row_json(row: &Row) -> serde_json::Value {
-    assert_eq!(row.line.last(), Some(&b'\n'));
-    serde_json::from_slice(&row.line).unwrap()
+/// The row line of `event`, newline included.
+fn line(event: &UnifiedEvent) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_row(event, &mut Vec::new(), &mut out);
+    out
+}
+
+fn row_json(line: &[u8]) -> serde_json::Value {
+    assert_eq!(line.last(), Some(&b'\n'));
+    assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+    serde_json::from_slice(line).unwrap()
 }
 
 #[test]
@@ -36,7 +44,7 @@ fn rows_split_nanoseconds_and_fill_the_filter_columns() {
         business_impact: Some(0.75),
         ..Default::default()
     }));
-    let row = Row::new(&e);
+    let row = line(&e);
     let json = row_json(&row);
     assert_eq!(json["timestamp"], "2026-11-27 16:21:11");
     assert_eq!(json["timestamp_ns"], 123_456_789);
@@ -49,14 +57,14 @@ fn rows_split_nanoseconds_and_fill_the_filter_columns() {
     assert_eq!(json["pattern"], "");
     let stored: UnifiedEvent = serde_json::from_str(json["event"].as_str().unwrap()).unwrap();
     assert_eq!(stored, e);
-    assert_eq!(row.event, json["event"].as_str().unwrap());
+    assert_eq!(event_of(&row), json["event"].as_str().unwrap());
 }
 
 #[test]
 fn rows_escape_what_json_must_escape() {
     let mut e = event("evt_\"quoted\"\n\\ \u{2603}");
     e.source = "tab\there".into();
-    let json = row_json(&Row::new(&e));
+    let json = row_json(&line(&e));
     assert_eq!(json["id"], "evt_\"quoted\"\n\\ \u{2603}");
     assert_eq!(json["source"], "tab\there");
     assert_eq!(json["business_impact"], 0.0);
@@ -87,13 +95,11 @@ async fn a_batch_split_over_inserts_is_acknowledged_when_all_of_them_are() {
     let (token, mut status) = AckToken::new();
     let events: Vec<_> = (0..7).map(|i| event(&format!("evt_{i}"))).collect();
     let chunks = pending.add(&events, vec![token]);
-    assert_eq!(
-        chunks.iter().map(|c| c.rows.len()).collect::<Vec<_>>(),
-        [3, 3]
-    );
+    assert_eq!(chunks.iter().map(|c| c.len()).collect::<Vec<_>>(), [3, 3]);
     assert!(pending.deadline().is_some());
     let rest = pending.take();
-    assert_eq!(rest.rows.len(), 1);
+    assert_eq!(rest.len(), 1);
+    assert_eq!(row_json(&rest.lines(0..1))["id"], "evt_6");
     assert!(pending.is_empty() && pending.deadline().is_none());
     for chunk in chunks {
         for ack in chunk.acks {
@@ -113,7 +119,7 @@ async fn a_batch_split_over_inserts_is_acknowledged_when_all_of_them_are() {
 
 #[tokio::test]
 async fn max_bytes_cuts_inserts_that_each_carry_the_batch_token() {
-    let one_row = Row::new(&event("evt_0")).line.len();
+    let one_row = line(&event("evt_0")).len();
     let mut pending = Pending::new(limits(usize::MAX, one_row * 2));
     let (token, status) = AckToken::new();
     let events: Vec<_> = (0..4).map(|i| event(&format!("evt_{i}"))).collect();
@@ -126,29 +132,48 @@ async fn max_bytes_cuts_inserts_that_each_carry_the_batch_token() {
 
 #[tokio::test]
 async fn bisection_isolates_every_rejected_row_and_inserts_the_rest() {
-    let rows: Vec<Row> = (0..10)
-        .map(|i| Row::new(&event(&format!("evt_{i}"))))
-        .collect();
-    let bad = |row: &Row| row.event.contains("evt_3") || row.event.contains("evt_8");
+    let mut pending = Pending::new(limits(usize::MAX, usize::MAX));
+    let events: Vec<_> = (0..10).map(|i| event(&format!("evt_{i}"))).collect();
+    assert!(pending.add(&events, Vec::new()).is_empty());
+    let chunk = pending.take();
+    let ids = |rows| -> Vec<String> {
+        String::from_utf8(chunk.lines(rows).to_vec())
+            .unwrap()
+            .lines()
+            .map(|line| {
+                row_json(format!("{line}\n").as_bytes())["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
     let mut inserted = Vec::new();
     let mut attempts = 0;
-    let rejected = bisect(&rows, |part| {
+    let rejected = bisect(chunk.len(), |rows| {
         attempts += 1;
-        let outcome = if part.iter().any(bad) {
+        let part = ids(rows);
+        let outcome = if part.iter().any(|id| id == "evt_3" || id == "evt_8") {
             Some("Too large value".to_string())
         } else {
-            inserted.extend(part.iter().map(|r| r.event.clone()));
+            inserted.extend(part);
             None
         };
         async move { Ok::<_, ComponentError>(outcome) }
     })
     .await
     .unwrap();
-    let rejected: Vec<_> = rejected.iter().map(|(row, _)| row.event.clone()).collect();
-    assert_eq!(rejected.len(), 2);
-    assert!(rejected[0].contains("evt_3") && rejected[1].contains("evt_8"));
+    let rejected: Vec<String> = rejected
+        .iter()
+        .map(|(row, _)| ids(*row..*row + 1).remove(0))
+        .collect();
+    assert_eq!(rejected, ["evt_3", "evt_8"]);
     assert_eq!(inserted.len(), 8);
+    assert!(!inserted.contains(&"evt_3".to_string()));
     assert!(attempts <= 2 * 2 * 4 + 1, "{attempts} inserts");
+    let dead = event_of(&chunk.lines(3..4));
+    let stored: UnifiedEvent = serde_json::from_str(&dead).unwrap();
+    assert_eq!(stored.id, "evt_3");
 }
 
 #[test]
