@@ -39,11 +39,10 @@ use tapio_event::{
 use tokio::time::Instant;
 
 use self::batch::{Chunk, Limits, Pending};
-use self::insert::{Client, Failure};
+use self::insert::{Body, Client, Failure};
 use self::schema::event_of;
 use crate::dead_letter::DeadLetter;
 use crate::retry::Backoff;
-use hyper::body::Bytes;
 
 /// Options of the `clickhouse` sink.
 #[derive(Debug, Clone, Deserialize)]
@@ -286,12 +285,14 @@ impl Sink for ClickhouseSink {
                         let Some(batch) = batch else { break };
                         let (events, acks) = batch.into_parts();
                         for chunk in pending.add(&events, acks) {
+                            // Its compression starts now, while it waits for a slot.
+                            let delivery = Arc::clone(&shared).deliver(chunk);
                             if in_flight.len() >= concurrency
                                 && let Some(done) = in_flight.next().await
                             {
                                 done?;
                             }
-                            in_flight.push(Arc::clone(&shared).deliver(chunk));
+                            in_flight.push(delivery);
                         }
                     }
                     () = sleep_until(deadline), if in_flight.len() < concurrency => {
@@ -351,20 +352,43 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 impl Shared {
     /// Inserts every row of `chunk` or dead-letters the ones ClickHouse rejects, then
-    /// acknowledges the chunk's batches.
-    async fn deliver(self: Arc<Self>, chunk: Chunk) -> Result<(), ComponentError> {
+    /// acknowledges the chunk's batches. The whole chunk's body is compressed from the moment
+    /// this is called; the returned future does the rest when it is polled.
+    fn deliver(
+        self: Arc<Self>,
+        chunk: Chunk,
+    ) -> impl Future<Output = Result<(), ComponentError>> + Send + 'static {
+        let whole = self.client.prepare(chunk.body.clone());
+        self.deliver_prepared(chunk, whole)
+    }
+
+    async fn deliver_prepared(
+        self: Arc<Self>,
+        chunk: Chunk,
+        whole: impl Future<Output = Body> + Send,
+    ) -> Result<(), ComponentError> {
         let shared = &*self;
         let written = &chunk;
-        let rejected = bisect(chunk.len(), |rows| async move {
+        // The first insert is the whole chunk; only a rejected part's halves are compressed
+        // on demand.
+        let mut whole = Some(whole);
+        let rejected = bisect(chunk.len(), |rows| {
             let count = rows.len();
-            let body = written.lines(rows);
-            let bytes = body.len();
-            let outcome = shared.insert(body).await?;
-            if outcome.is_none() {
-                shared.metrics.add_events_out(count);
-                shared.metrics.add_bytes_out(bytes);
+            let lines = written.lines(rows);
+            let bytes = lines.len();
+            let body = whole.take();
+            async move {
+                let body = match body {
+                    Some(prepared) => prepared.await,
+                    None => shared.client.prepare(lines).await,
+                };
+                let outcome = shared.insert(&body).await?;
+                if outcome.is_none() {
+                    shared.metrics.add_events_out(count);
+                    shared.metrics.add_bytes_out(bytes);
+                }
+                Ok(outcome)
             }
-            Ok(outcome)
         })
         .await?;
         for (row, reason) in &rejected {
@@ -389,11 +413,10 @@ impl Shared {
 
     /// Sends one insert, retrying until ClickHouse accepts it (`None`) or rejects its data
     /// (`Some(reason)`); a request that can never succeed stops the sink.
-    async fn insert(&self, body: Bytes) -> Result<Option<String>, ComponentError> {
+    async fn insert(&self, body: &Body) -> Result<Option<String>, ComponentError> {
         let insert = format!("INSERT INTO {} FORMAT JSONEachRow", self.target);
-        let body = self.client.prepare(body).await;
         match self
-            .retry("insert", || self.client.insert(&insert, &body))
+            .retry("insert", || self.client.insert(&insert, body))
             .await
         {
             Ok(()) => Ok(None),
