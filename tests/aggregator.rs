@@ -139,6 +139,25 @@ create_table = true
     }
 }
 
+/// A running `tapio`, SIGKILLed when dropped unless it was stopped: a failing test leaves no
+/// process behind, and dropping it is how the tests simulate a crash.
+struct Running(Option<Child>);
+
+impl Running {
+    fn into_child(mut self) -> Child {
+        self.0.take().expect("a running process")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// One aggregator's config, log and API port.
 struct Aggregator {
     config: PathBuf,
@@ -148,18 +167,20 @@ struct Aggregator {
 
 impl Aggregator {
     /// `tapio run` on the config, its log (re)written to `log` and watched while it runs.
-    fn spawn(&self) -> Child {
-        tapio()
+    fn spawn(&self) -> Running {
+        let child = tapio()
             .args(["run", "--summary", "--config"])
             .arg(&self.config)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&self.log).unwrap())
             .spawn()
-            .unwrap()
+            .unwrap();
+        Running(Some(child))
     }
 
-    /// Stops `child` with SIGTERM and returns its log, failing unless it exited 0.
-    fn stop(&self, child: Child) -> String {
+    /// Stops it with SIGTERM and returns its log, failing unless it exited 0.
+    fn stop(&self, running: Running) -> String {
+        let child = running.into_child();
         signal(child.id(), libc::SIGTERM);
         let output = wait_with_timeout(child, Duration::from_secs(60));
         let text = std::fs::read_to_string(&self.log).unwrap();
@@ -210,8 +231,7 @@ fn every_produced_event_becomes_a_row_even_across_a_sigkill() {
         (rows >= first + 10_000).then_some(rows)
     })
     .expect("the restarted aggregator wrote nothing");
-    signal(tapio.id(), libc::SIGKILL);
-    let _ = wait_with_timeout(tapio, Duration::from_secs(10));
+    drop(tapio); // SIGKILL
     assert!(
         rows_at_kill < total,
         "the aggregator finished before it was killed; the test proves nothing"
