@@ -38,7 +38,7 @@ use tapio_event::{
 };
 use tokio::time::Instant;
 
-use self::batch::{Chunk, Limits, Pending};
+use self::batch::{Chunk, Limits, Pending, Spares};
 use self::insert::{Body, Client, Failure};
 use self::schema::event_of;
 use crate::dead_letter::DeadLetter;
@@ -209,6 +209,8 @@ struct Shared {
     dead_letter: DeadLetter,
     metrics: Arc<ComponentMetrics>,
     warnings: WarnLimiter,
+    /// Insert bodies handed back once written, for the next inserts.
+    spares: Spares,
 }
 
 /// How often a failing server is reported at most; every failure is still counted.
@@ -246,6 +248,7 @@ impl Sink for ClickhouseSink {
                 dead_letter: self.dead_letter,
                 metrics: cx.metrics,
                 warnings: WarnLimiter(Mutex::new(None)),
+                spares: Spares::default(),
             });
             if config.healthcheck {
                 shared.client.execute("SELECT 1").await.map_err(|failure| {
@@ -268,11 +271,12 @@ impl Sink for ClickhouseSink {
                         ))
                     })?;
             }
-            let mut pending = Pending::new(Limits {
+            let limits = Limits {
                 max_events: config.batch.max_events,
                 max_bytes: usize::try_from(config.batch.max_bytes.0).unwrap_or(usize::MAX),
                 timeout: config.batch.timeout.0,
-            });
+            };
+            let mut pending = Pending::new(limits, shared.spares.clone());
             let mut in_flight = FuturesUnordered::new();
             let concurrency = config.concurrency;
             loop {
@@ -408,6 +412,7 @@ impl Shared {
         for ack in chunk.acks {
             ack.ack(BatchStatus::Delivered);
         }
+        self.spares.recycle(chunk.body);
         Ok(())
     }
 

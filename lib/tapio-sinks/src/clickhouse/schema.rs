@@ -33,7 +33,7 @@ pub(super) fn is_identifier(name: &str) -> bool {
 /// 18.16 cannot use Nullable columns in the sorting key; the `event` column keeps the full
 /// event, where absent stays absent. Rows go straight into the insert's body: no allocation
 /// per row.
-pub(super) fn write_row(event: &UnifiedEvent, scratch: &mut Vec<u8>, out: &mut Vec<u8>) {
+pub(super) fn write_row(event: &UnifiedEvent, scratch: &mut Vec<u8>, out: &mut impl Write) {
     scratch.clear();
     encode_json(event, scratch);
     let event_json = std::str::from_utf8(scratch).expect("serde_json writes UTF-8");
@@ -84,10 +84,10 @@ pub(super) fn write_row(event: &UnifiedEvent, scratch: &mut Vec<u8>, out: &mut V
         ("event", Some(event_json)),
     ];
     for (column, value) in strings {
-        out.extend_from_slice(b",\"");
-        out.extend_from_slice(column.as_bytes());
-        out.extend_from_slice(b"\":");
-        write_json_string(value.unwrap_or(""), out);
+        for piece in [b",\"", column.as_bytes(), b"\":"] {
+            out.write_all(piece).expect("writing to memory cannot fail");
+        }
+        serde_json::to_writer(&mut *out, value.unwrap_or("")).expect("a string always serialises");
     }
     writeln!(out, ",\"business_impact\":{business_impact:?}}}")
         .expect("writing to memory cannot fail");
@@ -102,9 +102,4 @@ pub(super) fn event_of(line: &[u8]) -> String {
     serde_json::from_slice::<EventColumn>(line)
         .map(|row| row.event)
         .unwrap_or_else(|_| String::from_utf8_lossy(line).into_owned())
-}
-
-/// Appends `text` as a JSON string literal.
-fn write_json_string(text: &str, out: &mut Vec<u8>) {
-    serde_json::to_writer(&mut *out, text).expect("a string always serialises");
 }
