@@ -18,9 +18,11 @@ use super::schema::write_row;
 /// and the acknowledgements that settle once they are written.
 #[derive(Debug)]
 pub(super) struct Chunk {
+    /// Every row's line, back to back: the insert's request body as is.
     pub body: Bytes,
     /// End offset in `body` of each row's line.
     pub ends: Vec<usize>,
+    /// A copy of the token of every batch with rows here, settled once they are written.
     pub acks: Vec<AckToken>,
 }
 

@@ -51,13 +51,17 @@ const DRAIN_CHECK: Duration = Duration::from_millis(5);
 /// What the poller hands to the source's task: one partition's events and its undecodable
 /// messages, both carrying the batch's acknowledgement token.
 pub(super) struct Outgoing {
+    /// For the default output; `None` when every message of the batch failed to decode.
     pub events: Option<EventBatch>,
+    /// For the `errors` output; `None` when every message decoded.
     pub errors: Option<EventBatch>,
 }
 
 /// The consumer's context: librdkafka's log, and rebalances.
 pub(super) struct Context {
+    /// The source's name, in every log line about it.
     pub component: String,
+    /// How long a revocation or the final commit waits for acknowledgements.
     pub drain_timeout: Duration,
     /// Batches in flight and what was delivered; shared with the rebalance callbacks, which run
     /// on the polling thread inside `poll` (never hold the lock across `poll`).
@@ -230,14 +234,21 @@ struct Building {
 
 /// The polling thread's state.
 pub(super) struct Poller {
+    /// Shared with the start-up healthcheck only; closed (leaving the group) when dropped.
     pub consumer: Arc<BaseConsumer<Context>>,
+    /// Names, or `^`-prefixed regular expressions, to subscribe to.
     pub topics: Vec<String>,
+    /// How a message's payload becomes an event.
     pub decoding: Decoding,
     /// Whether anything reads the `errors` output (error events are only built then).
     pub keep_errors: bool,
+    /// The source's counters (messages read, decode errors).
     pub metrics: Arc<ComponentMetrics>,
+    /// To the source's task, which forwards to the outputs; a full channel is backpressure.
     pub out: mpsc::Sender<Outgoing>,
+    /// Set by the source's task when shutdown is asked for.
     pub stop: Arc<AtomicBool>,
+    /// The runtime the source's task runs on, to wait for room in `out` from this thread.
     pub runtime: tokio::runtime::Handle,
 }
 

@@ -11,7 +11,9 @@ use tapio_event::{AckReceiver, PendingAck};
 /// A topic partition, its topic shared between every batch of it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(super) struct Partition {
+    /// The topic's name.
     pub topic: Arc<str>,
+    /// The partition's number within it.
     pub partition: i32,
 }
 
