@@ -438,17 +438,36 @@ impl Problems {
         metrics: &ComponentMetrics,
     ) {
         metrics.add_events_in(decoded.lines);
-        metrics.add_errors("decode", decoded.undecodable);
+        self.undecodable(
+            origin,
+            decoded.undecodable,
+            decoded.last_error.take(),
+            metrics,
+        );
         metrics.add_errors("oversized_line", decoded.oversized);
-        if decoded.last_error.is_some() {
-            self.last_error = decoded.last_error.take();
-        }
-        let undecodable = self.undecodable.add(decoded.undecodable);
         let oversized = self.oversized.add(decoded.oversized);
-        self.warn(origin, undecodable, oversized);
+        self.warn(origin, None, oversized);
         for errors in mem::take(&mut decoded.errors) {
             out.send_to("errors", EventBatch::new(errors)).await;
         }
+    }
+
+    /// Counts `count` inputs that did not decode, the last of them failing with `last_error`,
+    /// and warns about them (rate-limited). Sources that decode record by record (`kafka`) call
+    /// it directly; line sources through [`Problems::report`].
+    pub fn undecodable(
+        &mut self,
+        origin: &str,
+        count: usize,
+        last_error: Option<String>,
+        metrics: &ComponentMetrics,
+    ) {
+        metrics.add_errors("decode", count);
+        if last_error.is_some() {
+            self.last_error = last_error;
+        }
+        let due = self.undecodable.add(count);
+        self.warn(origin, due, None);
     }
 
     /// Reports what the last rate-limited warnings left out; called when the source stops.
@@ -465,7 +484,7 @@ impl Problems {
                 origin,
                 skipped,
                 last_error,
-                "skipped lines that are not UnifiedEvent JSON (counted as errors, kind \"decode\")"
+                "skipped input that is not UnifiedEvent JSON (counted as errors, kind \"decode\", and sent to the `errors` output if anything reads it)"
             );
         }
         if let Some(skipped) = oversized {

@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 
 use super::client::{forward_error, forward_log};
 use super::offsets::{Offsets, Partition};
-use crate::lines::{Decoding, Throttle};
+use crate::lines::{Decoding, Problems};
 
 /// The most messages one poll round collects before its batches are handed over.
 const ROUND_MAX: usize = 2000;
@@ -78,6 +78,12 @@ pub(super) struct Context {
 impl Context {
     fn offsets(&self) -> MutexGuard<'_, Offsets> {
         self.offsets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn revoked(&self) -> MutexGuard<'_, Vec<(Partition, u64)>> {
+        self.revoked
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -143,9 +149,7 @@ impl Context {
     fn revoke(&self, consumer: &BaseConsumer<Context>, list: &TopicPartitionList) {
         let partitions: Vec<Partition> = list.elements().iter().map(partition_of).collect();
         let assignment = self.assignments.load(Ordering::Acquire);
-        self.revoked
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.revoked()
             .extend(partitions.iter().map(|p| (p.clone(), assignment)));
         if self.closing.load(Ordering::Acquire) {
             return;
@@ -252,13 +256,6 @@ pub(super) struct Poller {
     pub runtime: tokio::runtime::Handle,
 }
 
-/// Counts and rate-limits the warnings about messages that did not decode.
-#[derive(Default)]
-struct Undecodable {
-    throttle: Throttle,
-    last_error: String,
-}
-
 impl Poller {
     /// Subscribes and polls until asked to stop (or nothing reads the output any more), then
     /// waits for what was sent to be acknowledged, commits it and leaves the group.
@@ -274,7 +271,7 @@ impl Poller {
         let mut ready: VecDeque<Building> = VecDeque::new();
         let mut paused_for: Option<u64> = None;
         let mut full_since: Option<Instant> = None;
-        let mut undecodable = Undecodable::default();
+        let mut problems = Problems::default();
         while !self.stop.load(Ordering::Acquire) {
             if !self.hand_over(&mut ready) {
                 break;
@@ -282,23 +279,16 @@ impl Poller {
             if ready.is_empty() {
                 full_since = None;
                 self.pause(false, &mut paused_for);
-                self.poll_round(POLL_WAIT, &mut decoder, &mut building, &mut undecodable);
+                self.poll_round(POLL_WAIT, &mut decoder, &mut building, &mut problems);
             } else if full_since.get_or_insert_with(Instant::now).elapsed() >= PAUSE_AFTER {
                 self.pause(true, &mut paused_for);
-                self.poll_round(
-                    Duration::ZERO,
-                    &mut decoder,
-                    &mut building,
-                    &mut undecodable,
-                );
+                self.poll_round(Duration::ZERO, &mut decoder, &mut building, &mut problems);
             }
             ready.extend(building.drain(..));
             self.forget_revoked(&mut ready);
             self.context().store_settled(&self.consumer);
         }
-        if let Some(count) = undecodable.throttle.flush() {
-            self.warn_undecodable(count, &undecodable.last_error);
-        }
+        problems.flush(&self.context().component);
         self.finish()
     }
 
@@ -386,9 +376,10 @@ impl Poller {
         wait: Duration,
         decoder: &mut Decoder,
         building: &mut Vec<Building>,
-        undecodable: &mut Undecodable,
+        problems: &mut Problems,
     ) {
         let read_at = Timestamp::now();
+        let mut last_error = None;
         let mut timeout = wait;
         let (mut read, mut bad) = (0, 0);
         for _ in 0..ROUND_MAX {
@@ -396,7 +387,7 @@ impl Poller {
                 None => break,
                 Some(Ok(message)) => {
                     read += 1;
-                    if !self.decode(&message, read_at, decoder, building, undecodable) {
+                    if !self.decode(&message, read_at, decoder, building, &mut last_error) {
                         bad += 1;
                     }
                 }
@@ -408,20 +399,18 @@ impl Poller {
             timeout = Duration::ZERO;
         }
         self.metrics.add_events_in(read);
-        self.metrics.add_errors("decode", bad);
-        if let Some(count) = undecodable.throttle.add(bad) {
-            self.warn_undecodable(count, &undecodable.last_error);
-        }
+        problems.undecodable(&self.context().component, bad, last_error, &self.metrics);
     }
 
-    /// Adds one message to its partition's batch; returns whether it decoded.
+    /// Adds one message to its partition's batch; returns whether it decoded (if not, its error
+    /// goes to `last_error`).
     fn decode(
         &self,
         message: &BorrowedMessage<'_>,
         read_at: Timestamp,
         decoder: &mut Decoder,
         building: &mut Vec<Building>,
-        undecodable: &mut Undecodable,
+        last_error: &mut Option<String>,
     ) -> bool {
         let (topic, partition) = (message.topic(), message.partition());
         let assignment = self.context().assignments.load(Ordering::Acquire);
@@ -462,31 +451,16 @@ impl Poller {
                     let event = decoder.error_event(payload, "kafka", &error, read_at);
                     batch.errors.push(event);
                 }
-                undecodable.last_error = error;
+                *last_error = Some(error);
                 false
             }
         }
     }
 
-    fn warn_undecodable(&self, count: usize, last_error: &str) {
-        tracing::warn!(
-            component = %self.context().component,
-            messages = count,
-            last_error,
-            "messages did not decode; counted and sent to the `errors` output"
-        );
-    }
-
     /// Drops the batches of partitions revoked since the last look: they were never handed over,
     /// so their offsets were not committed and the partitions' next owner reads them.
     fn forget_revoked(&self, ready: &mut VecDeque<Building>) {
-        let revoked = mem::take(
-            &mut *self
-                .context()
-                .revoked
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        );
+        let revoked = mem::take(&mut *self.context().revoked());
         if !revoked.is_empty() {
             ready.retain(|batch| {
                 !revoked.iter().any(|(partition, assignment)| {

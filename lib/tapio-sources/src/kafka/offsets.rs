@@ -3,7 +3,7 @@
 //! before it, so a commit never covers an event that was not delivered. A failed batch freezes
 //! its partition's offset until the partition is let go of: the next owner reads from there.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use tapio_event::{AckReceiver, PendingAck};
@@ -31,7 +31,7 @@ pub(super) struct Offsets {
     /// Per partition, the offset of the last message delivered with everything before it.
     delivered: HashMap<Partition, i64>,
     /// Partitions with a failed batch: nothing past it is committed.
-    frozen: HashMap<Partition, i64>,
+    frozen: HashSet<Partition>,
 }
 
 impl Offsets {
@@ -68,7 +68,7 @@ impl Offsets {
             let Some(sent) = self.queue.pop_front() else {
                 break;
             };
-            if self.frozen.contains_key(&sent.partition) {
+            if self.frozen.contains(&sent.partition) {
                 continue;
             }
             if !sent.ack.status().is_settled() {
@@ -80,7 +80,7 @@ impl Offsets {
                     "a batch from this partition was not delivered; its offset is not committed \
                      past it, so the partition's next owner reads it again"
                 );
-                self.frozen.insert(sent.partition, offset);
+                self.frozen.insert(sent.partition);
                 continue;
             }
             self.delivered
