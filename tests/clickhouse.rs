@@ -30,9 +30,10 @@ fn demo_events_arrive_as_rows_with_their_columns() {
         dir.path(),
         "demo.toml",
         &format!(
-            "data_dir = \"{}\"\n\n[sources.demo]\ntype = \"demo\"\ncount = 3000\nseed = 7\nstart_time = \"2026-01-01T00:00:00Z\"\n\n[transforms.impact]\ntype = \"impact_assess\"\ninputs = [\"demo\"]\n\n[sinks.copy]\ntype = \"file\"\ninputs = [\"impact\"]\npath = \"{}\"\n\n{}",
+            "data_dir = \"{}\"\n\n{}\n[transforms.impact]\ntype = \"impact_assess\"\ninputs = [\"demo\"]\n\n{}\n{}",
             dir.path().display(),
-            copy.display(),
+            reproducible_demo(3000),
+            copy_sink("impact", &copy),
             clickhouse_sink(
                 server.http_port,
                 "impact",

@@ -19,13 +19,6 @@ fn kafka_sink(bootstrap: &str, input: &str, extra: &str) -> String {
     )
 }
 
-/// A demo source of `count` events, the same ones on every run.
-fn demo(count: u64) -> String {
-    format!(
-        "[sources.demo]\ntype = \"demo\"\ncount = {count}\nseed = 7\nstart_time = \"2026-01-01T00:00:00Z\"\n"
-    )
-}
-
 fn run(config: &std::path::Path) -> std::process::Output {
     let output = tapio()
         .args(["run", "--summary", "--config"])
@@ -58,10 +51,10 @@ fn demo_events_arrive_once_keyed_by_entity_in_order() {
         dir.path(),
         "demo.toml",
         &format!(
-            "data_dir = \"{}\"\n\n{}\n[sinks.copy]\ntype = \"file\"\ninputs = [\"demo\"]\npath = \"{}\"\n\n{}",
+            "data_dir = \"{}\"\n\n{}\n{}\n{}",
             dir.path().display(),
-            demo(5000),
-            copy.display(),
+            reproducible_demo(5000),
+            copy_sink("demo", &copy),
             kafka_sink(
                 &broker.address,
                 "demo",
@@ -73,11 +66,7 @@ fn demo_events_arrive_once_keyed_by_entity_in_order() {
     let dry = write_config(
         dir.path(),
         "dry.toml",
-        &format!(
-            "{}\n[sinks.copy]\ntype = \"file\"\ninputs = [\"demo\"]\npath = \"{}\"\n",
-            demo(5000),
-            copy.display()
-        ),
+        &format!("{}\n{}", reproducible_demo(5000), copy_sink("demo", &copy)),
     );
     run(&dry);
     let sources: BTreeSet<String> = parse_ndjson(&std::fs::read_to_string(&copy).unwrap())
@@ -219,7 +208,7 @@ fn an_unreachable_broker_at_start_is_one_clear_error() {
         &format!(
             "data_dir = \"{}\"\n\n{}\n{}",
             dir.path().display(),
-            demo(10),
+            reproducible_demo(10),
             kafka_sink(&format!("127.0.0.1:{}", free_port()), "demo", "")
         ),
     );

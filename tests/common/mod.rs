@@ -38,6 +38,22 @@ pub fn source_to_file(source: &str, out: &Path) -> String {
     )
 }
 
+/// `[sources.demo]` emitting `count` events, the same ones on every run (fixed seed and start).
+pub fn reproducible_demo(count: u64) -> String {
+    format!(
+        "[sources.demo]\ntype = \"demo\"\ncount = {count}\nseed = 7\nstart_time = \"2026-01-01T00:00:00Z\"\n"
+    )
+}
+
+/// `[sinks.copy]`, a file sink writing what `input` sends to `path`: a test's record of what
+/// another sink was given.
+pub fn copy_sink(input: &str, path: &Path) -> String {
+    format!(
+        "[sinks.copy]\ntype = \"file\"\ninputs = [\"{input}\"]\npath = \"{}\"\n",
+        path.display()
+    )
+}
+
 /// `[sources.in]` (whose TOML body is `source`) through `semantic_enrich → correlate →
 /// impact_assess` into a file sink writing `out`.
 pub fn intelligence_pipeline(source: &str, out: &Path) -> String {
