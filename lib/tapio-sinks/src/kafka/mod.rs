@@ -306,12 +306,14 @@ impl KafkaSink {
             }
             sent = self.enqueue(retry).await;
         }
-        rejected.sort_by_key(|(index, _)| *index);
-        let events: Vec<&UnifiedEvent> = batches
-            .iter()
-            .flat_map(|(events, _)| events.iter())
-            .collect();
-        self.dead_letter_all(&events, &rejected, metrics).await?;
+        if !rejected.is_empty() {
+            rejected.sort_by_key(|(index, _)| *index);
+            let events: Vec<&UnifiedEvent> = batches
+                .iter()
+                .flat_map(|(events, _)| events.iter())
+                .collect();
+            self.dead_letter_all(&events, &rejected, metrics).await?;
+        }
         for ack in batches.into_iter().flat_map(|(_, acks)| acks) {
             ack.ack(BatchStatus::Delivered);
         }
