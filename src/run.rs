@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tapio_topology::{Config, Health, Loaded, Outcome, Severity, Topology};
+use tapio_event::ErrorKind;
+use tapio_topology::{ComponentFailure, Config, Health, Loaded, Outcome, Severity, Topology};
 
 use crate::cli::{ConfigArgs, GraphArgs, GraphFormat, RunArgs};
 
@@ -143,10 +144,10 @@ async fn run_pipeline(config: &Config, summary: bool) -> i32 {
     let topology = match Topology::build(config) {
         Ok(topology) => topology,
         Err(problems) => {
-            for problem in problems {
+            for problem in &problems {
                 tracing::error!("{problem}");
             }
-            return EXIT_UNAVAILABLE;
+            return exit_code(&problems);
         }
     };
     let health = Arc::new(Health::default());
@@ -176,8 +177,22 @@ async fn run_pipeline(config: &Config, summary: bool) -> i32 {
             tracing::info!("pipeline finished; every buffer drained");
             EXIT_OK
         }
-        Outcome::Failed(_) => EXIT_SOFTWARE,
+        Outcome::Failed(failures) => exit_code(&failures),
         Outcome::DrainTimedOut(_) => EXIT_TEMPFAIL,
+    }
+}
+
+/// The exit code for components that failed: a config mistake first (the user must fix the
+/// file before anything else matters), then a failure while running, then an environment that
+/// is not ready.
+fn exit_code(failures: &[ComponentFailure]) -> i32 {
+    let has = |kind| failures.iter().any(|f| f.error.kind() == kind);
+    if has(ErrorKind::Config) {
+        EXIT_CONFIG
+    } else if has(ErrorKind::Runtime) {
+        EXIT_SOFTWARE
+    } else {
+        EXIT_UNAVAILABLE
     }
 }
 

@@ -243,7 +243,12 @@ fn unusable_environment_exits_69_and_failing_sink_exits_70() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(String::from_utf8_lossy(&output.stderr).contains("sinks.out: "));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("sinks.out: cannot create directory"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("sinks.out: sinks.out"), "{stderr}");
 
     // Standard output closed by the reader: the console sink fails, the run exits 70.
     let config = write_config(
@@ -269,5 +274,62 @@ fn unusable_environment_exits_69_and_failing_sink_exits_70() {
     assert!(
         String::from_utf8_lossy(&output.stderr)
             .contains("sinks.out failed: cannot write to standard output")
+    );
+}
+
+/// A sink that keeps dead letters under `data_dir` is refused before anything runs when
+/// `data_dir` cannot be written (exit 69), as a source with checkpoints is: it never reaches its
+/// healthcheck, which would otherwise be the first thing to fail here.
+#[test]
+fn a_sink_with_dead_letters_needs_a_writable_data_dir_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocked = dir.path().join("not-a-dir");
+    std::fs::write(&blocked, "").unwrap();
+    let config = write_config(
+        dir.path(),
+        "dead-letters.toml",
+        &format!(
+            "data_dir = \"{}/state\"\n\n[sources.in]\ntype = \"demo\"\ncount = 10\n\n[sinks.ch]\ntype = \"clickhouse\"\ninputs = [\"in\"]\nendpoint = \"http://127.0.0.1:1\"\ntable = \"events\"\n",
+            blocked.display()
+        ),
+    );
+    let output = tapio()
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(69), "{stderr}");
+    assert!(stderr.contains("data_dir: "), "{stderr}");
+    assert!(
+        stderr.contains("set `data_dir` to a writable directory"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("healthcheck"),
+        "the sink started: {stderr}"
+    );
+}
+
+/// An option that only building can check is a config error (exit 78), not an unusable
+/// environment, and names its component once.
+#[test]
+fn an_option_refused_when_building_exits_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "build-check.toml",
+        "[sources.in]\ntype = \"demo\"\nnodes = 0\n\n[sinks.out]\ntype = \"blackhole\"\ninputs = [\"in\"]\n",
+    );
+    let output = tapio()
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("sources.in: `nodes` must be between 1"),
+        "{stderr}"
     );
 }

@@ -251,7 +251,7 @@ fn an_unreachable_server_at_start_is_one_clear_error() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(70), "{stderr}");
+    assert_eq!(output.status.code(), Some(69), "{stderr}");
     let errors: Vec<_> = stderr
         .lines()
         .filter(|line| line.contains("healthcheck"))

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use tapio_event::MetricsSnapshot;
+use tapio_event::metrics::LATENCY_BUCKETS_MICROS;
 
 /// One metric family: name, type, help, and how to read its value(s) off a snapshot.
 struct Family {
@@ -114,7 +115,34 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
             }
         }
     }
+    render_latency(&mut out, snapshots, labels);
     out
+}
+
+/// The latency histogram, in seconds as Prometheus names it; components that timed no batch
+/// yet (sources, or nothing received) are left out rather than shown as all zero.
+fn render_latency(
+    out: &mut String,
+    snapshots: &[MetricsSnapshot],
+    labels: impl Fn(&MetricsSnapshot) -> String,
+) {
+    const NAME: &str = "tapio_component_latency_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {NAME} Time a batch spends in a component: from entering its input buffer to being sent on (transforms) or taken for writing (sinks).\n# TYPE {NAME} histogram"
+    );
+    for s in snapshots.iter().filter(|s| s.latency.count > 0) {
+        let labels = labels(s);
+        for (bound, count) in LATENCY_BUCKETS_MICROS.iter().zip(&s.latency.cumulative) {
+            let seconds = *bound as f64 / 1e6;
+            let _ = writeln!(out, "{NAME}_bucket{{{labels},le=\"{seconds}\"}} {count}");
+        }
+        let count = s.latency.count;
+        let sum = s.latency.sum_micros as f64 / 1e6;
+        let _ = writeln!(out, "{NAME}_bucket{{{labels},le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{NAME}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{NAME}_count{{{labels}}} {count}");
+    }
 }
 
 fn escape(value: &str) -> String {
@@ -146,5 +174,32 @@ mod tests {
         assert!(text.contains(
             "tapio_component_discarded_events_total{component=\"out\",component_kind=\"sink\",component_type=\"file\",reason=\"buffer_full\"} 3"
         ));
+    }
+
+    #[test]
+    fn exposes_latency_as_a_histogram_in_seconds() {
+        let metrics = ComponentMetrics::new("enrich", "semantic_enrich", ComponentKind::Transform);
+        metrics.observe_latency(std::time::Duration::from_micros(300));
+        metrics.observe_latency(std::time::Duration::from_secs(20));
+        let idle = ComponentMetrics::new("in", "stdin", ComponentKind::Source);
+        let text = render(&[metrics.snapshot(), idle.snapshot()]);
+        let labels =
+            "component=\"enrich\",component_kind=\"transform\",component_type=\"semantic_enrich\"";
+        for line in [
+            "# TYPE tapio_component_latency_seconds histogram".to_owned(),
+            format!("tapio_component_latency_seconds_bucket{{{labels},le=\"0.0001\"}} 0"),
+            format!("tapio_component_latency_seconds_bucket{{{labels},le=\"0.0005\"}} 1"),
+            format!("tapio_component_latency_seconds_bucket{{{labels},le=\"10\"}} 1"),
+            format!("tapio_component_latency_seconds_bucket{{{labels},le=\"+Inf\"}} 2"),
+            format!("tapio_component_latency_seconds_sum{{{labels}}} 20.0003"),
+            format!("tapio_component_latency_seconds_count{{{labels}}} 2"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+        }
+        assert!(
+            !text.contains(
+                "component=\"in\",component_kind=\"source\",component_type=\"stdin\",le="
+            )
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! batch is still shared (copy on write).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::ack::{AckToken, BatchStatus};
 use crate::event::UnifiedEvent;
@@ -12,6 +13,9 @@ use crate::event::UnifiedEvent;
 pub struct EventBatch {
     events: Arc<Vec<UnifiedEvent>>,
     acks: Vec<AckToken>,
+    /// When the batch entered the input buffer of the transform now holding it, so the
+    /// transform's latency can be recorded when it sends the batch on.
+    entered: Option<Instant>,
 }
 
 impl EventBatch {
@@ -20,6 +24,7 @@ impl EventBatch {
         EventBatch {
             events: Arc::new(events),
             acks: Vec::new(),
+            entered: None,
         }
     }
 
@@ -28,6 +33,7 @@ impl EventBatch {
         EventBatch {
             events: Arc::new(events),
             acks: vec![ack],
+            entered: None,
         }
     }
 
@@ -37,6 +43,7 @@ impl EventBatch {
         EventBatch {
             events: Arc::new(events),
             acks,
+            entered: None,
         }
     }
 
@@ -65,6 +72,17 @@ impl EventBatch {
         for ack in self.acks {
             ack.ack(status);
         }
+    }
+
+    /// Marks when the batch entered a component's input buffer.
+    pub(crate) fn set_entered(&mut self, at: Instant) {
+        self.entered = Some(at);
+    }
+
+    /// When the batch entered the buffer of the component holding it, once: a batch sent on
+    /// is timed again by its next buffer.
+    pub(crate) fn take_entered(&mut self) -> Option<Instant> {
+        self.entered.take()
     }
 
     /// Splits off the acknowledgements, for sinks that settle them after the events are gone.

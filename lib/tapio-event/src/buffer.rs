@@ -5,13 +5,14 @@
 //! not fit is dropped, counted and acknowledged as dropped.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde::Deserialize;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::ack::BatchStatus;
 use crate::batch::EventBatch;
-use crate::metrics::ComponentMetrics;
+use crate::metrics::{ComponentKind, ComponentMetrics};
 
 /// What a full buffer does with a new batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -31,6 +32,7 @@ pub struct Closed;
 struct Queued {
     batch: EventBatch,
     permits: u32,
+    entered: Instant,
 }
 
 /// Writes into one component's buffer; cloned for each upstream edge.
@@ -104,7 +106,11 @@ impl BufferSender {
         };
         granted.forget();
         self.queue
-            .send(Queued { batch, permits })
+            .send(Queued {
+                batch,
+                permits,
+                entered: Instant::now(),
+            })
             .map_err(|_| Closed)?;
         self.report_fill();
         Ok(())
@@ -138,7 +144,14 @@ impl BufferReceiver {
         self.metrics
             .set_buffer_events(self.max_events.saturating_sub(free) as usize);
         self.metrics.add_events_in(queued.batch.len());
-        queued.batch
+        let mut batch = queued.batch;
+        // A sink's part ends when it takes the batch; a transform's when it sends it on.
+        if self.metrics.kind == ComponentKind::Sink {
+            self.metrics.observe_latency(queued.entered.elapsed());
+        } else {
+            batch.set_entered(queued.entered);
+        }
+        batch
     }
 }
 
@@ -201,7 +214,6 @@ mod tests {
     use super::*;
     use crate::ack::AckToken;
     use crate::event::{EventType, UnifiedEvent};
-    use crate::metrics::ComponentKind;
     use crate::time::Timestamp;
     use std::time::Duration;
 

@@ -13,13 +13,67 @@ use crate::batch::EventBatch;
 use crate::buffer::{BufferReceiver, Closed, Fanout};
 use crate::metrics::ComponentMetrics;
 
-/// A component failed while running; the message is shown to the user as is.
+/// What went wrong with a component, which decides how the process exits: the user fixes a
+/// `Config` error in `tapio.toml` (exit 78), an `Unavailable` one in the environment (a peer
+/// that does not answer, a path that cannot be written: exit 69), and a `Runtime` one is a
+/// failure while events were flowing (exit 70).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ErrorKind {
+    /// An option is wrong in a way only building the component can tell.
+    Config,
+    /// Something outside Tapio that the component needs is missing or refuses.
+    Unavailable,
+    /// The component failed after it started.
+    Runtime,
+}
+
+/// A component could not be built or stopped with a failure. The message never names the
+/// component: the topology prefixes it once (`sinks.archive: ...`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ComponentError(pub String);
+pub struct ComponentError {
+    kind: ErrorKind,
+    message: String,
+}
+
+impl ComponentError {
+    /// A problem with the component's options.
+    pub fn config(message: impl Into<String>) -> Self {
+        ComponentError {
+            kind: ErrorKind::Config,
+            message: message.into(),
+        }
+    }
+
+    /// A problem with the environment the component needs.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        ComponentError {
+            kind: ErrorKind::Unavailable,
+            message: message.into(),
+        }
+    }
+
+    /// A failure while running.
+    pub fn runtime(message: impl Into<String>) -> Self {
+        ComponentError {
+            kind: ErrorKind::Runtime,
+            message: message.into(),
+        }
+    }
+
+    /// Which kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// What to tell the user.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
 
 impl std::fmt::Display for ComponentError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -79,6 +133,10 @@ impl ShutdownTrigger {
     }
 }
 
+/// The named output where sources send what they could not decode and transforms what they
+/// could not process, each event carrying its error; every transform has one.
+pub const ERRORS_OUTPUT: &str = "errors";
+
 /// A source's or transform's outputs: the default one and any named ones (`errors`), each
 /// fanning out to the components that list it in their `inputs`.
 pub struct Outputs {
@@ -103,9 +161,17 @@ impl Outputs {
 
     /// Sends on the default output, waiting while downstream is full. `Err` means nothing reads
     /// this output any more and the source should stop.
-    pub async fn send(&mut self, batch: EventBatch) -> Result<(), Closed> {
-        self.metrics.add_events_out(batch.len());
+    pub async fn send(&mut self, mut batch: EventBatch) -> Result<(), Closed> {
+        self.count_out(&mut batch);
         self.default.send(batch).await
+    }
+
+    /// Counts a batch leaving the component, and its latency when it came through its input.
+    fn count_out(&self, batch: &mut EventBatch) {
+        self.metrics.add_events_out(batch.len());
+        if let Some(entered) = batch.take_entered() {
+            self.metrics.observe_latency(entered.elapsed());
+        }
     }
 
     /// Whether anything reads the named output; lets a source skip building events nobody reads.
@@ -116,10 +182,11 @@ impl Outputs {
     }
 
     /// Sends on a named output; a batch for an output nothing reads is acknowledged as dropped.
-    pub async fn send_to(&mut self, output: &str, batch: EventBatch) {
-        match self.named.iter_mut().find(|(name, _)| name == output) {
-            Some((_, fanout)) if fanout.is_connected() => {
-                self.metrics.add_events_out(batch.len());
+    pub async fn send_to(&mut self, output: &str, mut batch: EventBatch) {
+        match self.named.iter().position(|(name, _)| name == output) {
+            Some(index) if self.named[index].1.is_connected() => {
+                self.count_out(&mut batch);
+                let fanout = &mut self.named[index].1;
                 // A consumer that went away is the consumer's failure, reported by the runtime.
                 let _ = fanout.send(batch).await;
             }
@@ -166,6 +233,99 @@ pub trait Transform: Send + 'static {
 /// A built sink: consumes its buffer until every upstream has finished, acknowledging batches
 /// once they are durably written.
 pub trait Sink: Send + 'static {
+    /// Proves the destination answers before the pipeline reports itself healthy, so a
+    /// misconfigured endpoint fails at start with one clear line instead of a stalled pipeline.
+    /// Sinks without a remote peer have nothing to check.
+    fn healthcheck(&self) -> BoxFuture<'static, Result<(), ComponentError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     /// Runs the sink until `input` ends.
     fn run(self: Box<Self>, input: BufferReceiver, cx: SinkContext) -> ComponentFuture;
+}
+
+/// What every component's config implements, so that a registry line is all a new component
+/// adds outside its own folder: the facts the topology needs before and while building it.
+pub trait ComponentConfig {
+    /// What building returns: `dyn Source`, `dyn Transform` or `dyn Sink`.
+    type Component: ?Sized;
+
+    /// Named outputs besides the default one (`inputs = ["<name>.<output>"]`). A property of
+    /// the type, so one bad option does not also make every `<name>.errors` input look wrong.
+    const NAMED_OUTPUTS: &'static [&'static str] = &[];
+
+    /// Whether the component keeps state under `data_dir`, which must then be writable before
+    /// anything runs.
+    fn uses_data_dir(&self) -> bool {
+        false
+    }
+
+    /// Validates what only building can tell and returns the running piece.
+    fn build(&self, cx: &BuildContext) -> Result<Box<Self::Component>, ComponentError>;
+}
+
+/// Declares a layer's registry of component configs from one list of `"type" => Variant(Config)`
+/// lines: the externally tagged enum the topology deserializes, the list of `type` names that
+/// errors show, and the dispatch to each config's [`ComponentConfig`]. Serde's names and the
+/// listed names come from the same literal, so they cannot disagree.
+#[macro_export]
+macro_rules! component_registry {
+    (
+        $(#[$meta:meta])*
+        pub enum $registry:ident: $component:ty {
+            $($type_name:literal => $variant:ident($config:ty),)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, serde::Deserialize)]
+        pub enum $registry {
+            $(
+                #[doc = concat!("`type = \"", $type_name, "\"`")]
+                #[serde(rename = $type_name)]
+                $variant($config),
+            )+
+        }
+
+        impl $registry {
+            /// Every `type` name, in registry order, for error messages and docs.
+            pub const TYPES: &'static [&'static str] = &[$($type_name),+];
+
+            /// The config `type` of this component.
+            pub fn type_name(&self) -> &'static str {
+                match self {
+                    $(Self::$variant(_) => $type_name,)+
+                }
+            }
+
+            /// Named outputs of a `type`, known even when its options are invalid.
+            pub fn named_outputs_of(type_name: &str) -> &'static [&'static str] {
+                match type_name {
+                    $($type_name => <$config as $crate::ComponentConfig>::NAMED_OUTPUTS,)+
+                    _ => &[],
+                }
+            }
+
+            /// Named outputs of this component.
+            pub fn named_outputs(&self) -> &'static [&'static str] {
+                Self::named_outputs_of(self.type_name())
+            }
+
+            /// Whether this component keeps state under `data_dir`.
+            pub fn uses_data_dir(&self) -> bool {
+                match self {
+                    $(Self::$variant(config) => $crate::ComponentConfig::uses_data_dir(config),)+
+                }
+            }
+
+            /// Builds the running component.
+            pub fn build(
+                &self,
+                cx: &$crate::BuildContext,
+            ) -> Result<Box<$component>, $crate::ComponentError> {
+                match self {
+                    $(Self::$variant(config) => $crate::ComponentConfig::build(config, cx),)+
+                }
+            }
+        }
+    };
 }

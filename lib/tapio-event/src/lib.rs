@@ -20,8 +20,9 @@ pub use ack::{AckReceiver, AckToken, BatchStatus, PendingAck};
 pub use batch::EventBatch;
 pub use buffer::{BufferReceiver, BufferSender, Fanout, WhenFull};
 pub use component::{
-    BuildContext, ComponentError, ComponentFuture, Outputs, ShutdownSignal, ShutdownTrigger, Sink,
-    SinkContext, Source, SourceContext, Transform, TransformContext,
+    BuildContext, ComponentConfig, ComponentError, ComponentFuture, ERRORS_OUTPUT, ErrorKind,
+    Outputs, ShutdownSignal, ShutdownTrigger, Sink, SinkContext, Source, SourceContext, Transform,
+    TransformContext,
 };
 pub use event::*;
 pub use metrics::{ComponentKind, ComponentMetrics, MetricsSnapshot};

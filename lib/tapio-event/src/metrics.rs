@@ -5,6 +5,14 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the latency histogram's buckets, in microseconds: from a batch handed on at
+/// once (100 µs) to one held by a reorder buffer or a stalled destination (10 s). A fixed set
+/// keeps recording to one atomic add per bucket search, with nothing allocated.
+pub const LATENCY_BUCKETS_MICROS: [u64; 11] = [
+    100, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 5_000_000, 10_000_000,
+];
 
 /// Which part of the graph a component is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -40,6 +48,29 @@ pub struct ComponentMetrics {
     buffer_max: AtomicU64,
     dropped: Mutex<BTreeMap<&'static str, u64>>,
     errors: Mutex<BTreeMap<&'static str, u64>>,
+    latency: Latency,
+}
+
+/// How long batches take through a component, as a cumulative histogram: from entering the
+/// component's input buffer to being sent on an output (transforms) or being taken for writing
+/// (sinks), so a slow stage shows where events wait.
+#[derive(Debug, Default)]
+struct Latency {
+    /// One count per bucket of [`LATENCY_BUCKETS_MICROS`] plus one for longer (`+Inf`), not
+    /// cumulative; the snapshot adds them up.
+    buckets: [AtomicU64; LATENCY_BUCKETS_MICROS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+/// A copy of a component's latency histogram, in the cumulative form Prometheus expects.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LatencySnapshot {
+    /// Batches at or under each bound of [`LATENCY_BUCKETS_MICROS`], cumulative.
+    pub cumulative: Vec<u64>,
+    /// Every batch observed (the `+Inf` bucket).
+    pub count: u64,
+    /// Their latencies added up, in microseconds.
+    pub sum_micros: u64,
 }
 
 /// A point-in-time copy of a component's counters.
@@ -57,6 +88,8 @@ pub struct MetricsSnapshot {
     pub dropped: BTreeMap<&'static str, u64>,
     /// Errored events by kind (`decode`, `oversized_line`, `write`, …).
     pub errors: BTreeMap<&'static str, u64>,
+    /// Per-batch latency through the component.
+    pub latency: LatencySnapshot,
 }
 
 impl MetricsSnapshot {
@@ -89,7 +122,16 @@ impl ComponentMetrics {
             buffer_max: AtomicU64::new(0),
             dropped: Mutex::new(BTreeMap::new()),
             errors: Mutex::new(BTreeMap::new()),
+            latency: Latency::default(),
         }
+    }
+
+    /// Records one batch's time through the component.
+    pub fn observe_latency(&self, elapsed: Duration) {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let bucket = LATENCY_BUCKETS_MICROS.partition_point(|&bound| bound < micros);
+        self.latency.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.latency.sum_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
     /// Events received from upstream (or read, for a source).
@@ -144,6 +186,24 @@ impl ComponentMetrics {
             buffer_max: self.buffer_max.load(Ordering::Relaxed),
             dropped: lock(&self.dropped).clone(),
             errors: lock(&self.errors).clone(),
+            latency: self.latency.snapshot(),
+        }
+    }
+}
+
+impl Latency {
+    fn snapshot(&self) -> LatencySnapshot {
+        let mut total = 0;
+        let mut cumulative = Vec::with_capacity(LATENCY_BUCKETS_MICROS.len());
+        for bucket in &self.buckets[..LATENCY_BUCKETS_MICROS.len()] {
+            total += bucket.load(Ordering::Relaxed);
+            cumulative.push(total);
+        }
+        total += self.buckets[LATENCY_BUCKETS_MICROS.len()].load(Ordering::Relaxed);
+        LatencySnapshot {
+            cumulative,
+            count: total,
+            sum_micros: self.sum_micros.load(Ordering::Relaxed),
         }
     }
 }
@@ -153,4 +213,29 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_lands_in_cumulative_buckets() {
+        let metrics = ComponentMetrics::new("t", "test", ComponentKind::Transform);
+        metrics.observe_latency(Duration::from_micros(50));
+        metrics.observe_latency(Duration::from_micros(100));
+        metrics.observe_latency(Duration::from_millis(3));
+        metrics.observe_latency(Duration::from_secs(60));
+        let latency = metrics.snapshot().latency;
+        assert_eq!(latency.count, 4);
+        assert_eq!(latency.sum_micros, 50 + 100 + 3_000 + 60_000_000);
+        assert_eq!(latency.cumulative[0], 2, "<= 100µs");
+        assert_eq!(latency.cumulative[1], 2, "<= 500µs");
+        assert_eq!(latency.cumulative[3], 3, "<= 5ms");
+        assert_eq!(
+            *latency.cumulative.last().unwrap(),
+            3,
+            "60 s is only in +Inf"
+        );
+    }
 }

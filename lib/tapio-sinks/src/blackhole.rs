@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use serde::Deserialize;
 use tapio_event::{
-    BatchStatus, BufferReceiver, ComponentFuture, ConfigDuration, Sink, SinkContext,
+    BatchStatus, BufferReceiver, BuildContext, ComponentConfig, ComponentError, ComponentFuture,
+    ConfigDuration, Sink, SinkContext,
 };
 
 /// Options of the `blackhole` sink.
@@ -21,11 +22,13 @@ struct Blackhole {
     print_interval: Option<std::time::Duration>,
 }
 
-impl BlackholeConfig {
-    pub(crate) fn build(&self) -> Box<dyn Sink> {
-        Box::new(Blackhole {
+impl ComponentConfig for BlackholeConfig {
+    type Component = dyn Sink;
+
+    fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Sink>, ComponentError> {
+        Ok(Box::new(Blackhole {
             print_interval: self.print_interval.map(|d| d.0),
-        })
+        }))
     }
 }
 

@@ -4,7 +4,8 @@
 use serde::Deserialize;
 use tapio_event::codec::{encode_json, encode_text};
 use tapio_event::{
-    BatchStatus, BufferReceiver, ComponentError, ComponentFuture, Sink, SinkContext, UnifiedEvent,
+    BatchStatus, BufferReceiver, BuildContext, ComponentConfig, ComponentError, ComponentFuture,
+    Sink, SinkContext, UnifiedEvent,
 };
 use tokio::io::AsyncWriteExt;
 
@@ -32,11 +33,13 @@ struct Console {
     encoding: ConsoleEncoding,
 }
 
-impl ConsoleConfig {
-    pub(crate) fn build(&self) -> Box<dyn Sink> {
-        Box::new(Console {
+impl ComponentConfig for ConsoleConfig {
+    type Component = dyn Sink;
+
+    fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Sink>, ComponentError> {
+        Ok(Box::new(Console {
             encoding: self.encoding,
-        })
+        }))
     }
 }
 
@@ -71,7 +74,7 @@ impl Sink for Console {
                 };
                 if let Err(error) = written.await {
                     cx.metrics.add_errors("write", batch.len());
-                    return Err(ComponentError(format!(
+                    return Err(ComponentError::runtime(format!(
                         "cannot write to standard output: {error}"
                     )));
                 }

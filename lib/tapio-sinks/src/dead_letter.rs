@@ -36,7 +36,7 @@ impl DeadLetter {
             serde_json::Value::from(reason)
         );
         let fail = |e: std::io::Error| {
-            ComponentError(format!(
+            ComponentError::runtime(format!(
                 "cannot write the dead-letter file {}: {e}",
                 self.path.display()
             ))

@@ -17,8 +17,8 @@ use serde::Deserialize;
 use tapio_event::codec::encode_json;
 use tapio_event::template::Template;
 use tapio_event::{
-    AckToken, BatchStatus, BufferReceiver, BuildContext, ComponentError, ComponentFuture,
-    ComponentMetrics, ConfigDuration, Sink, SinkContext, UnifiedEvent,
+    AckToken, BatchStatus, BufferReceiver, BuildContext, ComponentConfig, ComponentError,
+    ComponentFuture, ComponentMetrics, ConfigDuration, Sink, SinkContext, UnifiedEvent,
 };
 
 use tokio::sync::mpsc;
@@ -41,8 +41,10 @@ pub struct FileSinkConfig {
     pub idle_timeout: ConfigDuration,
 }
 
-impl FileSinkConfig {
-    pub(crate) fn build(&self, cx: &BuildContext) -> Result<Box<dyn Sink>, ComponentError> {
+impl ComponentConfig for FileSinkConfig {
+    type Component = dyn Sink;
+
+    fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Sink>, ComponentError> {
         if self.path.is_static() {
             let mut path = String::new();
             let probe =
@@ -53,9 +55,8 @@ impl FileSinkConfig {
                 .filter(|p| !p.as_os_str().is_empty())
             {
                 std::fs::create_dir_all(parent).map_err(|e| {
-                    ComponentError(format!(
-                        "sinks.{}: cannot create directory {}: {e}",
-                        cx.name,
+                    ComponentError::unavailable(format!(
+                        "cannot create directory {}: {e}",
                         parent.display()
                     ))
                 })?;
@@ -261,7 +262,7 @@ async fn run_blocking<T: Send + 'static>(
 ) -> Result<T, ComponentError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| ComponentError(format!("file writer thread failed: {e}")))
+        .map_err(|e| ComponentError::runtime(format!("file writer thread failed: {e}")))
 }
 
 /// A batch's encoded writes and the acknowledgements to settle once they are written.

@@ -13,7 +13,8 @@ use futures::stream::FuturesOrdered;
 use serde::Deserialize;
 use tapio_event::codec::Decoder;
 use tapio_event::{
-    ByteSize, ComponentError, ComponentMetrics, EventBatch, Outputs, Timestamp, UnifiedEvent,
+    ByteSize, ComponentError, ComponentMetrics, ERRORS_OUTPUT, EventBatch, Outputs, Timestamp,
+    UnifiedEvent,
 };
 
 /// How much one read asks for: big enough that per-chunk costs vanish next to decoding, small
@@ -70,8 +71,8 @@ impl LineSettings {
         source: &'static str,
     ) -> Result<Self, ComponentError> {
         if max_line_bytes.0 == 0 {
-            return Err(ComponentError(
-                "`max_line_bytes` must be at least 1 byte".into(),
+            return Err(ComponentError::config(
+                "`max_line_bytes` must be at least 1 byte",
             ));
         }
         Ok(LineSettings {
@@ -378,9 +379,9 @@ impl<M: Send + 'static> DecodePool<M> {
             (decoded, decoder)
         });
         self.jobs.push_back(Box::pin(async move {
-            let (decoded, decoder) = job
-                .await
-                .map_err(|error| ComponentError(format!("decoding lines failed: {error}")))?;
+            let (decoded, decoder) = job.await.map_err(|error| {
+                ComponentError::runtime(format!("decoding lines failed: {error}"))
+            })?;
             Ok((decoded, Some(decoder), tag))
         }));
     }
@@ -448,7 +449,7 @@ impl Problems {
         let oversized = self.oversized.add(decoded.oversized);
         self.warn(origin, None, oversized);
         for errors in mem::take(&mut decoded.errors) {
-            out.send_to("errors", EventBatch::new(errors)).await;
+            out.send_to(ERRORS_OUTPUT, EventBatch::new(errors)).await;
         }
     }
 
@@ -663,6 +664,6 @@ mod tests {
     #[test]
     fn zero_max_line_is_rejected() {
         let error = LineSettings::new(Decoding::Json, ByteSize(0), "stdin").unwrap_err();
-        assert!(error.0.contains("max_line_bytes"), "{error}");
+        assert!(error.message().contains("max_line_bytes"), "{error}");
     }
 }

@@ -7,7 +7,8 @@ use std::io::{self, Read};
 
 use serde::Deserialize;
 use tapio_event::{
-    BuildContext, ByteSize, ComponentError, ComponentFuture, EventBatch, Source, SourceContext,
+    BuildContext, ByteSize, ComponentConfig, ComponentError, ComponentFuture, ERRORS_OUTPUT,
+    EventBatch, Source, SourceContext,
 };
 use tokio::sync::mpsc;
 
@@ -29,9 +30,12 @@ pub struct StdinConfig {
     pub max_line_bytes: ByteSize,
 }
 
-impl StdinConfig {
+impl ComponentConfig for StdinConfig {
+    type Component = dyn Source;
+    const NAMED_OUTPUTS: &'static [&'static str] = &[ERRORS_OUTPUT];
+
     /// Checks the options; standard input itself is only touched when the source runs.
-    pub fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Source>, ComponentError> {
+    fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Source>, ComponentError> {
         let settings = LineSettings::new(self.decoding, self.max_line_bytes, "stdin")?;
         Ok(Box::new(StdinSource { settings }))
     }
@@ -74,12 +78,14 @@ async fn read_lines<R: Read + Send + 'static>(
         mut shutdown,
         metrics,
     } = cx;
-    let mut pool = DecodePool::new(settings, out.has_output("errors"));
+    let mut pool = DecodePool::new(settings, out.has_output(ERRORS_OUTPUT));
     let (tx, mut rx) = mpsc::channel(lines::decode_depth());
     std::thread::Builder::new()
         .name("tapio-stdin".into())
         .spawn(move || frame_input(input, settings.max_line, tx))
-        .map_err(|error| ComponentError(format!("cannot start the stdin reader: {error}")))?;
+        .map_err(|error| {
+            ComponentError::runtime(format!("cannot start the stdin reader: {error}"))
+        })?;
     let mut problems = Problems::default();
     let mut reading = true;
     let mut failure = None;
@@ -100,7 +106,7 @@ async fn read_lines<R: Read + Send + 'static>(
             message = rx.recv(), if reading && pool.has_room() => match message {
                 Some(Ok(framed)) => pool.push(Some(framed), ()),
                 Some(Err(error)) => {
-                    failure = Some(ComponentError(format!("reading stdin failed: {error}")));
+                    failure = Some(ComponentError::runtime(format!("reading stdin failed: {error}")));
                     reading = false;
                 }
                 None => reading = false,

@@ -10,4 +10,4 @@ pub mod running;
 
 pub use config::{Config, Diagnostic, Loaded, Severity, load_file, load_str};
 pub use health::{Health, HealthState};
-pub use running::{Outcome, Topology};
+pub use running::{ComponentFailure, Outcome, Topology};

@@ -14,8 +14,9 @@ use futures::stream::FuturesUnordered;
 use tapio_event::buffer::{BufferSender, buffer};
 use tapio_event::metrics::ComponentKind;
 use tapio_event::{
-    BufferReceiver, BuildContext, ComponentMetrics, Fanout, Outputs, ShutdownSignal, Sink,
-    SinkContext, Source, SourceContext, Transform, TransformContext, WhenFull,
+    BufferReceiver, BuildContext, ComponentError, ComponentMetrics, Fanout, Outputs,
+    ShutdownSignal, Sink, SinkContext, Source, SourceContext, Transform, TransformContext,
+    WhenFull,
 };
 use tokio::task::JoinHandle;
 
@@ -27,10 +28,35 @@ use crate::health::{Health, HealthState};
 pub enum Outcome {
     /// Every component finished and every buffer drained (exit 0).
     Completed,
-    /// Components failed or panicked (exit 70); what could be drained was drained.
-    Failed(Vec<String>),
+    /// Components failed, panicked or failed their healthcheck; what could be drained was
+    /// drained. Their errors' kinds decide the exit code.
+    Failed(Vec<ComponentFailure>),
     /// The drain did not finish within the grace period (exit 75); these were still running.
     DrainTimedOut(Vec<String>),
+}
+
+/// One component's error, named once as the config names it (`sinks.archive`), so that the
+/// component's own message never has to repeat who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentFailure {
+    /// `<kind>s.<name>`, or the global option (`data_dir`) the problem is about.
+    pub component: String,
+    pub error: ComponentError,
+}
+
+impl ComponentFailure {
+    fn new(kind: ComponentKind, name: &str, error: ComponentError) -> Self {
+        ComponentFailure {
+            component: format!("{}s.{name}", kind.as_str()),
+            error,
+        }
+    }
+}
+
+impl std::fmt::Display for ComponentFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.component, self.error)
+    }
 }
 
 struct BuiltSource {
@@ -65,16 +91,19 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// Builds every component; on failure returns one message per component that could not be
-    /// built (the CLI exits 69).
-    pub fn build(config: &Config) -> Result<Topology, Vec<String>> {
-        if config.sources.iter().any(|s| s.config.uses_data_dir())
-            && let Err(error) = ensure_writable(&config.data_dir)
-        {
-            return Err(vec![format!(
-                "data_dir {}: {error}; set `data_dir` to a writable directory",
-                config.data_dir.display()
-            )]);
+    /// Builds every component; on failure returns one error per component that could not be
+    /// built, each naming its component once.
+    pub fn build(config: &Config) -> Result<Topology, Vec<ComponentFailure>> {
+        let keeps_state = config.sources.iter().any(|s| s.config.uses_data_dir())
+            || config.sinks.iter().any(|s| s.config.uses_data_dir());
+        if keeps_state && let Err(error) = ensure_writable(&config.data_dir) {
+            return Err(vec![ComponentFailure {
+                component: "data_dir".to_owned(),
+                error: ComponentError::unavailable(format!(
+                    "{}: {error}; set `data_dir` to a writable directory",
+                    config.data_dir.display()
+                )),
+            }]);
         }
         let context = |name: &str| BuildContext {
             name: name.to_owned(),
@@ -124,13 +153,14 @@ impl Topology {
                     .collect(),
             )
         };
-        let outputs = |name: &str, named: &[&str], metrics: &Arc<ComponentMetrics>| {
+        let outputs = |name: &str, metrics: &Arc<ComponentMetrics>| {
             let index = graph
                 .index_of(name)
                 .expect("every component is a graph node");
-            let named = named
+            let named = graph.nodes[index]
+                .named_outputs
                 .iter()
-                .map(|output| (output.to_string(), fanout(index, Some(output))))
+                .map(|output| (output.clone(), fanout(index, Some(output))))
                 .collect();
             Outputs::new(fanout(index, None), named, Arc::clone(metrics))
         };
@@ -146,7 +176,11 @@ impl Topology {
                     input,
                     metrics,
                 }),
-                Err(error) => problems.push(format!("sinks.{}: {error}", component.name)),
+                Err(error) => problems.push(ComponentFailure::new(
+                    ComponentKind::Sink,
+                    &component.name,
+                    error,
+                )),
             }
         }
         let mut transforms = Vec::new();
@@ -158,10 +192,14 @@ impl Topology {
                 Ok(transform) => transforms.push(BuiltTransform {
                     transform,
                     input,
-                    outputs: outputs(&component.name, &[], &metrics),
+                    outputs: outputs(&component.name, &metrics),
                     metrics,
                 }),
-                Err(error) => problems.push(format!("transforms.{}: {error}", component.name)),
+                Err(error) => problems.push(ComponentFailure::new(
+                    ComponentKind::Transform,
+                    &component.name,
+                    error,
+                )),
             }
         }
         let mut sources = Vec::new();
@@ -174,10 +212,14 @@ impl Topology {
             match component.config.build(&context(&component.name)) {
                 Ok(source) => sources.push(BuiltSource {
                     source,
-                    outputs: outputs(&component.name, component.config.named_outputs(), &metrics),
+                    outputs: outputs(&component.name, &metrics),
                     metrics,
                 }),
-                Err(error) => problems.push(format!("sources.{}: {error}", component.name)),
+                Err(error) => problems.push(ComponentFailure::new(
+                    ComponentKind::Source,
+                    &component.name,
+                    error,
+                )),
             }
         }
         if !problems.is_empty() {
@@ -200,7 +242,32 @@ impl Topology {
     }
 
     /// Runs until every component has finished, draining on `stop` or on the first failure.
+    /// Sources start, and health turns `running`, only once every sink's healthcheck passed:
+    /// a destination that does not answer fails the start with its own message.
     pub async fn run(self, stop: impl Future<Output = ()>, health: &Health) -> Outcome {
+        tokio::pin!(stop);
+        let checks = self.sinks.iter().map(|built| {
+            let name = built.metrics.name.clone();
+            let check = built.sink.healthcheck();
+            async move {
+                check
+                    .await
+                    .map_err(|error| ComponentFailure::new(ComponentKind::Sink, &name, error))
+            }
+        });
+        let unhealthy: Vec<ComponentFailure> = tokio::select! {
+            results = futures::future::join_all(checks) => results.into_iter().filter_map(Result::err).collect(),
+            () = &mut stop => {
+                tracing::info!("stop requested during the sinks' healthchecks");
+                return Outcome::Completed;
+            }
+        };
+        if !unhealthy.is_empty() {
+            for failure in &unhealthy {
+                tracing::error!("{failure}");
+            }
+            return Outcome::Failed(unhealthy);
+        }
         let (trigger, signal) = ShutdownSignal::new();
         let mut tasks = FuturesUnordered::new();
         let mut handles = Vec::new();
@@ -248,7 +315,6 @@ impl Topology {
         health.set(HealthState::Running);
         tracing::info!(components = handles.len(), "pipeline running");
 
-        tokio::pin!(stop);
         let mut failures = Vec::new();
         let mut deadline: Option<tokio::time::Instant> = None;
         let begin_drain = |deadline: &mut Option<tokio::time::Instant>| {
@@ -270,14 +336,14 @@ impl Topology {
                     let Some((name, kind, result)) = finished else { break };
                     let problem = match result {
                         Ok(Ok(())) => None,
-                        Ok(Err(error)) => Some(format!("{}s.{name} failed: {error}", kind.as_str())),
-                        Err(join) if join.is_panic() => Some(format!("{}s.{name} panicked: {}", kind.as_str(), panic_message(join))),
+                        Ok(Err(error)) => Some(ComponentFailure::new(kind, &name, error)),
+                        Err(join) if join.is_panic() => Some(ComponentFailure::new(kind, &name, ComponentError::runtime(format!("panicked: {}", panic_message(join))))),
                         Err(_) => None,
                     };
                     handles.retain(|(n, _)| *n != name);
                     match problem {
                         Some(problem) => {
-                            tracing::error!("{problem}; draining the rest of the pipeline");
+                            tracing::error!("{} failed: {}; draining the rest of the pipeline", problem.component, problem.error);
                             failures.push(problem);
                             begin_drain(&mut deadline);
                         }
@@ -347,12 +413,25 @@ mod tests {
         }
     }
 
-    /// Counts what it receives; never finishes if `stuck`.
+    /// Counts what it receives; never finishes if `stuck`; refuses its healthcheck unless
+    /// `healthy`.
     struct CountingSink {
         stuck: bool,
+        healthy: bool,
     }
 
     impl Sink for CountingSink {
+        fn healthcheck(&self) -> futures::future::BoxFuture<'static, Result<(), ComponentError>> {
+            let healthy = self.healthy;
+            Box::pin(async move {
+                if healthy {
+                    Ok(())
+                } else {
+                    Err(ComponentError::unavailable("nobody answers at 127.0.0.1:1"))
+                }
+            })
+        }
+
         fn run(self: Box<Self>, mut input: BufferReceiver, cx: SinkContext) -> ComponentFuture {
             Box::pin(async move {
                 while let Some(batch) = input.recv().await {
@@ -368,6 +447,14 @@ mod tests {
     }
 
     fn topology(panic_after_send: bool, stuck: bool) -> (Topology, Arc<ComponentMetrics>) {
+        checked_topology(panic_after_send, stuck, true)
+    }
+
+    fn checked_topology(
+        panic_after_send: bool,
+        stuck: bool,
+        healthy: bool,
+    ) -> (Topology, Arc<ComponentMetrics>) {
         let sink_metrics = Arc::new(ComponentMetrics::new(
             "sink",
             "counting",
@@ -388,7 +475,7 @@ mod tests {
             }],
             transforms: Vec::new(),
             sinks: vec![BuiltSink {
-                sink: Box::new(CountingSink { stuck }),
+                sink: Box::new(CountingSink { stuck, healthy }),
                 input: rx,
                 metrics: Arc::clone(&sink_metrics),
             }],
@@ -406,10 +493,8 @@ mod tests {
         let Outcome::Failed(problems) = outcome else {
             panic!("{outcome:?}")
         };
-        assert_eq!(
-            problems,
-            vec!["sources.source panicked: scripted failure".to_string()]
-        );
+        let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(problems, ["sources.source: panicked: scripted failure"]);
         assert_eq!(sink.snapshot().events_out, 10);
     }
 
@@ -435,5 +520,39 @@ mod tests {
             )
             .await;
         assert_eq!(outcome, Outcome::DrainTimedOut(vec!["sink".to_string()]));
+    }
+
+    #[tokio::test]
+    async fn a_failing_healthcheck_stops_the_start_before_any_source_runs() {
+        let (topology, sink) = checked_topology(false, false, false);
+        let health = Health::default();
+        let outcome = topology.run(std::future::pending(), &health).await;
+        let Outcome::Failed(problems) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(problems.len(), 1);
+        assert_eq!(
+            problems[0].error.kind(),
+            tapio_event::ErrorKind::Unavailable
+        );
+        assert_eq!(
+            problems[0].to_string(),
+            "sinks.sink: nobody answers at 127.0.0.1:1"
+        );
+        assert_ne!(health.get(), HealthState::Running);
+        assert_eq!(sink.snapshot().events_in, 0, "a source ran");
+    }
+
+    #[tokio::test]
+    async fn a_sink_times_the_batches_it_takes() {
+        let (topology, sink) = topology(false, false);
+        let outcome = topology
+            .run(
+                tokio::time::sleep(Duration::from_millis(50)),
+                &Health::default(),
+            )
+            .await;
+        assert_eq!(outcome, Outcome::Completed);
+        assert_eq!(sink.snapshot().latency.count, 1, "one batch of 10 was sent");
     }
 }

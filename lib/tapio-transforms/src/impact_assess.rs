@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use tapio_event::{
-    BuildContext, ComponentError, EntityType, EventType, ImpactContext, Severity, Transform,
-    TransformContext, UnifiedEvent,
+    BuildContext, ComponentConfig, ComponentError, EntityType, EventType, ImpactContext, Severity,
+    Transform, TransformContext, UnifiedEvent,
 };
 
 use crate::in_place::run_in_place;
@@ -53,17 +53,19 @@ pub struct ImpactAssessConfig {
     pub sla_targets: BTreeMap<String, f64>,
 }
 
-impl ImpactAssessConfig {
-    pub(crate) fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Transform>, ComponentError> {
+impl ComponentConfig for ImpactAssessConfig {
+    type Component = dyn Transform;
+
+    fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Transform>, ComponentError> {
         let in_range = |v: f64| (0.0..=1.0).contains(&v);
         if let Some(rule) = self.rules.iter().find(|r| !in_range(r.criticality)) {
-            return Err(ComponentError(format!(
+            return Err(ComponentError::config(format!(
                 "rules: criticality {} is outside 0..=1",
                 rule.criticality
             )));
         }
         if let Some((service, target)) = self.sla_targets.iter().find(|(_, t)| !in_range(**t)) {
-            return Err(ComponentError(format!(
+            return Err(ComponentError::config(format!(
                 "sla_targets.{service}: {target} is not an availability between 0 and 1"
             )));
         }

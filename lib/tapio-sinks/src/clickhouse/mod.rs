@@ -16,7 +16,7 @@
 //! mid-answer) is sent again, and a MergeTree table does not deduplicate it.
 //!
 //! The healthcheck (`SELECT 1`) runs when the sink starts; if ClickHouse cannot be reached the
-//! sink fails at once with one clear error (exit 70) rather than buffering towards a server
+//! sink fails at once with one clear error (exit 69) rather than buffering towards a server
 //! that may be misconfigured. With `healthcheck = false` it starts anyway and retries.
 
 mod batch;
@@ -33,8 +33,8 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use serde::Deserialize;
 use tapio_event::{
-    BatchStatus, BufferReceiver, BuildContext, ByteSize, ComponentError, ComponentFuture,
-    ComponentMetrics, ConfigDuration, Sink, SinkContext,
+    BatchStatus, BufferReceiver, BuildContext, ByteSize, ComponentConfig, ComponentError,
+    ComponentFuture, ComponentMetrics, ConfigDuration, Sink, SinkContext,
 };
 use tokio::time::Instant;
 
@@ -164,10 +164,16 @@ fn default_batch_timeout() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(1))
 }
 
-impl ClickhouseConfig {
+impl ComponentConfig for ClickhouseConfig {
+    type Component = dyn Sink;
+
+    fn uses_data_dir(&self) -> bool {
+        true
+    }
+
     /// Checks the options; the server itself is first contacted when the sink runs.
-    pub(crate) fn build(&self, cx: &BuildContext) -> Result<Box<dyn Sink>, ComponentError> {
-        let invalid = |message: String| Err(ComponentError(format!("clickhouse sink: {message}")));
+    fn build(&self, cx: &BuildContext) -> Result<Box<dyn Sink>, ComponentError> {
+        let invalid = |message: String| Err(ComponentError::config(message));
         for (option, name) in [("database", &self.database), ("table", &self.table)] {
             if !schema::is_identifier(name) {
                 return invalid(format!(
@@ -252,7 +258,7 @@ impl Sink for ClickhouseSink {
             });
             if config.healthcheck {
                 shared.client.execute("SELECT 1").await.map_err(|failure| {
-                    ComponentError(format!(
+                    ComponentError::unavailable(format!(
                         "clickhouse healthcheck (SELECT 1) failed: {}; start ClickHouse, fix `endpoint`/`auth`, or set `healthcheck = false` to start anyway and retry",
                         failure.message()
                     ))
@@ -264,8 +270,8 @@ impl Sink for ClickhouseSink {
                     .retry("create_table", || shared.client.execute(&sql))
                     .await
                     .map_err(|failure| {
-                        ComponentError(format!(
-                            "clickhouse: cannot create table {}: {}",
+                        ComponentError::unavailable(format!(
+                            "cannot create table {}: {}",
                             shared.target,
                             failure.message()
                         ))
@@ -426,7 +432,7 @@ impl Shared {
         {
             Ok(()) => Ok(None),
             Err(Failure::Rejected(reason)) => Ok(Some(reason)),
-            Err(failure) => Err(ComponentError(format!(
+            Err(failure) => Err(ComponentError::runtime(format!(
                 "clickhouse insert into {}: {}",
                 self.target,
                 failure.message()

@@ -1,4 +1,5 @@
 use std::time::Duration;
+use tapio_event::ComponentConfig;
 
 use tapio_event::{
     AckToken, BatchStatus, BuildContext, ComponentError, Entity, EntityType, EventType,
@@ -234,7 +235,7 @@ fn config_defaults_and_validation() {
     ] {
         let config: ClickhouseConfig = serde_json::from_value(bad).unwrap();
         let error = config.build(&cx).err().expect("invalid config built");
-        assert!(error.0.starts_with("clickhouse sink: "), "{error}");
+        assert_eq!(error.kind(), tapio_event::ErrorKind::Config, "{error}");
     }
     assert!(
         serde_json::from_value::<ClickhouseConfig>(serde_json::json!({ "table": "t", "tabel": 1 }))

@@ -22,7 +22,7 @@
 //! that got through stay ahead of it.
 //!
 //! The healthcheck fetches the cluster's metadata when the sink starts; if the brokers do not
-//! answer the sink fails at once with one clear error (exit 70). With `healthcheck = false` it
+//! answer the sink fails at once with one clear error (exit 69). With `healthcheck = false` it
 //! starts anyway and retries.
 
 mod config;
@@ -39,8 +39,8 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use tapio_event::template::Template;
 use tapio_event::{
-    AckToken, BatchStatus, BufferReceiver, BuildContext, ComponentError, ComponentFuture,
-    ComponentMetrics, Sink, SinkContext, UnifiedEvent,
+    AckToken, BatchStatus, BufferReceiver, BuildContext, ComponentConfig, ComponentError,
+    ComponentFuture, ComponentMetrics, Sink, SinkContext, UnifiedEvent,
 };
 
 pub use self::config::{Acks, BatchConfig, Compression, Encoding, KafkaSinkConfig};
@@ -53,15 +53,9 @@ use tapio_sources::kafka::client::{HEALTHCHECK_TIMEOUT, Logs, check_brokers};
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(10);
 
 impl KafkaSinkConfig {
-    /// Checks the options and creates the producer (librdkafka validates every property here,
-    /// so a misspelt `librdkafka_options` key fails before anything runs).
-    pub(crate) fn build(&self, cx: &BuildContext) -> Result<Box<dyn Sink>, ComponentError> {
-        Ok(Box::new(self.create(cx)?))
-    }
-
     /// The sink itself, for `build` and for tests that drive its delivery directly.
     fn create(&self, cx: &BuildContext) -> Result<KafkaSink, ComponentError> {
-        let invalid = |message: String| ComponentError(format!("kafka sink: {message}"));
+        let invalid = |message: String| ComponentError::config(message);
         if self.bootstrap_servers.trim().is_empty() {
             return Err(invalid(
                 "`bootstrap_servers` must name at least one broker".into(),
@@ -102,6 +96,20 @@ impl KafkaSinkConfig {
             gather_max: self.batch.max_events,
             dead_letter: DeadLetter::new(&cx.data_dir, &cx.name),
         })
+    }
+}
+
+impl ComponentConfig for KafkaSinkConfig {
+    type Component = dyn Sink;
+
+    fn uses_data_dir(&self) -> bool {
+        true
+    }
+
+    /// Checks the options and creates the producer (librdkafka validates every property here,
+    /// so a misspelt `librdkafka_options` key fails before anything runs).
+    fn build(&self, cx: &BuildContext) -> Result<Box<dyn Sink>, ComponentError> {
+        Ok(Box::new(self.create(cx)?))
     }
 }
 
@@ -294,7 +302,7 @@ impl KafkaSink {
                         retry.push((index, record));
                     }
                     Err(Failure::Fatal(reason)) => {
-                        return Err(ComponentError(format!("kafka producer: {reason}")));
+                        return Err(ComponentError::runtime(format!("kafka producer: {reason}")));
                     }
                 }
             }

@@ -27,7 +27,8 @@ mod tests;
 use serde::Deserialize;
 use tapio_event::id::IdGenerator;
 use tapio_event::{
-    BuildContext, ComponentError, ComponentFuture, EventBatch, Source, SourceContext, Timestamp,
+    BuildContext, ComponentConfig, ComponentError, ComponentFuture, EventBatch, Source,
+    SourceContext, Timestamp,
 };
 use tokio::time::{Duration, Instant, MissedTickBehavior};
 
@@ -94,11 +95,13 @@ fn default_batch_size() -> usize {
     1000
 }
 
-impl DemoConfig {
+impl ComponentConfig for DemoConfig {
+    type Component = dyn Source;
+
     /// Checks the options, so a bad one stops the pipeline before it starts; the cluster and its
     /// clock are set up when the source runs.
-    pub fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Source>, ComponentError> {
-        let invalid = |message: String| Err(ComponentError(format!("demo source: {message}")));
+    fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Source>, ComponentError> {
+        let invalid = |message: String| Err(ComponentError::config(message));
         if !(1..=MAX_NODES).contains(&self.nodes) {
             return invalid(format!(
                 "`nodes` must be between 1 and {MAX_NODES}, got {}",

@@ -1,6 +1,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tapio_event::ComponentConfig;
 
 use serde_json::json;
 use tapio_event::codec::{Decoder, encode_json};
@@ -123,7 +124,7 @@ fn bad_options_are_rejected_naming_the_option() {
         let Err(error) = config(options.clone()).build(&testing::build_context("demo")) else {
             panic!("{options} was accepted");
         };
-        assert!(error.0.contains(option), "{options}: {error}");
+        assert!(error.message().contains(option), "{options}: {error}");
     }
     assert!(serde_json::from_value::<DemoConfig>(json!({ "cout": 5 })).is_err());
 }

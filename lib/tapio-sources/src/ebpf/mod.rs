@@ -31,8 +31,8 @@ use aya::Ebpf;
 use aya::maps::{MapData, RingBuf};
 use serde::Deserialize;
 use tapio_event::{
-    BuildContext, ByteSize, ComponentError, ComponentFuture, EventBatch, Source, SourceContext,
-    UnifiedEvent,
+    BuildContext, ByteSize, ComponentConfig, ComponentError, ComponentFuture, EventBatch, Source,
+    SourceContext, UnifiedEvent,
 };
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -155,11 +155,13 @@ pub fn probe() -> Result<(), String> {
     programs::preflight(&default_programs().into_iter().collect())
 }
 
-impl EbpfConfig {
+impl ComponentConfig for EbpfConfig {
+    type Component = dyn Source;
+
     /// Checks the options, then loads and attaches the programs. A node that cannot run them
     /// is an error, or with `required = false` a warning and a source that ends at once.
-    pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Source>, ComponentError> {
-        let error = |message: String| ComponentError(format!("ebpf source: {message}"));
+    fn build(&self, cx: &BuildContext) -> Result<Box<dyn Source>, ComponentError> {
+        let error = |message: String| ComponentError::config(message);
         let programs: BTreeSet<Program> = self.programs.iter().copied().collect();
         if programs.is_empty() {
             return Err(error("`programs` is empty; name at least one".into()));
@@ -209,7 +211,7 @@ impl EbpfConfig {
                     ring_buffer_size,
                 }))
             }
-            Err(message) if self.required => Err(error(message)),
+            Err(message) if self.required => Err(ComponentError::unavailable(message)),
             Err(message) => {
                 tracing::warn!(
                     source = %cx.name,
@@ -262,9 +264,8 @@ impl EbpfSource {
         // SAFETY: the ring buffer map owns its descriptor and keeps it open, unchanged, until
         // it is dropped, which happens only with the `AsyncFd`.
         let registered = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) };
-        let mut ring = registered.map_err(|e| {
-            ComponentError(format!("ebpf source: polling the ring buffer failed: {e}"))
-        })?;
+        let mut ring = registered
+            .map_err(|e| ComponentError::runtime(format!("polling the ring buffer failed: {e}")))?;
         let mut losses = LossReport::new(lost, name, ring_buffer_size);
         let mut checks = tokio::time::interval(LOST_CHECK);
         checks.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -282,7 +283,7 @@ impl EbpfSource {
                     // Readiness is edge-triggered: what arrives while draining wakes it again
                     // (or the next poll finds it).
                     ready.map_err(|e| {
-                        ComponentError(format!("ebpf source: polling the ring buffer failed: {e}"))
+                        ComponentError::runtime(format!("polling the ring buffer failed: {e}"))
                     })?
                     .clear_ready();
                 }

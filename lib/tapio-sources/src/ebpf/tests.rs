@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tapio_event::ComponentConfig;
 
 use serde_json::json;
 use tapio_event::{
@@ -289,7 +290,7 @@ fn unknown_programs_are_config_errors() {
 #[test]
 fn option_mistakes_fail_the_build() {
     let error = |options| match config(options).build(&testing::build_context("node")) {
-        Err(ComponentError(message)) => message,
+        Err(error) => error.message().to_owned(),
         Ok(_) => panic!("built"),
     };
     assert!(error(json!({ "programs": [] })).contains("`programs` is empty"));
@@ -530,8 +531,8 @@ async fn oom_kill_reports_the_victim() {
         return;
     };
     let mut running = match start(json!({ "programs": ["oom_kill", "exit"] })) {
-        Err(ComponentError(message)) if message.contains("no tracepoint oom/mark_victim") => {
-            eprintln!("skipping: {message}");
+        Err(error) if error.message().contains("no tracepoint oom/mark_victim") => {
+            eprintln!("skipping: {error}");
             return;
         }
         started => started.expect("programs load"),

@@ -230,14 +230,14 @@ impl Store {
             .and_then(|()| std::fs::File::create(&store.temp))
             .and_then(|_| std::fs::remove_file(&store.temp))
             .map_err(|error| {
-                ComponentError(format!(
+                ComponentError::unavailable(format!(
                     "cannot keep checkpoints in {}: {error} (check data_dir and its permissions)",
                     dir.display()
                 ))
             })?;
         let entries = match std::fs::read(&store.path) {
             Ok(bytes) => parse(&bytes).map_err(|error| {
-                ComponentError(format!(
+                ComponentError::unavailable(format!(
                     "checkpoint file {} is not valid ({error}); fix or delete it to read every \
                      file again",
                     store.path.display()
@@ -245,7 +245,7 @@ impl Store {
             })?,
             Err(error) if error.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(error) => {
-                return Err(ComponentError(format!(
+                return Err(ComponentError::unavailable(format!(
                     "cannot read checkpoint file {}: {error}",
                     store.path.display()
                 )));
@@ -390,6 +390,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("checkpoints.json"), "{not json").unwrap();
         let error = Store::open(dir.path()).unwrap_err();
-        assert!(error.0.contains("not valid"), "{error}");
+        assert!(error.message().contains("not valid"), "{error}");
     }
 }

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tapio_event::{
-    AckToken, BuildContext, ByteSize, ComponentError, ComponentFuture, ConfigDuration, EventBatch,
-    Source, SourceContext,
+    AckToken, BuildContext, ByteSize, ComponentConfig, ComponentError, ComponentFuture,
+    ConfigDuration, ERRORS_OUTPUT, EventBatch, Source, SourceContext,
 };
 use tokio::sync::mpsc;
 
@@ -93,19 +93,26 @@ fn default_checkpoint_interval() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(1))
 }
 
-impl FileConfig {
+impl ComponentConfig for FileConfig {
+    type Component = dyn Source;
+    const NAMED_OUTPUTS: &'static [&'static str] = &[ERRORS_OUTPUT];
+
+    fn uses_data_dir(&self) -> bool {
+        true
+    }
+
     /// Checks the options and patterns, and prepares the checkpoint directory (reading the
     /// previous run's checkpoints) so a bad `data_dir` fails before anything runs.
-    pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Source>, ComponentError> {
+    fn build(&self, cx: &BuildContext) -> Result<Box<dyn Source>, ComponentError> {
         let settings = LineSettings::new(self.decoding, self.max_line_bytes, "file")?;
         if self.include.is_empty() {
-            return Err(ComponentError(
-                "`include` needs at least one path or glob pattern".into(),
+            return Err(ComponentError::config(
+                "`include` needs at least one path or glob pattern",
             ));
         }
         for pattern in &self.include {
             glob::Pattern::new(pattern).map_err(|error| {
-                ComponentError(format!(
+                ComponentError::config(format!(
                     "include pattern {pattern:?} is not a valid glob: {error}"
                 ))
             })?;
@@ -115,7 +122,7 @@ impl FileConfig {
             .iter()
             .map(|pattern| {
                 glob::Pattern::new(pattern).map_err(|error| {
-                    ComponentError(format!(
+                    ComponentError::config(format!(
                         "exclude pattern {pattern:?} is not a valid glob: {error}"
                     ))
                 })
@@ -127,7 +134,9 @@ impl FileConfig {
             ("checkpoint_interval", self.checkpoint_interval),
         ] {
             if interval.0.is_zero() {
-                return Err(ComponentError(format!("`{option}` must be longer than 0")));
+                return Err(ComponentError::config(format!(
+                    "`{option}` must be longer than 0"
+                )));
             }
         }
         let (store, loaded) = Store::open(&cx.component_dir())?;
@@ -198,13 +207,15 @@ impl FileSource {
             mut shutdown,
             metrics,
         } = cx;
-        let mut pool = DecodePool::new(self.settings, out.has_output("errors"));
+        let mut pool = DecodePool::new(self.settings, out.has_output(ERRORS_OUTPUT));
         let (tx, mut rx) = mpsc::channel(lines::decode_depth());
         let follower = Follower::new(self.options, tx);
         std::thread::Builder::new()
             .name(format!("tapio-file-{}", self.name))
             .spawn(move || follower.run())
-            .map_err(|error| ComponentError(format!("cannot start the file reader: {error}")))?;
+            .map_err(|error| {
+                ComponentError::runtime(format!("cannot start the file reader: {error}"))
+            })?;
         let mut positions = Positions::new(self.loaded);
         let mut ticker = tokio::time::interval(self.checkpoint_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -239,7 +250,7 @@ impl FileSource {
                     }
                     Some(Update::Step(step)) => pool.push(None, Job::Step(step)),
                     None => {
-                        failure = Some(ComponentError("the file reader thread stopped".into()));
+                        failure = Some(ComponentError::runtime("the file reader thread stopped"));
                         break;
                     }
                 },

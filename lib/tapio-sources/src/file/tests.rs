@@ -287,7 +287,14 @@ fn build_rejects_bad_options_clearly() {
     let cx = build_context(dir.path());
     let mut empty = config(dir.path());
     empty.include.clear();
-    assert!(empty.build(&cx).err().unwrap().0.contains("include"));
+    assert!(
+        empty
+            .build(&cx)
+            .err()
+            .unwrap()
+            .message()
+            .contains("include")
+    );
     let mut bad_glob = config(dir.path());
     bad_glob.exclude = vec!["[".into()];
     assert!(
@@ -295,12 +302,18 @@ fn build_rejects_bad_options_clearly() {
             .build(&cx)
             .err()
             .unwrap()
-            .0
+            .message()
             .contains("exclude pattern")
     );
     let mut zero = config(dir.path());
     zero.poll_interval = ConfigDuration(Duration::ZERO);
-    assert!(zero.build(&cx).err().unwrap().0.contains("poll_interval"));
+    assert!(
+        zero.build(&cx)
+            .err()
+            .unwrap()
+            .message()
+            .contains("poll_interval")
+    );
     std::fs::write(dir.path().join("blocker"), "").unwrap();
     let unwritable = build_context(&dir.path().join("blocker"));
     assert!(
@@ -308,7 +321,7 @@ fn build_rejects_bad_options_clearly() {
             .build(&unwritable)
             .err()
             .unwrap()
-            .0
+            .message()
             .contains("checkpoints")
     );
 }

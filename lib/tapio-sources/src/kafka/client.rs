@@ -128,9 +128,11 @@ pub async fn check_brokers(
 ) -> Result<(), ComponentError> {
     let answer = tokio::task::spawn_blocking(fetch_metadata)
         .await
-        .map_err(|e| ComponentError(format!("kafka healthcheck did not finish: {e}")))?;
+        .map_err(|e| {
+            ComponentError::unavailable(format!("kafka healthcheck did not finish: {e}"))
+        })?;
     answer.map_err(|e| {
-        ComponentError(format!(
+        ComponentError::unavailable(format!(
             "kafka healthcheck (metadata from {bootstrap_servers}) failed: {e}; start the brokers, fix `bootstrap_servers`/`tls`/`sasl`, or set `healthcheck = false` to start anyway and retry"
         ))
     })

@@ -262,9 +262,7 @@ impl Poller {
     pub fn run(self) -> Result<(), ComponentError> {
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         self.consumer.subscribe(&topics).map_err(|error| {
-            ComponentError(format!(
-                "kafka source: cannot subscribe to {topics:?}: {error}"
-            ))
+            ComponentError::runtime(format!("cannot subscribe to {topics:?}: {error}"))
         })?;
         let mut decoder = Decoder::default();
         let mut building: Vec<Building> = Vec::new();

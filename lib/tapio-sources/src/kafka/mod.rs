@@ -33,7 +33,8 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::Deserialize;
 use tapio_event::{
-    BuildContext, ComponentError, ComponentFuture, ConfigDuration, Source, SourceContext,
+    BuildContext, ComponentConfig, ComponentError, ComponentFuture, ConfigDuration, ERRORS_OUTPUT,
+    Source, SourceContext,
 };
 use tokio::sync::mpsc;
 
@@ -159,11 +160,16 @@ impl KafkaSourceConfig {
         }
         props
     }
+}
+
+impl ComponentConfig for KafkaSourceConfig {
+    type Component = dyn Source;
+    const NAMED_OUTPUTS: &'static [&'static str] = &[ERRORS_OUTPUT];
 
     /// Checks the options and creates the consumer (librdkafka validates every property here);
     /// the group is joined when the source runs.
-    pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Source>, ComponentError> {
-        let invalid = |message: String| ComponentError(format!("kafka source: {message}"));
+    fn build(&self, cx: &BuildContext) -> Result<Box<dyn Source>, ComponentError> {
+        let invalid = |message: String| ComponentError::config(message);
         if self.bootstrap_servers.trim().is_empty() {
             return Err(invalid(
                 "`bootstrap_servers` must name at least one broker".into(),
@@ -234,7 +240,7 @@ impl Source for KafkaSource {
                 consumer,
                 topics: config.topics,
                 decoding: config.decoding,
-                keep_errors: out.has_output("errors"),
+                keep_errors: out.has_output(ERRORS_OUTPUT),
                 metrics,
                 out: tx,
                 stop: Arc::clone(&stop),
@@ -250,7 +256,7 @@ impl Source for KafkaSource {
                     outgoing = rx.recv() => {
                         let Some(Outgoing { events, errors }) = outgoing else { break };
                         if let Some(errors) = errors {
-                            out.send_to("errors", errors).await;
+                            out.send_to(ERRORS_OUTPUT, errors).await;
                         }
                         if let Some(events) = events
                             && connected
@@ -263,9 +269,9 @@ impl Source for KafkaSource {
                 }
             }
             drop(out);
-            polling
-                .await
-                .map_err(|e| ComponentError(format!("the kafka consumer thread failed: {e}")))?
+            polling.await.map_err(|e| {
+                ComponentError::runtime(format!("the kafka consumer thread failed: {e}"))
+            })?
         })
     }
 }

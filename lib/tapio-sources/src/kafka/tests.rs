@@ -3,6 +3,7 @@
 //! for acknowledged events. Rebalances, crashes and a real broker are in `tests/kafka.rs`.
 
 use std::time::Duration;
+use tapio_event::ComponentConfig;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
 use rdkafka::mocking::MockCluster;
@@ -175,7 +176,7 @@ fn bad_options_are_clear_errors() {
         config
             .build(&build_context("bus"))
             .err()
-            .map(|e| e.0)
+            .map(|e| e.message().to_owned())
             .unwrap_or_default()
     };
     assert!(build("topics = []").contains("`topics`"));

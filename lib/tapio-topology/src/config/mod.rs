@@ -15,10 +15,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tapio_event::metrics::ComponentKind;
-use tapio_event::{ConfigDuration, WhenFull};
-use tapio_sinks::{SINK_TYPES, SinkConfig};
-use tapio_sources::{SOURCE_TYPES, SourceConfig};
-use tapio_transforms::{TRANSFORM_TYPES, TransformConfig};
+use tapio_event::{ConfigDuration, ERRORS_OUTPUT, WhenFull};
+use tapio_sinks::SinkConfig;
+use tapio_sources::SourceConfig;
+use tapio_transforms::TransformConfig;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
@@ -332,13 +332,7 @@ impl Parser<'_, '_> {
         } else {
             None
         };
-        let named_outputs = match kind {
-            ComponentKind::Source => tapio_sources::named_outputs(&type_name)
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            _ => Vec::new(),
-        };
+        let named_outputs = named_outputs(kind, &type_name);
         // The options are read as `{ <type> = { ...options } }`, serde's external tagging: unlike
         // an internally tagged enum it does not buffer the table, so errors keep their spans.
         let type_entry = table.remove_entry("type").map(|(key, _)| key);
@@ -561,10 +555,26 @@ fn key_at(table: &DeTable<'_>, at: usize) -> Option<String> {
 
 fn known_types(kind: ComponentKind) -> &'static [&'static str] {
     match kind {
-        ComponentKind::Source => SOURCE_TYPES,
-        ComponentKind::Transform => TRANSFORM_TYPES,
-        ComponentKind::Sink => SINK_TYPES,
+        ComponentKind::Source => SourceConfig::TYPES,
+        ComponentKind::Transform => TransformConfig::TYPES,
+        ComponentKind::Sink => SinkConfig::TYPES,
     }
+}
+
+/// The outputs besides the default one that a component of `type_name` offers: what its type
+/// declares, and for every transform an `errors` output for the events it could not process.
+fn named_outputs(kind: ComponentKind, type_name: &str) -> Vec<String> {
+    let declared = match kind {
+        ComponentKind::Source => SourceConfig::named_outputs_of(type_name),
+        ComponentKind::Transform => TransformConfig::named_outputs_of(type_name),
+        ComponentKind::Sink => &[],
+    };
+    let errors = (kind == ComponentKind::Transform).then_some(ERRORS_OUTPUT);
+    errors
+        .into_iter()
+        .chain(declared.iter().copied())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The kernel's host name, the default `node_name`.

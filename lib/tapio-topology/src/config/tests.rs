@@ -174,3 +174,70 @@ fn bad_rules_and_patterns_are_config_errors_on_their_line() {
         "{found:#?}"
     );
 }
+
+/// Each registry's listed names are the names serde accepts: every listed type is taken as a
+/// known type (the only complaints are about its options), and a type outside the list is
+/// refused with exactly the listed names.
+#[test]
+fn registry_names_are_the_names_serde_accepts() {
+    for (section, kind, types) in [
+        ("sources", "source", SourceConfig::TYPES),
+        ("transforms", "transform", TransformConfig::TYPES),
+        ("sinks", "sink", SinkConfig::TYPES),
+    ] {
+        for type_name in types {
+            let found = problems(&format!("[{section}.x]\ntype = \"{type_name}\"\n"));
+            assert!(
+                !found
+                    .iter()
+                    .any(|p| p.contains("unknown") && p.contains("type")),
+                "{type_name}: {found:#?}"
+            );
+        }
+        let found = problems(&format!("[{section}.x]\ntype = \"no_such_type\"\n"));
+        let listed = format!("known types: {}", types.join(", "));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains(&format!("unknown {kind} type")) && p.ends_with(&listed)),
+            "{found:#?}"
+        );
+        let serde_names = serde_variant_names(kind);
+        assert_eq!(serde_names, *types, "{kind} registry");
+    }
+}
+
+/// The variant names serde lists when refusing a type it does not know ("expected one of
+/// `a`, `b`").
+fn serde_variant_names(kind: &str) -> Vec<String> {
+    let value = toml::Value::Table(toml::toml! { no_such_type = {} });
+    let error = match kind {
+        "source" => SourceConfig::deserialize(value).err(),
+        "transform" => TransformConfig::deserialize(value).err(),
+        _ => SinkConfig::deserialize(value).err(),
+    }
+    .expect("an unknown variant is refused")
+    .to_string();
+    let (_, expected) = error
+        .split_once("expected")
+        .expect("serde lists the variants");
+    expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn every_transform_has_an_errors_output() {
+    let found = problems(
+        "[sources.in]\ntype = \"stdin\"\n\n[transforms.enrich]\ntype = \"semantic_enrich\"\ninputs = [\"in\"]\n\n[sinks.out]\ntype = \"blackhole\"\ninputs = [\"enrich\", \"enrich.errors\"]\n\n[sinks.bad]\ntype = \"blackhole\"\ninputs = [\"enrich.nope\"]\n",
+    );
+    assert_eq!(
+        found,
+        [
+            "t.toml:14: sinks.bad.inputs: \"enrich\" has no output \"nope\"; its named outputs: errors"
+        ]
+    );
+}

@@ -31,8 +31,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tapio_event::{
-    BufferReceiver, BuildContext, ComponentError, ComponentFuture, ConfigDuration, Transform,
-    TransformContext,
+    BufferReceiver, BuildContext, ComponentConfig, ComponentError, ComponentFuture, ConfigDuration,
+    Transform, TransformContext,
 };
 
 pub use catalog::{Matcher, PatternConfig, StepConfig};
@@ -124,31 +124,22 @@ fn nanos(duration: ConfigDuration) -> i64 {
 }
 
 impl CorrelateConfig {
-    /// Checks the options and builds the running transform.
-    pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Transform>, ComponentError> {
-        Ok(Box::new(CorrelateTransform {
-            correlator: self.correlator()?,
-            idle_flush: self.idle_flush.0,
-            name: cx.name.clone(),
-        }))
-    }
-
     fn correlator(&self) -> Result<Correlator, ComponentError> {
-        let invalid = |message: &str| Err(ComponentError(message.to_owned()));
+        let invalid = |message: &str| Err(ComponentError::config(message.to_owned()));
         if self.window.0.is_zero() {
-            return invalid("correlate: `window` must be longer than 0s");
+            return invalid("`window` must be longer than 0s");
         }
         if self.max_group_duration.0.is_zero() {
-            return invalid("correlate: `max_group_duration` must be longer than 0s");
+            return invalid("`max_group_duration` must be longer than 0s");
         }
         if self.idle_flush.0.is_zero() {
-            return invalid("correlate: `idle_flush` must be longer than 0s");
+            return invalid("`idle_flush` must be longer than 0s");
         }
         if self.max_groups == 0 {
-            return invalid("correlate: `max_groups` must be at least 1");
+            return invalid("`max_groups` must be at least 1");
         }
         let catalog = catalog::Catalog::new(self.builtin_patterns, &self.patterns)
-            .map_err(|e| ComponentError(format!("correlate: {e}")))?;
+            .map_err(|e| ComponentError::config(e.to_string()))?;
         let limits = groups::Limits {
             window: nanos(self.window),
             max_duration: nanos(self.max_group_duration),
@@ -160,6 +151,19 @@ impl CorrelateConfig {
             limits,
             nanos(self.allowed_lateness),
         ))
+    }
+}
+
+impl ComponentConfig for CorrelateConfig {
+    type Component = dyn Transform;
+
+    /// Checks the options and builds the running transform.
+    fn build(&self, cx: &BuildContext) -> Result<Box<dyn Transform>, ComponentError> {
+        Ok(Box::new(CorrelateTransform {
+            correlator: self.correlator()?,
+            idle_flush: self.idle_flush.0,
+            name: cx.name.clone(),
+        }))
     }
 }
 

@@ -39,8 +39,8 @@ mod tests;
 
 use serde::Deserialize;
 use tapio_event::{
-    BufferReceiver, BuildContext, ComponentError, ComponentFuture, Transform, TransformContext,
-    UnifiedEvent,
+    BufferReceiver, BuildContext, ComponentConfig, ComponentError, ComponentFuture, Transform,
+    TransformContext, UnifiedEvent,
 };
 
 use crate::in_place::run_in_place;
@@ -101,10 +101,12 @@ struct RuleFile {
     rules: Vec<SemanticRule>,
 }
 
-impl SemanticEnrichConfig {
+impl ComponentConfig for SemanticEnrichConfig {
+    type Component = dyn Transform;
+
     /// Checks the options and compiles the rules, so a bad rule stops the pipeline before it
     /// starts; the error names the rule (`rules[2]: …`).
-    pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Transform>, ComponentError> {
+    fn build(&self, cx: &BuildContext) -> Result<Box<dyn Transform>, ComponentError> {
         Ok(Box::new(SemanticEnrich {
             enricher: Enricher::new(self, &cx.name)?,
         }))
@@ -135,18 +137,18 @@ struct Enricher {
 impl Enricher {
     fn new(config: &SemanticEnrichConfig, name: &str) -> Result<Self, ComponentError> {
         if config.max_entities == 0 {
-            return Err(ComponentError(
+            return Err(ComponentError::config(
                 "`max_entities` must be at least 1".to_owned(),
             ));
         }
         let builtin = if config.builtin_rules {
             toml::from_str::<RuleFile>(BUILTIN_RULES)
-                .map_err(|e| ComponentError(format!("built-in rules do not parse: {e}")))?
+                .map_err(|e| ComponentError::runtime(format!("built-in rules do not parse: {e}")))?
                 .rules
         } else {
             Vec::new()
         };
-        let rules = RuleSet::compile(&config.rules, &builtin).map_err(ComponentError)?;
+        let rules = RuleSet::compile(&config.rules, &builtin).map_err(ComponentError::config)?;
         Ok(Enricher {
             rules,
             resolver: Resolver::new(config.max_entities, config.node_units.clone()),

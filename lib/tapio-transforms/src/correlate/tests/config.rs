@@ -258,6 +258,6 @@ fn impossible_options_fail_the_build() {
         ),
     ] {
         let error = config.correlator().err().unwrap();
-        assert!(error.0.contains(expected), "{error}");
+        assert!(error.message().contains(expected), "{error}");
     }
 }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tapio_event::ComponentConfig;
 
 use tapio_event::buffer::{WhenFull, buffer};
 use tapio_event::{

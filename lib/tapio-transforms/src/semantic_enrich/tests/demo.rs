@@ -5,6 +5,7 @@
 //! `jq -c 'select(.source != "ebpf" or (.network.operation // "" | test("^(retransmit|timeout|error)$")) or .process.operation == "oom_kill" or ((.process.exit_code // 0) != 0) or (.process.operation == "exec" and (.process.comm | test("^(sh|curl|grpc_health_pro|cat|wget|date)$") | not)) or (.id | test("[0A]$")))'`.
 
 use super::*;
+use tapio_event::ComponentConfig;
 
 const FIXTURE: &str = include_str!("../../../tests/fixtures/demo.ndjson");
 

@@ -110,7 +110,12 @@ fn without_builtin_rules_only_user_rules_apply() {
 
 #[test]
 fn bad_options_are_rejected_with_the_rule() {
-    let error = |text: &str| Enricher::new(&config(text), "enrich").expect_err(text).0;
+    let error = |text: &str| {
+        Enricher::new(&config(text), "enrich")
+            .expect_err(text)
+            .message()
+            .to_owned()
+    };
     assert!(error("max_entities = 0").contains("max_entities"));
     let typo = toml::from_str::<SemanticEnrichConfig>(
         "[[rules]]\nwhen = { \"kubernetes.reasn\" = \"x\" }\nintent = \"i\"",
