@@ -12,6 +12,7 @@ pub mod event;
 pub mod field;
 pub mod id;
 pub mod metrics;
+pub mod secret;
 pub mod template;
 pub mod time;
 pub mod units;
@@ -26,5 +27,6 @@ pub use component::{
 };
 pub use event::*;
 pub use metrics::{ComponentKind, ComponentMetrics, MetricsSnapshot};
+pub use secret::Secret;
 pub use time::Timestamp;
 pub use units::{ByteSize, ConfigDuration};

@@ -10,6 +10,7 @@ use flate2::Compression as GzipLevel;
 use flate2::write::GzEncoder;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use hyper::header::HeaderValue;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -137,9 +138,17 @@ impl Client {
             request = request.header("Content-Encoding", "gzip");
         }
         if let Some(auth) = &self.auth {
+            // Marked sensitive, the key prints as `Sensitive` in a request's `Debug`.
+            let mut key = HeaderValue::from_str(auth.password.expose()).map_err(|_| {
+                Failure::Fatal(
+                    "`auth.password` cannot be sent as an HTTP header: it holds a control character"
+                        .into(),
+                )
+            })?;
+            key.set_sensitive(true);
             request = request
                 .header("X-ClickHouse-User", &auth.user)
-                .header("X-ClickHouse-Key", &auth.password);
+                .header("X-ClickHouse-Key", key);
         }
         let request = request
             .body(Full::new(body))

@@ -34,7 +34,7 @@ use futures::stream::FuturesUnordered;
 use serde::Deserialize;
 use tapio_event::{
     BatchStatus, BufferReceiver, BuildContext, ByteSize, ComponentConfig, ComponentError,
-    ComponentFuture, ComponentMetrics, ConfigDuration, Sink, SinkContext,
+    ComponentFuture, ComponentMetrics, ConfigDuration, Secret, Sink, SinkContext,
 };
 use tokio::time::Instant;
 
@@ -48,7 +48,9 @@ use crate::retry::Backoff;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClickhouseConfig {
-    /// ClickHouse's HTTP interface (default `"http://127.0.0.1:8123"`). Plain HTTP only.
+    /// ClickHouse's HTTP interface (default `"http://127.0.0.1:8123"`). Plain HTTP only, and
+    /// without credentials (`user:password@`, `?password=`): those go in `auth`, since the
+    /// endpoint is shown in logs and errors.
     #[serde(default = "default_endpoint")]
     pub endpoint: String,
     /// The database of the table (default `"default"`).
@@ -90,9 +92,10 @@ pub struct ClickhouseConfig {
 pub struct Auth {
     /// The user name.
     pub user: String,
-    /// The password (`${ENV_VAR}` keeps it out of the file). Default: empty.
+    /// The password (`${ENV_VAR}` keeps it out of the file); a [`Secret`] so that logging the
+    /// config does not print it. Default: empty.
     #[serde(default)]
-    pub password: String,
+    pub password: Secret,
 }
 
 /// The `batch` options: an insert is sent when any limit is reached.
@@ -174,6 +177,13 @@ impl ComponentConfig for ClickhouseConfig {
     /// Checks the options; the server itself is first contacted when the sink runs.
     fn build(&self, cx: &BuildContext) -> Result<Box<dyn Sink>, ComponentError> {
         let invalid = |message: String| Err(ComponentError::config(message));
+        if carries_credentials(&self.endpoint) {
+            return invalid(
+                "`endpoint` must not carry credentials (`user:password@` or a query such as \
+                 `?password=`): it is shown in logs and errors; put them in `auth`"
+                    .into(),
+            );
+        }
         for (option, name) in [("database", &self.database), ("table", &self.table)] {
             if !schema::is_identifier(name) {
                 return invalid(format!(
@@ -200,6 +210,20 @@ impl ComponentConfig for ClickhouseConfig {
             dead_letter: DeadLetter::new(&cx.data_dir, &cx.name),
         }))
     }
+}
+
+/// Whether `endpoint` holds what could be credentials: user info before the host (which the
+/// client does not turn into a login) or a query (ClickHouse reads `?user=&password=`). Checked
+/// before anything else, so that no error or log line that shows the endpoint shows a password.
+fn carries_credentials(endpoint: &str) -> bool {
+    let after_scheme = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest);
+    let authority = after_scheme
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    authority.contains('@') || endpoint.contains('?')
 }
 
 struct ClickhouseSink {

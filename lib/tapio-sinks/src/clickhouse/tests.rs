@@ -242,3 +242,40 @@ fn config_defaults_and_validation() {
             .is_err()
     );
 }
+
+#[test]
+fn debug_of_the_config_hides_the_password() {
+    let config: ClickhouseConfig = serde_json::from_value(serde_json::json!({
+        "table": "events",
+        "auth": { "user": "writer", "password": "hunter2" },
+    }))
+    .unwrap();
+    let printed = format!("{config:?}");
+    assert!(!printed.contains("hunter2"), "{printed}");
+    assert!(printed.contains("writer"), "{printed}");
+    assert_eq!(config.auth.unwrap().password.expose(), "hunter2");
+}
+
+#[test]
+fn an_endpoint_with_credentials_is_refused_without_repeating_them() {
+    let cx = BuildContext {
+        name: "ch".into(),
+        data_dir: std::env::temp_dir(),
+        node_name: "n".into(),
+    };
+    for endpoint in [
+        "http://writer:hunter2@ch:8123",
+        "https://writer:hunter2@ch:8443",
+        "http://ch:8123/?user=writer&password=hunter2",
+    ] {
+        let config: ClickhouseConfig =
+            serde_json::from_value(serde_json::json!({ "table": "events", "endpoint": endpoint }))
+                .unwrap();
+        let error = config
+            .build(&cx)
+            .err()
+            .expect("endpoint with credentials built");
+        assert!(!error.message().contains("hunter2"), "{error}");
+        assert!(error.message().contains("`auth`"), "{error}");
+    }
+}

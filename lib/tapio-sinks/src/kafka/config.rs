@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tapio_event::{ByteSize, ConfigDuration};
-use tapio_sources::kafka::client::{SaslConfig, TlsConfig, security_properties};
+use tapio_kafka::{LibrdkafkaOptions, SaslConfig, TlsConfig, security_properties};
 
 /// Options of the `kafka` sink.
 #[derive(Debug, Clone, Deserialize)]
@@ -47,7 +47,7 @@ pub struct KafkaSinkConfig {
     /// Any librdkafka producer property (`"linger.ms" = "20"`), applied after every other
     /// option so that it wins.
     #[serde(default)]
-    pub librdkafka_options: BTreeMap<String, String>,
+    pub librdkafka_options: LibrdkafkaOptions,
     /// TLS to the brokers.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -182,8 +182,8 @@ impl KafkaSinkConfig {
         set("batch.size", self.batch.max_bytes.0.to_string());
         set("linger.ms", millis(self.batch.timeout.0));
         security_properties(self.tls.as_ref(), self.sasl.as_ref(), &mut set);
-        for (key, value) in &self.librdkafka_options {
-            set(key, value.clone());
+        for (key, value) in self.librdkafka_options.iter() {
+            set(key, value.to_owned());
         }
         props
     }
@@ -282,6 +282,22 @@ librdkafka_options = { "linger.ms" = "50", "client.id" = "tapio" }
             protocol("sasl = { mechanism = \"PLAIN\", username = \"u\", password = \"p\" }"),
             "sasl_plaintext"
         );
+    }
+
+    #[test]
+    fn debug_of_the_config_hides_secrets() {
+        let config = parse(
+            r#"
+bootstrap_servers = "b:9092"
+sasl = { mechanism = "PLAIN", username = "u", password = "hunter2" }
+librdkafka_options = { "ssl.key.password" = "pass-phrase", "linger.ms" = "50" }
+"#,
+        );
+        let printed = format!("{config:?}");
+        for secret in ["hunter2", "pass-phrase"] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        assert!(printed.contains("linger.ms"), "{printed}");
     }
 
     #[test]

@@ -33,7 +33,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
-use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -42,12 +41,12 @@ use tapio_event::{
     AckToken, BatchStatus, BufferReceiver, BuildContext, ComponentConfig, ComponentError,
     ComponentFuture, ComponentMetrics, Sink, SinkContext, UnifiedEvent,
 };
+use tapio_kafka::{HEALTHCHECK_TIMEOUT, Logs, check_brokers, create_client};
 
 pub use self::config::{Acks, BatchConfig, Compression, Encoding, KafkaSinkConfig};
 use self::record::{Recipe, Record};
 use crate::dead_letter::DeadLetter;
 use crate::retry::Backoff;
-use tapio_sources::kafka::client::{HEALTHCHECK_TIMEOUT, Logs, check_brokers};
 
 /// How long to wait before enqueueing again when librdkafka's local queue is full.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(10);
@@ -78,16 +77,11 @@ impl KafkaSinkConfig {
                 .collect::<Result<_, ComponentError>>()?,
             encoding: self.encoding,
         };
-        let mut client = ClientConfig::new();
-        for (key, value) in self.properties() {
-            client.set(key, value);
-        }
         let logs = Logs {
             component: cx.name.clone(),
         };
-        let producer: FutureProducer<Logs> = client
-            .create_with_context(logs)
-            .map_err(|e| invalid(format!("librdkafka refused the options: {e}")))?;
+        let producer: FutureProducer<Logs> =
+            create_client(self.properties(), logs).map_err(invalid)?;
         Ok(KafkaSink {
             producer,
             recipe,

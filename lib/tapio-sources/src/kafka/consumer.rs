@@ -27,9 +27,9 @@ use tapio_event::codec::Decoder;
 use tapio_event::{
     AckToken, ComponentError, ComponentMetrics, EventBatch, Timestamp, UnifiedEvent,
 };
+use tapio_kafka::{forward_error, forward_log};
 use tokio::sync::mpsc;
 
-use super::client::{forward_error, forward_log};
 use super::offsets::{Offsets, Partition};
 use crate::lines::{Decoding, Problems};
 

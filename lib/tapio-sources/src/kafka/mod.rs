@@ -18,29 +18,27 @@
 //! batches to the outputs. When downstream is full the partitions are paused (the consumer stays
 //! in its group) until there is room again.
 
-pub mod client;
 mod consumer;
 mod offsets;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::Deserialize;
 use tapio_event::{
     BuildContext, ComponentConfig, ComponentError, ComponentFuture, ConfigDuration, ERRORS_OUTPUT,
     Source, SourceContext,
 };
+use tapio_kafka::{
+    HEALTHCHECK_TIMEOUT, LibrdkafkaOptions, SaslConfig, TlsConfig, check_brokers, create_client,
+    security_properties,
+};
 use tokio::sync::mpsc;
 
-use self::client::{
-    HEALTHCHECK_TIMEOUT, SaslConfig, TlsConfig, check_brokers, security_properties,
-};
 use self::consumer::{Context, Outgoing, Poller};
 use self::offsets::Offsets;
 pub use crate::lines::Decoding;
@@ -83,7 +81,7 @@ pub struct KafkaSourceConfig {
     /// other option so that it wins — except those in [`RESERVED_PROPERTIES`], which delivery
     /// or another option depends on.
     #[serde(default)]
-    pub librdkafka_options: BTreeMap<String, String>,
+    pub librdkafka_options: LibrdkafkaOptions,
     /// TLS to the brokers.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -155,8 +153,8 @@ impl KafkaSourceConfig {
             self.session_timeout.0.as_millis().to_string(),
         );
         security_properties(self.tls.as_ref(), self.sasl.as_ref(), &mut set);
-        for (key, value) in &self.librdkafka_options {
-            set(key, value.clone());
+        for (key, value) in self.librdkafka_options.iter() {
+            set(key, value.to_owned());
         }
         props
     }
@@ -183,19 +181,15 @@ impl ComponentConfig for KafkaSourceConfig {
         if self.group_id.trim().is_empty() {
             return Err(invalid("`group_id` must not be empty".into()));
         }
-        if let Some(key) = self
+        if let Some((key, _)) = self
             .librdkafka_options
-            .keys()
-            .find(|key| RESERVED_PROPERTIES.contains(&key.as_str()))
+            .iter()
+            .find(|(key, _)| RESERVED_PROPERTIES.contains(key))
         {
             return Err(invalid(format!(
                 "`librdkafka_options` may not set `{key}`: the source's delivery guarantee (or \
                  one of its own options) depends on it"
             )));
-        }
-        let mut client = ClientConfig::new();
-        for (key, value) in self.properties() {
-            client.set(key, value);
         }
         let context = Context {
             component: cx.name.clone(),
@@ -205,9 +199,8 @@ impl ComponentConfig for KafkaSourceConfig {
             assignments: AtomicU64::new(0),
             closing: AtomicBool::new(false),
         };
-        let consumer: BaseConsumer<Context> = client
-            .create_with_context(context)
-            .map_err(|e| invalid(format!("librdkafka refused the options: {e}")))?;
+        let consumer: BaseConsumer<Context> =
+            create_client(self.properties(), context).map_err(invalid)?;
         Ok(Box::new(KafkaSource {
             consumer: Arc::new(consumer),
             config: self.clone(),

@@ -226,3 +226,27 @@ librdkafka_options = { "fetch.max.bytes" = "1048576" }
         assert_eq!(value(key), Some(expected), "{key}");
     }
 }
+
+#[test]
+fn secrets_stay_out_of_debug_and_errors() {
+    let config: KafkaSourceConfig = toml::from_str(
+        r#"
+bootstrap_servers = "b:9092"
+topics = ["t"]
+group_id = "g"
+sasl = { mechanism = "PLAIN", username = "u", password = "hunter2" }
+librdkafka_options = { "ssl.key.password" = "pass-phrase", "sasl.pasword" = "typo-d" }
+"#,
+    )
+    .unwrap();
+    let printed = format!("{config:?}");
+    for secret in ["hunter2", "pass-phrase"] {
+        assert!(!printed.contains(secret), "{secret} in {printed}");
+    }
+    let error = config
+        .build(&build_context("bus"))
+        .err()
+        .expect("misspelt property built");
+    assert!(error.message().contains("sasl.pasword"), "{error}");
+    assert!(!error.message().contains("typo-d"), "{error}");
+}
