@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -169,11 +170,24 @@ fn classify(error: &KafkaError) -> Failure {
 }
 
 impl Sink for KafkaSink {
+    /// Fails the start with one clear error if the brokers do not answer.
+    fn healthcheck(&self) -> BoxFuture<'static, Result<(), ComponentError>> {
+        if !self.healthcheck {
+            return Box::pin(std::future::ready(Ok(())));
+        }
+        let producer = self.producer.clone();
+        let fetch = move || {
+            producer
+                .client()
+                .fetch_metadata(None, HEALTHCHECK_TIMEOUT)
+                .map(drop)
+        };
+        let bootstrap_servers = self.bootstrap_servers.clone();
+        Box::pin(async move { check_brokers(fetch, &bootstrap_servers).await })
+    }
+
     fn run(self: Box<Self>, mut input: BufferReceiver, cx: SinkContext) -> ComponentFuture {
         Box::pin(async move {
-            if self.healthcheck {
-                self.check_brokers().await?;
-            }
             let mut unkeyed = 0;
             let mut rounds = FuturesOrdered::new();
             loop {
@@ -210,18 +224,6 @@ impl Sink for KafkaSink {
 }
 
 impl KafkaSink {
-    /// Fails at once, with one clear error, if the brokers do not answer.
-    async fn check_brokers(&self) -> Result<(), ComponentError> {
-        let producer = self.producer.clone();
-        let fetch = move || {
-            producer
-                .client()
-                .fetch_metadata(None, HEALTHCHECK_TIMEOUT)
-                .map(drop)
-        };
-        check_brokers(fetch, &self.bootstrap_servers).await
-    }
-
     /// Turns a round's events into records and hands them to librdkafka, in order (a full
     /// local queue is waited out); events whose record cannot be made are set aside as rejected.
     async fn start_round(&self, batches: Vec<(Arc<Vec<UnifiedEvent>>, Vec<AckToken>)>) -> Round {
