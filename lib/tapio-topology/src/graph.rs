@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use tapio_event::metrics::ComponentKind;
 
-use crate::config::{Diagnostics, Severity, did_you_mean};
+use crate::diagnostic::{Diagnostics, Severity, did_you_mean};
 
 /// One entry of a component's `inputs`, with the line it is on.
 #[derive(Debug, Clone, PartialEq, Eq)]

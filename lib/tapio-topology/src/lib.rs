@@ -4,10 +4,12 @@
 //! a graceful drain on shutdown.
 
 pub mod config;
+pub mod diagnostic;
 pub mod graph;
 pub mod health;
 pub mod running;
 
-pub use config::{Config, Diagnostic, Loaded, Severity, load_file, load_str};
+pub use config::{Config, Loaded, load_file, load_str};
+pub use diagnostic::{Diagnostic, Severity};
 pub use health::{Health, HealthState};
 pub use running::{ComponentFailure, Outcome, Topology};

@@ -1,17 +1,8 @@
 //! The stories the demo tells: a rollout that replaces a pod and the five incident patterns of
-//! DESIGN.md section 5, each a script of steps with delays, and what each step emits. Every
+//! DESIGN.md section 5, each a script of steps with delays (the simulation plays them). Every
 //! script ends with its subject healthy again, so the next story about it starts clean.
 
-use std::sync::Arc;
-
-use tapio_event::{KubeAction, ProcessContext, SystemdContext, UnifiedEvent};
-
 use super::cluster::Pod;
-use super::events::{
-    Stamp, cni, main_process, node_entity, node_object, pod_event, pod_update, process_event,
-    scope_change, tcp, unit_change, unit_state,
-};
-use super::simulation::Simulation;
 
 /// What happens to a pod, as one collector reports it.
 #[derive(Debug, Clone, Copy)]
@@ -79,7 +70,8 @@ pub(super) enum Reason {
 }
 
 impl Reason {
-    fn name(self) -> &'static str {
+    /// The `reason` Kubernetes reports.
+    pub(super) fn name(self) -> &'static str {
         match self {
             Reason::Scheduled => "Scheduled",
             Reason::Pulled => "Pulled",
@@ -91,7 +83,8 @@ impl Reason {
         }
     }
 
-    fn message(self, pod: &Pod) -> String {
+    /// The message Kubernetes reports with it, about `pod`.
+    pub(super) fn message(self, pod: &Pod) -> String {
         let app = pod.app.name;
         let (ip, port) = (&pod.ip, pod.app.port);
         match self {
@@ -121,7 +114,8 @@ impl Reason {
 }
 
 impl Status {
-    fn reason_and_message(self, pod: &Pod) -> (&'static str, String) {
+    /// The container status's reason and message, about `pod`.
+    pub(super) fn reason_and_message(self, pod: &Pod) -> (&'static str, String) {
         let app = pod.app.name;
         match self {
             Status::OomKilled => (
@@ -260,124 +254,6 @@ impl Scenario {
             Scenario::OomKill => Script::Pod(OOM_KILL),
             Scenario::CrashLoop => Script::Pod(CRASH_LOOP),
             Scenario::NodeFailure => Script::Node(NODE_FAILURE),
-        }
-    }
-}
-
-impl Simulation {
-    /// The event of `step` about the pod in `slot`, applying the step to the cluster first.
-    pub(super) fn pod_step(&mut self, slot: usize, step: PodStep) -> UnifiedEvent {
-        match step {
-            PodStep::Created => self.cluster.replace(slot, &mut self.rng),
-            PodStep::ContainerRestarted => self.cluster.restart_container(slot, &mut self.rng),
-            _ => {}
-        }
-        let pod = Arc::clone(&self.cluster.slots[slot].pod);
-        let stamp = &mut self.stamp;
-        match step {
-            PodStep::Listed => pod_update(stamp, &pod, KubeAction::Added, "Running"),
-            PodStep::Created => pod_update(stamp, &pod, KubeAction::Added, "Pending"),
-            PodStep::Running => pod_update(stamp, &pod, KubeAction::Modified, "Running"),
-            PodStep::Deleted => pod_update(stamp, &pod, KubeAction::Deleted, "Running"),
-            PodStep::Status(status) => {
-                let mut event = pod_update(stamp, &pod, KubeAction::Modified, "Running");
-                if let Some(kubernetes) = event.kubernetes.as_mut() {
-                    let (reason, message) = status.reason_and_message(&pod);
-                    kubernetes.reason = Some(reason.to_owned());
-                    kubernetes.message = Some(message);
-                }
-                event
-            }
-            PodStep::Event(reason) => pod_event(stamp, &pod, reason.name(), reason.message(&pod)),
-            PodStep::Cni(operation) => cni(stamp, &pod, operation, None),
-            PodStep::CniCheckFailed => cni(
-                stamp,
-                &pod,
-                "CHECK",
-                Some("failed to set up interface eth0: link not found"),
-            ),
-            PodStep::ScopeStarted | PodStep::ContainerRestarted => {
-                let started = SystemdContext {
-                    job_type: Some("start".to_owned()),
-                    main_pid: Some(pod.container.main_pid),
-                    ..unit_state("active", "running")
-                };
-                scope_change(stamp, &pod, started)
-            }
-            PodStep::ScopeStopped => {
-                let stopped = SystemdContext {
-                    job_type: Some("stop".to_owned()),
-                    result: Some("success".to_owned()),
-                    ..unit_state("inactive", "dead")
-                };
-                scope_change(stamp, &pod, stopped)
-            }
-            PodStep::ScopeFailed(result) => {
-                let failed = SystemdContext {
-                    result: Some(result.to_owned()),
-                    ..unit_state("failed", "failed")
-                };
-                scope_change(stamp, &pod, failed)
-            }
-            PodStep::Exec => process_event(stamp, &pod, main_process(&pod, "exec")),
-            PodStep::Exit { code, signal } => {
-                let process = ProcessContext {
-                    exit_code: Some(code),
-                    signal,
-                    ..main_process(&pod, "exit")
-                };
-                process_event(stamp, &pod, process)
-            }
-            PodStep::OomKill => {
-                let process = ProcessContext {
-                    signal: Some(9),
-                    ..main_process(&pod, "oom_kill")
-                };
-                process_event(stamp, &pod, process)
-            }
-            PodStep::SocketFailure(operation) => {
-                let client = self.ready_pod(slot);
-                let src_port = self.rng.range(32_768, 61_000) as u16;
-                tcp(&mut self.stamp, &client, &pod, src_port, operation, &client)
-            }
-        }
-    }
-
-    /// The event of `step` about `node`, whose failing runtime unit is `unit`.
-    pub(super) fn node_step(
-        &mut self,
-        node: usize,
-        unit: &'static str,
-        step: NodeStep,
-    ) -> UnifiedEvent {
-        let node = &self.cluster.nodes[node];
-        let stamp = &mut self.stamp;
-        let unit_event = |stamp: &mut Stamp, change: SystemdContext| {
-            let systemd = SystemdContext {
-                unit: Some(unit.to_owned()),
-                ..change
-            };
-            unit_change(stamp, node_entity(&node.name), systemd)
-        };
-        match step {
-            NodeStep::Listed => node_object(stamp, node, None),
-            NodeStep::Event(reason) => node_object(stamp, node, Some(reason)),
-            NodeStep::UnitFailed => {
-                let failed = SystemdContext {
-                    result: Some("exit-code".to_owned()),
-                    ..unit_state("failed", "failed")
-                };
-                unit_event(stamp, failed)
-            }
-            NodeStep::UnitRestarted => {
-                let restarted = SystemdContext {
-                    job_type: Some("restart".to_owned()),
-                    result: Some("success".to_owned()),
-                    main_pid: Some(self.rng.pid()),
-                    ..unit_state("active", "running")
-                };
-                unit_event(stamp, restarted)
-            }
         }
     }
 }

@@ -6,10 +6,13 @@ use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
-use tapio_event::{ProcessContext, Timestamp, UnifiedEvent};
+use tapio_event::{KubeAction, ProcessContext, SystemdContext, Timestamp, UnifiedEvent};
 
 use super::cluster::{Cluster, Pod, Rng};
-use super::events::{Stamp, in_container, process_event, tcp};
+use super::events::{
+    Stamp, cni, in_container, main_process, node_entity, node_object, pod_event, pod_update,
+    process_event, scope_change, tcp, unit_change, unit_state,
+};
 use super::scenario::{INCIDENTS, NODE_UNITS, NodeStep, PodStep, Scenario, Script};
 
 /// Simulated time between two events when no `rate` is set: uniform in 1..4 ms.
@@ -351,5 +354,123 @@ impl Simulation {
             ..in_container(&pod, "exit", pid, pod.container.main_pid, tool)
         };
         process_event(&mut self.stamp, &pod, process)
+    }
+}
+
+impl Simulation {
+    /// The event of `step` about the pod in `slot`, applying the step to the cluster first.
+    pub(super) fn pod_step(&mut self, slot: usize, step: PodStep) -> UnifiedEvent {
+        match step {
+            PodStep::Created => self.cluster.replace(slot, &mut self.rng),
+            PodStep::ContainerRestarted => self.cluster.restart_container(slot, &mut self.rng),
+            _ => {}
+        }
+        let pod = Arc::clone(&self.cluster.slots[slot].pod);
+        let stamp = &mut self.stamp;
+        match step {
+            PodStep::Listed => pod_update(stamp, &pod, KubeAction::Added, "Running"),
+            PodStep::Created => pod_update(stamp, &pod, KubeAction::Added, "Pending"),
+            PodStep::Running => pod_update(stamp, &pod, KubeAction::Modified, "Running"),
+            PodStep::Deleted => pod_update(stamp, &pod, KubeAction::Deleted, "Running"),
+            PodStep::Status(status) => {
+                let mut event = pod_update(stamp, &pod, KubeAction::Modified, "Running");
+                if let Some(kubernetes) = event.kubernetes.as_mut() {
+                    let (reason, message) = status.reason_and_message(&pod);
+                    kubernetes.reason = Some(reason.to_owned());
+                    kubernetes.message = Some(message);
+                }
+                event
+            }
+            PodStep::Event(reason) => pod_event(stamp, &pod, reason.name(), reason.message(&pod)),
+            PodStep::Cni(operation) => cni(stamp, &pod, operation, None),
+            PodStep::CniCheckFailed => cni(
+                stamp,
+                &pod,
+                "CHECK",
+                Some("failed to set up interface eth0: link not found"),
+            ),
+            PodStep::ScopeStarted | PodStep::ContainerRestarted => {
+                let started = SystemdContext {
+                    job_type: Some("start".to_owned()),
+                    main_pid: Some(pod.container.main_pid),
+                    ..unit_state("active", "running")
+                };
+                scope_change(stamp, &pod, started)
+            }
+            PodStep::ScopeStopped => {
+                let stopped = SystemdContext {
+                    job_type: Some("stop".to_owned()),
+                    result: Some("success".to_owned()),
+                    ..unit_state("inactive", "dead")
+                };
+                scope_change(stamp, &pod, stopped)
+            }
+            PodStep::ScopeFailed(result) => {
+                let failed = SystemdContext {
+                    result: Some(result.to_owned()),
+                    ..unit_state("failed", "failed")
+                };
+                scope_change(stamp, &pod, failed)
+            }
+            PodStep::Exec => process_event(stamp, &pod, main_process(&pod, "exec")),
+            PodStep::Exit { code, signal } => {
+                let process = ProcessContext {
+                    exit_code: Some(code),
+                    signal,
+                    ..main_process(&pod, "exit")
+                };
+                process_event(stamp, &pod, process)
+            }
+            PodStep::OomKill => {
+                let process = ProcessContext {
+                    signal: Some(9),
+                    ..main_process(&pod, "oom_kill")
+                };
+                process_event(stamp, &pod, process)
+            }
+            PodStep::SocketFailure(operation) => {
+                let client = self.ready_pod(slot);
+                let src_port = self.rng.range(32_768, 61_000) as u16;
+                tcp(&mut self.stamp, &client, &pod, src_port, operation, &client)
+            }
+        }
+    }
+
+    /// The event of `step` about `node`, whose failing runtime unit is `unit`.
+    pub(super) fn node_step(
+        &mut self,
+        node: usize,
+        unit: &'static str,
+        step: NodeStep,
+    ) -> UnifiedEvent {
+        let node = &self.cluster.nodes[node];
+        let stamp = &mut self.stamp;
+        let unit_event = |stamp: &mut Stamp, change: SystemdContext| {
+            let systemd = SystemdContext {
+                unit: Some(unit.to_owned()),
+                ..change
+            };
+            unit_change(stamp, node_entity(&node.name), systemd)
+        };
+        match step {
+            NodeStep::Listed => node_object(stamp, node, None),
+            NodeStep::Event(reason) => node_object(stamp, node, Some(reason)),
+            NodeStep::UnitFailed => {
+                let failed = SystemdContext {
+                    result: Some("exit-code".to_owned()),
+                    ..unit_state("failed", "failed")
+                };
+                unit_event(stamp, failed)
+            }
+            NodeStep::UnitRestarted => {
+                let restarted = SystemdContext {
+                    job_type: Some("restart".to_owned()),
+                    result: Some("success".to_owned()),
+                    main_pid: Some(self.rng.pid()),
+                    ..unit_state("active", "running")
+                };
+                unit_event(stamp, restarted)
+            }
+        }
     }
 }

@@ -3,7 +3,6 @@
 //! types and options, duplicate names, and (through [`crate::graph`]) inputs, cycles and
 //! unreachable components.
 
-pub mod diagnostic;
 pub mod interpolate;
 
 use std::collections::HashMap;
@@ -22,7 +21,7 @@ use tapio_transforms::TransformConfig;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-pub use diagnostic::{Diagnostic, Diagnostics, Severity, did_you_mean};
+use crate::diagnostic::{Diagnostic, Diagnostics, Severity, did_you_mean};
 
 use crate::graph::{Graph, GraphNode, InputRef};
 
