@@ -6,6 +6,7 @@
 pub mod config;
 pub mod graph;
 pub mod health;
+pub mod reference;
 pub mod running;
 
 pub use config::{Config, Diagnostic, Loaded, Severity, load_file, load_str};

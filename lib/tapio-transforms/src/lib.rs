@@ -12,7 +12,7 @@ use tapio_event::{BuildContext, ComponentError, Transform};
 /// Every transform type, as written in `tapio.toml` (`type = "..."`). Deserialized externally
 /// tagged (`{ <type> = { options } }`): the topology moves `type` there so that errors keep
 /// their line numbers.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TransformConfig {
     SemanticEnrich(semantic_enrich::SemanticEnrichConfig),
