@@ -275,13 +275,7 @@ impl Tables {
                 "object" if schema["properties"].is_object() => "table".to_owned(),
                 "object" => match schema.get("additionalProperties") {
                     Some(values) if values.is_object() => {
-                        let values = self.type_name(root, values);
-                        match schema.get("propertyNames") {
-                            Some(keys) => {
-                                format!("table of {} → {values}", self.type_name(root, keys))
-                            }
-                            None => format!("table of {values}"),
-                        }
+                        format!("table of {}", self.type_name(root, values))
                     }
                     _ => "table".to_owned(),
                 },
@@ -373,11 +367,24 @@ fn toml_value(value: &Value) -> String {
         Value::Object(entries) => {
             let entries: Vec<String> = entries
                 .iter()
-                .map(|(key, value)| format!("{key} = {}", toml_value(value)))
+                .map(|(key, value)| format!("{} = {}", toml_key(key), toml_value(value)))
                 .collect();
             format!("{{ {} }}", entries.join(", "))
         }
         other => other.to_string(),
+    }
+}
+
+/// `key` as a TOML key: bare when it can be, else quoted (`"fetch.max.bytes"`).
+fn toml_key(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare {
+        key.to_owned()
+    } else {
+        Value::from(key).to_string()
     }
 }
 

@@ -29,8 +29,27 @@ struct Tiny {
     #[serde(default)]
     batch: Nested,
     /// Extra labels.
-    #[serde(default)]
+    #[serde(default = "default_labels")]
     labels: BTreeMap<String, String>,
+    /// The shape.
+    #[serde(default)]
+    shape: Shape,
+}
+
+#[allow(dead_code)]
+#[derive(Default, serde::Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+enum Shape {
+    #[default]
+    Round,
+    Square,
+}
+
+fn default_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app".into(), "api".into()),
+        ("k8s.io/name".into(), "x".into()),
+    ])
 }
 
 #[allow(dead_code)]
@@ -66,7 +85,8 @@ fn a_table_shows_type_default_and_doc_of_every_option() {
 | `batch.key_file` | string | required | The key file. |
 | `batch.count` | integer | none | How many. |
 | `fallbacks` | list of string | `[]` | Tried in turn \\| never all. |
-| `labels` | table of string | `{}` | Extra labels. |
+| `labels` | table of string | `{ app = \"api\", \"k8s.io/name\" = \"x\" }` | Extra labels. |
+| `shape` | `\"round\"` or `\"square\"` | `\"round\"` | The shape. |
 | `tls` | table | none | Optional security. |
 | `tls.key_file` | string | required | The key file. |
 | `tls.count` | integer | none | How many. |
