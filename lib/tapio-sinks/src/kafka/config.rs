@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use tapio_event::template::Template;
 use tapio_event::{ByteSize, ConfigDuration};
 use tapio_sources::kafka::client::{SaslConfig, TlsConfig, security_properties};
 
@@ -20,6 +21,7 @@ pub struct KafkaSinkConfig {
     /// makes one topic per source type). Topics are not created by the sink. An event missing a
     /// referenced field is dead-lettered.
     #[serde(default = "default_topic")]
+    #[schemars(with = "Template")]
     pub topic: String,
     /// The message key, a template such as `"{{ entity.namespace }}"`. Unset: the entity's
     /// routing key (`namespace/name` for
@@ -27,6 +29,7 @@ pub struct KafkaSinkConfig {
     /// one partition, in order. Events without one are sent without a key (spread over
     /// partitions) and counted in the sink's shutdown log.
     #[serde(default)]
+    #[schemars(with = "Option<Template>")]
     pub key: Option<String>,
     /// How events are written into message values: `"json"`, the event's JSON form.
     #[serde(default)]
@@ -47,6 +50,7 @@ pub struct KafkaSinkConfig {
     /// a header whose field the event lacks is left out. Events with a `trace_context` also get
     /// a W3C `traceparent` header.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, Template>")]
     pub headers: BTreeMap<String, String>,
     /// Any librdkafka producer property (`{ "client.id" = "tapio-agent" }`), applied after
     /// every other option so that it wins. A property librdkafka does not know is an error at
