@@ -7,7 +7,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::ack::BatchStatus;
@@ -15,7 +16,7 @@ use crate::batch::EventBatch;
 use crate::metrics::{ComponentKind, ComponentMetrics};
 
 /// What a full buffer does with a new batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WhenFull {
     /// Wait for room: backpressure reaches the sources.

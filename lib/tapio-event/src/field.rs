@@ -407,6 +407,26 @@ impl<'de> serde::Deserialize<'de> for FieldPath {
     }
 }
 
+impl serde::Serialize for FieldPath {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.path)
+    }
+}
+
+impl schemars::JsonSchema for FieldPath {
+    fn schema_name() -> Cow<'static, str> {
+        "FieldPath".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "format": "field-path",
+            "description": "A field of the event as in its JSON form, dotted: `source`, `type`, `entity.namespace`, `kubernetes.reason`, `process.exit_code`, `entity.attributes.<key>`, `kubernetes.labels.<key>`. An unknown field is a config error."
+        })
+    }
+}
+
 /// The text of the field at `path`, if the path names a field and the event has it. Resolve
 /// the path once with [`FieldPath::parse`] where it is read for many events.
 pub fn lookup<'a>(event: &'a UnifiedEvent, path: &str) -> Option<Cow<'a, str>> {

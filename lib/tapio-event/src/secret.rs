@@ -4,12 +4,12 @@
 
 use std::fmt;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 
 /// A credential from the config, written there as a plain string. Its `Debug` prints `***`
 /// and it has no `Display`, so a config that derives `Debug` can be logged whole; the value is
 /// reachable only through [`Secret::expose`], which marks the one place it is sent.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct Secret(String);
 
@@ -32,6 +32,14 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Written as `***` like its `Debug` (or `""` when unset, so the reference shows an empty
+/// default), so serializing a config never writes the credential either.
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(if self.0.is_empty() { "" } else { "***" })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,6 +50,13 @@ mod tests {
         assert_eq!(secret.expose(), "hunter2");
         assert_eq!(format!("{secret:?}"), "***");
         assert_eq!(format!("{:?}", Some(&secret)), "Some(***)");
+    }
+
+    #[test]
+    fn serializing_hides_it_too() {
+        let secret = Secret::new("hunter2");
+        assert_eq!(serde_json::to_string(&secret).unwrap(), "\"***\"");
+        assert_eq!(serde_json::to_string(&Secret::default()).unwrap(), "\"\"");
     }
 
     #[test]

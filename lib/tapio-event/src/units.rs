@@ -1,10 +1,14 @@
 //! Durations (`"30s"`, `"500ms"`) and sizes (`"256MiB"`) as config values. They deserialize from
-//! strings (and sizes also from plain integers) so a bad value is a config error on its own line.
+//! strings (and sizes also from plain integers) so a bad value is a config error on its own line,
+//! and serialize back to the same notation, so the generated reference shows defaults the way a
+//! user writes them.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A config duration such as `"1m30s"`, `"500ms"`, `"2h"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -105,6 +109,111 @@ impl ByteSize {
     }
 }
 
+/// Duration units from the largest down, as [`ConfigDuration::parse`] reads them.
+const DURATION_UNITS: [(&str, u128); 7] = [
+    ("d", 86_400_000_000_000),
+    ("h", 3_600_000_000_000),
+    ("m", 60_000_000_000),
+    ("s", 1_000_000_000),
+    ("ms", 1_000_000),
+    ("us", 1_000),
+    ("ns", 1),
+];
+
+/// Size units from the largest down, binary before decimal: `8MiB` reads better than `8388608`.
+const SIZE_UNITS: [(&str, u64); 6] = [
+    ("GiB", 1 << 30),
+    ("MiB", 1 << 20),
+    ("KiB", 1 << 10),
+    ("GB", 1_000_000_000),
+    ("MB", 1_000_000),
+    ("KB", 1_000),
+];
+
+/// Writes the duration as `parse` reads it, each unit at most once (`"1m30s"`, `"250ms"`).
+impl fmt::Display for ConfigDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.0.as_nanos();
+        if rest == 0 {
+            return f.write_str("0s");
+        }
+        for (unit, nanos) in DURATION_UNITS {
+            if rest >= nanos {
+                write!(f, "{}{unit}", rest / nanos)?;
+                rest %= nanos;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes the size in the largest unit that holds it exactly (`"1MiB"`, `"64KB"`), else in bytes.
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match SIZE_UNITS
+            .iter()
+            .find(|(_, bytes)| self.0 >= *bytes && self.0.is_multiple_of(*bytes))
+        {
+            Some((unit, bytes)) => write!(f, "{}{unit}", self.0 / bytes),
+            None => write!(f, "{}B", self.0),
+        }
+    }
+}
+
+impl Serialize for ConfigDuration {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl JsonSchema for ConfigDuration {
+    fn schema_name() -> Cow<'static, str> {
+        "ConfigDuration".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "format": "duration",
+            "description": "Numbers each followed by a unit: ns, us, ms, s, m, h or d, e.g. `\"500ms\"`, `\"1m30s\"`, `\"2h\"`."
+        })
+    }
+}
+
+impl JsonSchema for ByteSize {
+    fn schema_name() -> Cow<'static, str> {
+        "ByteSize".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": ["string", "integer"],
+            "format": "size",
+            "description": "A number of bytes, or a number with a unit: B, KB, MB, GB (powers of 1000) or KiB, MiB, GiB (powers of 1024), e.g. `\"64KB\"`, `\"256MiB\"`, `65536`."
+        })
+    }
+}
+
+impl JsonSchema for crate::template::Template {
+    fn schema_name() -> Cow<'static, str> {
+        "Template".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "format": "template",
+            "description": "Literal text with `{{ field.path }}` references into the event (`{{ source }}`, `{{ entity.namespace }}`, `{{ kubernetes.labels.app }}`) and strftime fields `%Y %m %d %H %M %S %j %F` from the event's timestamp. An unknown field is a config error."
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for ConfigDuration {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
@@ -185,6 +294,42 @@ mod tests {
         );
         assert!(ConfigDuration::parse("").is_err());
         assert!(ConfigDuration::parse("ms").is_err());
+    }
+
+    #[test]
+    fn durations_are_written_as_they_are_read() {
+        for text in [
+            "0s",
+            "250ms",
+            "1s",
+            "1m30s",
+            "5m",
+            "10m",
+            "2h",
+            "1d1h1m1s1ms1us1ns",
+        ] {
+            let parsed = ConfigDuration::parse(text).unwrap();
+            assert_eq!(parsed.to_string(), text);
+            assert_eq!(serde_json::to_value(parsed).unwrap(), text);
+        }
+        assert_eq!(ConfigDuration(Duration::from_secs(90)).to_string(), "1m30s");
+    }
+
+    #[test]
+    fn sizes_are_written_in_the_largest_exact_unit() {
+        for (bytes, text) in [
+            (8 << 20, "8MiB"),
+            (1 << 10, "1KiB"),
+            (3 << 30, "3GiB"),
+            (1_000_000, "1MB"),
+            (64_000, "64KB"),
+            (1500, "1500B"),
+            (0, "0B"),
+        ] {
+            assert_eq!(ByteSize(bytes).to_string(), text);
+            assert_eq!(ByteSize::parse(text).unwrap(), ByteSize(bytes));
+            assert_eq!(serde_json::to_value(ByteSize(bytes)).unwrap(), text);
+        }
     }
 
     #[test]

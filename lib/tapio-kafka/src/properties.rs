@@ -34,9 +34,26 @@ fn is_secret_property(name: &str) -> bool {
 /// component's own so that it wins. Users put credentials here whenever Tapio's `tls`/`sasl`
 /// options do not cover their setup (a key's passphrase, OAUTHBEARER), so its `Debug` prints
 /// `***` for every property whose name looks like one (see [`SECRET_NAME_PARTS`]).
-#[derive(Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct LibrdkafkaOptions(BTreeMap<String, String>);
+
+/// Written with secret-looking values as `***`, like its `Debug`.
+impl serde::Serialize for LibrdkafkaOptions {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in &self.0 {
+            let shown = if is_secret_property(name) {
+                "***"
+            } else {
+                value
+            };
+            map.serialize_entry(name, shown)?;
+        }
+        map.end()
+    }
+}
 
 impl LibrdkafkaOptions {
     /// The properties in name order, as `(name, value)`.

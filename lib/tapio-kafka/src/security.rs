@@ -1,36 +1,38 @@
 //! The `tls` and `sasl` options and the librdkafka properties they stand for.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use tapio_event::Secret;
 
 /// TLS options (`ssl.*`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
-    /// Use TLS (default `true` when the `tls` table is present).
+    /// Whether to use TLS; `false` turns off a `tls` table without removing it.
     #[serde(default = "default_tls_enabled")]
     pub enabled: bool,
-    /// CA bundle to verify the brokers with (`ssl.ca.location`); default: the system's.
+    /// CA bundle to verify the brokers with (`ssl.ca.location`). Unset: the system's.
     #[serde(default)]
     pub ca_file: Option<String>,
-    /// Client certificate for mutual TLS (`ssl.certificate.location`).
+    /// Client certificate for mutual TLS (`ssl.certificate.location`). Unset: none.
     #[serde(default)]
     pub cert_file: Option<String>,
-    /// The client certificate's private key (`ssl.key.location`).
+    /// The client certificate's private key (`ssl.key.location`). Unset: none.
     #[serde(default)]
     pub key_file: Option<String>,
 }
 
 /// SASL options (`sasl.*`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SaslConfig {
-    /// `"PLAIN"`, `"SCRAM-SHA-256"` or `"SCRAM-SHA-512"` (`sasl.mechanisms`).
+    /// `"PLAIN"`, `"SCRAM-SHA-256"` or `"SCRAM-SHA-512"` (`sasl.mechanisms`; GSSAPI is not
+    /// built in).
     pub mechanism: String,
-    /// The user name.
+    /// The user name (`sasl.username`).
     pub username: String,
-    /// The password (`${ENV_VAR}` keeps it out of the file); a [`Secret`] so that logging the
-    /// config does not print it.
+    /// The password (`sasl.password`); write `"${ENV_VAR}"` to keep it out of the file. It
+    /// shows as `***` wherever the config is printed.
     pub password: Secret,
 }
 

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use tapio_event::{
     BatchStatus, BufferReceiver, BuildContext, ComponentConfig, ComponentError, ComponentFuture,
@@ -10,10 +11,10 @@ use tapio_event::{
 };
 
 /// Options of the `blackhole` sink.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BlackholeConfig {
-    /// Log the events/s received every this often (e.g. `"1s"`). Default: unset, no logging.
+    /// Log the events/s received every this often (e.g. `"1s"`). Unset: no logging.
     #[serde(default)]
     pub print_interval: Option<ConfigDuration>,
 }

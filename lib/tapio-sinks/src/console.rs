@@ -1,7 +1,8 @@
 //! `console`: writes events to standard output, as NDJSON for machines or as one readable line
 //! per event for people watching a node.
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use tapio_event::codec::{encode_json, encode_text};
 use tapio_event::{
     BatchStatus, BufferReceiver, BuildContext, ComponentConfig, ComponentError, ComponentFuture,
@@ -10,7 +11,7 @@ use tapio_event::{
 use tokio::io::AsyncWriteExt;
 
 /// How the `console` sink writes each event.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConsoleEncoding {
     /// The event's JSON form, one per line (the wire contract).
@@ -21,10 +22,12 @@ pub enum ConsoleEncoding {
 }
 
 /// Options of the `console` sink.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsoleConfig {
-    /// `"json"` (default) or `"text"`.
+    /// `"json"`: the event's JSON form, one per line, for machines. `"text"`: one readable line
+    /// per event (time, source, entity, narrative or the event's key facts, and the
+    /// correlation pattern), for people watching a node.
     #[serde(default)]
     pub encoding: ConsoleEncoding,
 }

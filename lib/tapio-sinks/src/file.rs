@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use tapio_event::codec::encode_json;
 use tapio_event::template::Template;
@@ -30,13 +31,14 @@ fn default_idle_timeout() -> ConfigDuration {
 }
 
 /// Options of the `file` sink.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
-    /// Where to write (required). Literal text, `{{ field.path }}` references into the event and
-    /// strftime fields (`%Y %m %d %H %M %S %j %F`) taken from the event's timestamp.
+    /// The file each event is appended to, e.g. `"/var/log/tapio/{{ source }}/%Y-%m-%d.ndjson"`;
+    /// directories are created as needed. An event lacking a field the template references is
+    /// skipped and counted as a `template` error.
     pub path: Template,
-    /// Close a file nobody wrote to for this long (default `"30s"`); it is reopened on demand.
+    /// Close a file nobody wrote to for this long; it is reopened on demand.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: ConfigDuration,
 }

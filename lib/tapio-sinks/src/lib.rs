@@ -15,6 +15,7 @@ tapio_event::component_registry! {
     /// Every sink type, as written in `tapio.toml` (`type = "..."`). Deserialized externally
     /// tagged (`{ <type> = { options } }`): the topology moves `type` there so that errors keep
     /// their line numbers. A new sink is its module plus one line here.
+    #[derive(schemars::JsonSchema)]
     pub enum SinkConfig: dyn tapio_event::Sink {
         "blackhole" => Blackhole(blackhole::BlackholeConfig),
         "clickhouse" => Clickhouse(clickhouse::ClickhouseConfig),

@@ -14,6 +14,7 @@ tapio_event::component_registry! {
     /// Every source type, as written in `tapio.toml` (`type = "..."`). Deserialized externally
     /// tagged (`{ <type> = { options } }`): the topology moves `type` there so that errors keep
     /// their line numbers. A new source is its module plus one line here.
+    #[derive(schemars::JsonSchema)]
     pub enum SourceConfig: dyn tapio_event::Source {
         "demo" => Demo(demo::DemoConfig),
         "ebpf" => Ebpf(ebpf::EbpfConfig),

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::future::{self, BoxFuture};
 use futures::stream::FuturesOrdered;
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use tapio_event::codec::Decoder;
 use tapio_event::{
     ByteSize, ComponentError, ComponentMetrics, ERRORS_OUTPUT, EventBatch, Outputs, Timestamp,
@@ -29,7 +30,7 @@ const BATCH_MAX: usize = 2000;
 const WARN_EVERY: Duration = Duration::from_secs(5);
 
 /// How lines become events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Decoding {
     /// Each line is a `UnifiedEvent` in its JSON form (NDJSON); a missing `id` or `timestamp` is

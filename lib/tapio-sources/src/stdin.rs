@@ -5,6 +5,7 @@
 
 use std::io::{self, Read};
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use tapio_event::{
     BuildContext, ByteSize, ComponentConfig, ComponentError, ComponentFuture, ERRORS_OUTPUT,
@@ -16,16 +17,16 @@ pub use crate::lines::Decoding;
 use crate::lines::{self, DecodePool, Framed, LineBuffer, LineSettings, Problems, READ_CHUNK};
 
 /// Reads events from standard input, one per line.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StdinConfig {
     /// How each line becomes an event: `"json"` reads one `UnifiedEvent` per line (NDJSON);
     /// `"text"` makes each line an `application` event with the line in `raw_data`.
-    /// Lines that do not decode are counted and sent to the `errors` output. Default: `"json"`.
+    /// Lines that do not decode are counted and sent to the `errors` output.
     #[serde(default)]
     pub decoding: Decoding,
     /// Longest line kept; longer lines are skipped whole and counted as `oversized_line`
-    /// errors. Default: `"1MiB"`.
+    /// errors.
     #[serde(default = "lines::default_max_line_bytes")]
     pub max_line_bytes: ByteSize,
 }

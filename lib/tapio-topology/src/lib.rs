@@ -7,6 +7,7 @@ pub mod config;
 pub mod diagnostic;
 pub mod graph;
 pub mod health;
+pub mod reference;
 pub mod running;
 
 pub use config::{Config, Loaded, load_file, load_str};

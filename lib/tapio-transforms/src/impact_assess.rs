@@ -6,7 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use tapio_event::{
     BuildContext, ComponentConfig, ComponentError, EntityType, EventType, ImpactContext, Severity,
     Transform, TransformContext, UnifiedEvent,
@@ -16,7 +17,7 @@ use crate::in_place::run_in_place;
 
 /// A criticality rule: entities it matches get `criticality` (and optionally a customer-facing
 /// flag). Every condition given must hold; the last matching rule wins.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CriticalityRule {
     /// Matches the entity's namespace.
@@ -28,27 +29,28 @@ pub struct CriticalityRule {
     /// Matches a Kubernetes label, written `"key=value"`.
     #[serde(default)]
     pub label: Option<String>,
-    /// 0 (unimportant) ..= 1 (business critical); 0.5 is neutral.
+    /// From 0 (unimportant) to 1 (business critical); 0.5 is neutral, 0 scales the impact to
+    /// 60% and 1 to 140%.
     pub criticality: f64,
-    /// Whether customers see this entity directly (default: unchanged).
+    /// Whether customers see this entity directly. Unset: as the base assessment says.
     #[serde(default)]
     pub customer_facing: Option<bool>,
 }
 
 /// Options of the `impact_assess` transform.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImpactAssessConfig {
-    /// Namespaces whose entities are business critical (criticality 1.0). Default: `[]`.
+    /// Namespaces whose entities are business critical (criticality 1).
     #[serde(default)]
     pub critical_namespaces: Vec<String>,
-    /// Criticality rules (`[[transforms.<name>.rules]]`), applied after `critical_namespaces`.
-    /// Default: none.
+    /// Criticality rules (`[[transforms.<name>.rules]]`), applied after `critical_namespaces`;
+    /// the last matching rule wins.
     #[serde(default)]
     pub rules: Vec<CriticalityRule>,
     /// Availability targets per service (`{ checkout = 0.999 }`). A service with a target is
     /// flagged `sla_at_risk` by error and critical events, and by warnings too when the target
-    /// is 99.9% or stricter. Default: none.
+    /// is 99.9% or stricter.
     #[serde(default)]
     pub sla_targets: BTreeMap<String, f64>,
 }

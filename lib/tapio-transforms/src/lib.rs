@@ -10,6 +10,7 @@ tapio_event::component_registry! {
     /// Every transform type, as written in `tapio.toml` (`type = "..."`). Deserialized
     /// externally tagged (`{ <type> = { options } }`): the topology moves `type` there so that
     /// errors keep their line numbers. A new transform is its module plus one line here.
+    #[derive(schemars::JsonSchema)]
     pub enum TransformConfig: dyn tapio_event::Transform {
         "correlate" => Correlate(correlate::CorrelateConfig),
         "impact_assess" => ImpactAssess(impact_assess::ImpactAssessConfig),

@@ -31,7 +31,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use tapio_event::{
     BatchStatus, BufferReceiver, BuildContext, ByteSize, ComponentConfig, ComponentError,
     ComponentFuture, ComponentMetrics, ConfigDuration, Secret, Sink, SinkContext,
@@ -45,71 +46,74 @@ use crate::dead_letter::DeadLetter;
 use crate::retry::Backoff;
 
 /// Options of the `clickhouse` sink.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClickhouseConfig {
-    /// ClickHouse's HTTP interface (default `"http://127.0.0.1:8123"`). Plain HTTP only, and
-    /// without credentials (`user:password@`, `?password=`): those go in `auth`, since the
-    /// endpoint is shown in logs and errors.
+    /// ClickHouse's HTTP interface; `http://` only (no TLS), and without credentials
+    /// (`user:password@`, `?password=`): those go in `auth`, since the endpoint is shown in logs
+    /// and errors.
     #[serde(default = "default_endpoint")]
     pub endpoint: String,
-    /// The database of the table (default `"default"`).
+    /// The database of the table, a plain name (letters, digits, `_`).
     #[serde(default = "default_database")]
     pub database: String,
-    /// The table to insert into (required); its columns are those of
+    /// The table to insert into, a plain name (letters, digits, `_`); its columns are those of
     /// `distribution/clickhouse/schema.sql`.
     pub table: String,
-    /// Credentials, sent as the `X-ClickHouse-User` and `X-ClickHouse-Key` headers. Default:
-    /// none (ClickHouse's `default` user).
+    /// Credentials, sent as the `X-ClickHouse-User` and `X-ClickHouse-Key` headers. Unset:
+    /// ClickHouse's `default` user.
     #[serde(default)]
     pub auth: Option<Auth>,
-    /// When to send an insert: whichever limit is reached first.
+    /// When to send an insert: as soon as any of its limits is reached.
     #[serde(default)]
     pub batch: BatchConfig,
-    /// Compression of request bodies: `"gzip"` (default) or `"none"`.
+    /// Compression of request bodies: `"gzip"` (`Content-Encoding: gzip`) for a server across a
+    /// network, `"none"` for one on the same host or a fast LAN, where compressing costs more
+    /// than it saves.
     #[serde(default)]
     pub compression: Compression,
-    /// Create the table from Tapio's schema when it does not exist (default `false`), when the
-    /// sink starts; retried while the server is unreachable, and refused DDL stops the sink.
+    /// Run the schema's `CREATE TABLE IF NOT EXISTS` for `database.table` when the sink starts;
+    /// retried while the server is unreachable, and refused DDL stops the sink.
     #[serde(default)]
     pub create_table: bool,
-    /// How long one request may take before it counts as failed and is retried (default `"30s"`).
+    /// How long one request may take before it counts as failed and is retried.
     #[serde(default = "default_request_timeout")]
     pub request_timeout: ConfigDuration,
-    /// Inserts in flight at once (default 1). More can raise throughput to a cluster; the rows
-    /// of different inserts may then land out of order.
+    /// Inserts in flight at once. More can raise throughput; the rows of different inserts may
+    /// then land out of order.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
-    /// Check with `SELECT 1` that ClickHouse answers when the sink starts, and fail at once if
-    /// it does not (default `true`). With `false` the sink starts anyway and retries.
+    /// Send `SELECT 1` when the sink starts; if ClickHouse does not answer, the run stops with
+    /// one error line naming the cause (exit 69). With `false` the sink starts anyway and
+    /// retries until it answers.
     #[serde(default = "default_healthcheck")]
     pub healthcheck: bool,
 }
 
 /// ClickHouse credentials.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Auth {
-    /// The user name.
+    /// The user name (`X-ClickHouse-User`).
     pub user: String,
-    /// The password (`${ENV_VAR}` keeps it out of the file); a [`Secret`] so that logging the
-    /// config does not print it. Default: empty.
+    /// The password (`X-ClickHouse-Key`); write `"${ENV_VAR}"` to keep it out of the file. It
+    /// shows as `***` wherever the config is printed.
     #[serde(default)]
     pub password: Secret,
 }
 
 /// The `batch` options: an insert is sent when any limit is reached.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchConfig {
-    /// Rows per insert (default 10000). Keep it below ClickHouse's `max_insert_block_size`
+    /// Rows per insert. Keep it below ClickHouse's `max_insert_block_size`
     /// (1048576) so that each insert is all or nothing.
     #[serde(default = "default_max_events")]
     pub max_events: usize,
-    /// Uncompressed bytes per insert (default `"10MiB"`).
+    /// Uncompressed bytes per insert.
     #[serde(default = "default_max_bytes")]
     pub max_bytes: ByteSize,
-    /// The longest a row waits for its insert (default `"1s"`).
+    /// The longest a row waits for its insert.
     #[serde(default = "default_batch_timeout")]
     pub timeout: ConfigDuration,
 }
@@ -125,7 +129,7 @@ impl Default for BatchConfig {
 }
 
 /// How request bodies are compressed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Compression {
     /// Sent as is.

@@ -5,35 +5,42 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tapio_event::template::Template;
 use tapio_event::{ByteSize, ConfigDuration};
 use tapio_kafka::{LibrdkafkaOptions, SaslConfig, TlsConfig, security_properties};
 
 /// Options of the `kafka` sink.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSinkConfig {
-    /// Comma-separated `host:port` list of brokers to bootstrap from (required).
+    /// Comma-separated `host:port` list of brokers to bootstrap from.
     pub bootstrap_servers: String,
-    /// The topic each event goes to, a template (default `"tapio.{{ source }}"`: one topic per
-    /// source type). An event missing a referenced field is dead-lettered.
+    /// The topic each event goes to, a template like the `file` sink's `path` (the default
+    /// makes one topic per source type). Topics are not created by the sink. An event missing a
+    /// referenced field is dead-lettered.
     #[serde(default = "default_topic")]
+    #[schemars(with = "Template")]
     pub topic: String,
-    /// The message key, a template. Default: the entity's routing key (`namespace/name` for
+    /// The message key, a template such as `"{{ entity.namespace }}"`. Unset: the entity's
+    /// routing key (`namespace/name` for
     /// pods, the name for nodes, the entity id otherwise), so that one entity's events stay in
     /// one partition, in order. Events without one are sent without a key (spread over
     /// partitions) and counted in the sink's shutdown log.
     #[serde(default)]
+    #[schemars(with = "Option<Template>")]
     pub key: Option<String>,
-    /// How events are written: `"json"` (default), the event's JSON form.
+    /// How events are written into message values: `"json"`, the event's JSON form.
     #[serde(default)]
     pub encoding: Encoding,
-    /// Compression of message batches: `"none"` (default), `"gzip"`, `"snappy"`, `"lz4"` or
-    /// `"zstd"`.
+    /// Compression of message batches (`compression.codec`).
     #[serde(default)]
     pub compression: Compression,
-    /// Which brokers confirm a message before it counts as written: `"all"` (default; the
-    /// producer is idempotent, so retries neither duplicate nor reorder) or `"leader"`.
+    /// Which brokers confirm a message before it counts as written: `"all"`, every in-sync
+    /// replica (`acks=all` with `enable.idempotence=true`, so retries neither duplicate nor
+    /// reorder), or `"leader"` (`acks=1`, idempotence off, one request in flight per broker to
+    /// keep order; a leader lost before replicating loses the message).
     #[serde(default)]
     pub acks: Acks,
     /// How librdkafka groups messages into produce requests.
@@ -43,29 +50,38 @@ pub struct KafkaSinkConfig {
     /// a header whose field the event lacks is left out. Events with a `trace_context` also get
     /// a W3C `traceparent` header.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, Template>")]
     pub headers: BTreeMap<String, String>,
-    /// Any librdkafka producer property (`"linger.ms" = "20"`), applied after every other
-    /// option so that it wins.
+    /// Any librdkafka producer property (`{ "client.id" = "tapio-agent" }`), applied after
+    /// every other option so that it wins. A property librdkafka does not know is an error at
+    /// start. Wherever the config is printed, the values of properties whose name contains
+    /// `password`, `secret`, `key`, `token`, `credential` or `oauthbearer.config` show as `***`,
+    /// and an error about a refused property leaves its value out unless it is a known,
+    /// non-secret one (an unknown name may be a misspelt secret).
     #[serde(default)]
     pub librdkafka_options: LibrdkafkaOptions,
-    /// TLS to the brokers.
+    /// Connect to the brokers with TLS (`security.protocol` `ssl`, or `sasl_ssl` with `sasl`).
+    /// Unset: plain TCP.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
-    /// SASL authentication.
+    /// Authenticate to the brokers with SASL. Unset: no authentication.
     #[serde(default)]
     pub sasl: Option<SaslConfig>,
-    /// Fetch the cluster's metadata when the sink starts and fail at once if the brokers do not
-    /// answer (default `true`). With `false` the sink starts anyway and retries.
+    /// Fetch the cluster's metadata when the sink starts; if no broker answers within 10 s the
+    /// run stops with one error line naming the cause (exit 69). With `false` the sink starts
+    /// anyway and retries.
     #[serde(default = "default_healthcheck")]
     pub healthcheck: bool,
-    /// How long librdkafka keeps trying one message before reporting it failed (default
-    /// `"5m"`); the sink then sends it again, so this only bounds one attempt.
+    /// How long librdkafka keeps trying one message before reporting it failed
+    /// (`message.timeout.ms`); the sink then sends it again, so this only bounds one attempt.
+    /// A message re-sent after this timeout lands after later messages of its partition that
+    /// got through, so keep it long.
     #[serde(default = "default_message_timeout")]
     pub message_timeout: ConfigDuration,
 }
 
 /// How events are serialised into message values.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Encoding {
     /// The event's JSON form, the contract every Tapio reader understands.
@@ -74,7 +90,7 @@ pub enum Encoding {
 }
 
 /// librdkafka's `compression.codec`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Compression {
     /// Uncompressed.
@@ -91,7 +107,7 @@ pub enum Compression {
 }
 
 /// Who confirms a write.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Acks {
     /// Every in-sync replica (`acks=all`), with `enable.idempotence=true`.
@@ -104,16 +120,17 @@ pub enum Acks {
 }
 
 /// The `batch` options, mapped onto librdkafka's batching.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchConfig {
-    /// Messages per produce batch, `batch.num.messages` (default 10000).
+    /// Messages per produce request (`batch.num.messages`); also the most buffered events the
+    /// sink hands to librdkafka in one delivery round.
     #[serde(default = "default_max_events")]
     pub max_events: usize,
-    /// Bytes per produce batch, `batch.size` (default 1000000).
+    /// Bytes per produce request (`batch.size`).
     #[serde(default = "default_max_bytes")]
     pub max_bytes: ByteSize,
-    /// How long a message may wait for its batch to fill, `linger.ms` (default `"5ms"`).
+    /// How long a message may wait for its produce request to fill (`linger.ms`).
     #[serde(default = "default_batch_timeout")]
     pub timeout: ConfigDuration,
 }

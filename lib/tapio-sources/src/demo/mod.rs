@@ -24,6 +24,7 @@ mod simulation;
 #[cfg(test)]
 mod tests;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use tapio_event::id::IdGenerator;
 use tapio_event::{
@@ -40,41 +41,41 @@ const TICK: Duration = Duration::from_millis(20);
 const MAX_BATCH_SIZE: usize = 1_000_000;
 
 /// Options of the `demo` source.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DemoConfig {
     /// Stop after this many events; the source then ends, and with it `tapio run` once the sinks
-    /// have drained. Default: unlimited.
+    /// have drained. Unset: unlimited.
     #[serde(default)]
     pub count: Option<u64>,
     /// Events per second, sent in bursts every 20 ms; the simulated clock then advances about
-    /// 1/rate per event, keeping pace with the wall clock. Default: unlimited, as fast as
-    /// downstream takes them (for throughput tests), with 1–4 ms of simulated time per event.
+    /// 1/rate per event, keeping pace with the wall clock. Unset: as fast as downstream takes
+    /// them (for throughput tests), with 1–4 ms of simulated time per event.
     #[serde(default)]
     pub rate: Option<f64>,
     /// Pods in the simulated cluster, spread over the deployments (shop/api, shop/web,
-    /// payments/checkout, …) and the nodes; at most 200 per node. Default: 50.
+    /// payments/checkout, …) and the nodes; at most 200 per node.
     #[serde(default = "default_pods")]
     pub pods: usize,
     /// Nodes in the simulated cluster, named `worker-1` … `worker-N`; at most 254 (each has the
-    /// pod CIDR `10.244.<n>.0/24`). Default: 3.
+    /// pod CIDR `10.244.<n>.0/24`).
     #[serde(default = "default_nodes")]
     pub nodes: usize,
     /// Incidents started per 1000 events, taking turns through the five patterns (a turn is
     /// retried later when the pods or nodes picked are already in an incident); 0 disables
-    /// them. Pod rollouts go on regardless, as background. From 0 to 1000. Default: 5.
+    /// them. Pod rollouts go on regardless, as background. From 0 to 1000.
     #[serde(default = "default_incident_rate")]
     pub incident_rate: f64,
     /// Seed of every random choice and of the event ids; with `start_time` set, every run
-    /// produces the same events byte for byte. Default: a new seed each run.
+    /// produces the same events byte for byte. Unset: a new seed each run.
     #[serde(default)]
     pub seed: Option<u64>,
     /// RFC 3339 time of the simulated clock's start (e.g. `"2026-01-01T00:00:00Z"`).
-    /// Default: the time the source starts.
+    /// Unset: the time the source starts.
     #[serde(default)]
     pub start_time: Option<String>,
     /// Events per batch sent downstream; larger batches cost less per event. From 1 to
-    /// 1000000. Default: 1000.
+    /// 1000000.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
 }

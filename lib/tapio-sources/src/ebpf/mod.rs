@@ -29,7 +29,8 @@ use std::time::Duration;
 
 use aya::Ebpf;
 use aya::maps::{MapData, RingBuf};
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use tapio_event::{
     BuildContext, ByteSize, ComponentConfig, ComponentError, ComponentFuture, EventBatch, Source,
     SourceContext, UnifiedEvent,
@@ -56,7 +57,9 @@ const MIN_RING_BUFFER: u64 = 4096;
 const MAX_RING_BUFFER: u64 = 1 << 30;
 
 /// A kernel program the source can attach, as named in `programs`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Program {
     /// `sched/sched_process_exec`: a process started a program (`process.operation = exec`).
@@ -89,43 +92,43 @@ impl Program {
 }
 
 /// Options of the `ebpf` source.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EbpfConfig {
-    /// Kernel programs to attach: `exec`, `exit`, `tcp_connect`, `tcp_state`, `oom_kill`,
-    /// `file_open`. An unknown name is a config error. Default: every program but `file_open`.
+    /// Kernel programs to attach. The default is every program but `file_open`, which sees
+    /// every `openat` on the node and is busy. An unknown name is a config error.
     #[serde(default = "default_programs")]
     pub programs: Vec<Program>,
     /// Only processes whose command name (`comm`, at most 15 bytes) is one of these; network
-    /// events match on the socket's owner. Filtered in the kernel, at most 64. Default: all.
+    /// events match on the socket's owner. Filtered in the kernel, at most 64. Empty: all.
     #[serde(default)]
     pub comms: Vec<String>,
     /// Only processes in these cgroup v2 groups or below them, as paths below the cgroup2 mount
     /// (`"/kubepods.slice"`) or absolute; they must exist at start. Filtered in the kernel, at
-    /// most 64. Default: all.
+    /// most 64. Empty: all.
     #[serde(default)]
     pub cgroups: Vec<String>,
     /// Only processes running in a container: a cgroup named after a 64-hex-digit container id
     /// (`cri-containerd-<id>.scope`, `docker-…`, `crio-…`, `libpod-…`, or the bare id).
-    /// Filtered in the kernel. Default: false.
+    /// Filtered in the kernel.
     #[serde(default)]
     pub containers_only: bool,
     /// Only TCP events whose local or remote port is one of these. Filtered in the kernel, at
-    /// most 64. Default: all ports.
+    /// most 64. Empty: all ports.
     #[serde(default)]
     pub ports: Vec<u16>,
     /// `file_open` only: report paths starting with one of these (at most 8, 1 to 64 bytes
-    /// each). Filtered in the kernel. Default: every path.
+    /// each). Filtered in the kernel. Empty: every path.
     #[serde(default)]
     pub file_prefixes: Vec<String>,
     /// Size of the kernel ring buffer the programs write to, rounded up to a power of two
     /// (4 KiB to 1 GiB). When the source falls behind and it fills, records are lost: counted
-    /// as `ring_buffer_full` drops and warned about. Default: `"8MiB"`.
+    /// as `ring_buffer_full` drops and warned about.
     #[serde(default = "default_ring_buffer_size")]
     pub ring_buffer_size: ByteSize,
     /// Whether `tapio run` fails (exit 69) when the programs cannot load here (not root, no
     /// BTF, a missing tracepoint). With `false` the source logs a warning, produces nothing,
-    /// and the rest of the pipeline runs. Default: true.
+    /// and the rest of the pipeline runs.
     #[serde(default = "default_required")]
     pub required: bool,
 }

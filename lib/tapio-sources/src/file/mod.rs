@@ -13,7 +13,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use tapio_event::{
     AckToken, BuildContext, ByteSize, ComponentConfig, ComponentError, ComponentFuture,
     ConfigDuration, ERRORS_OUTPUT, EventBatch, Source, SourceContext,
@@ -30,7 +31,7 @@ use crate::lines::{self, DecodePool, Decoded, LineSettings, Problems};
 const ACK_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where to start reading a file that has no checkpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReadFrom {
     /// Read the whole file.
@@ -41,42 +42,41 @@ pub enum ReadFrom {
 }
 
 /// Follows files matching glob patterns, one event per line.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    /// Paths or glob patterns (`/var/log/app/*.log`) of the files to read. Required, at least
-    /// one. New matching files are picked up every `glob_interval`.
+    /// Paths or glob patterns (`/var/log/app/*.log`) of the files to read, at least one. New
+    /// matching files are picked up every `glob_interval`.
     pub include: Vec<String>,
     /// Glob patterns of paths to leave out even though `include` matches them
-    /// (`/var/log/app/*.gz`). Default: `[]`.
+    /// (`/var/log/app/*.gz`).
     #[serde(default)]
     pub exclude: Vec<String>,
     /// Where to start in a file without a checkpoint that is there when the source starts:
     /// `"beginning"` or `"end"`. Files that appear later are always read from the beginning, and
-    /// a file with a checkpoint resumes from it. Default: `"beginning"`.
+    /// a file with a checkpoint resumes from it.
     #[serde(default)]
     pub read_from: ReadFrom,
     /// How each line becomes an event: `"json"` reads one `UnifiedEvent` per line (NDJSON);
     /// `"text"` makes each line an `application` event with the line in `raw_data`.
-    /// Lines that do not decode are counted and sent to the `errors` output. Default: `"json"`.
+    /// Lines that do not decode are counted and sent to the `errors` output.
     #[serde(default)]
     pub decoding: Decoding,
     /// Longest line kept; longer lines are skipped whole and counted as `oversized_line`
-    /// errors. Default: `"1MiB"`.
+    /// errors.
     #[serde(default = "lines::default_max_line_bytes")]
     pub max_line_bytes: ByteSize,
     /// How often to look for new files matching `include`. A file that no longer matches
     /// (rotated away or deleted) is read to its end and closed once it has been idle for five
-    /// of these intervals (or of `poll_interval`, if longer). Default: `"1s"`.
+    /// of these intervals (or of `poll_interval`, if longer).
     #[serde(default = "default_glob_interval")]
     pub glob_interval: ConfigDuration,
     /// How often to look for appended data once every file has been read to its end.
-    /// Default: `"250ms"`.
     #[serde(default = "default_poll_interval")]
     pub poll_interval: ConfigDuration,
     /// How often acknowledged read positions are written to
-    /// `<data_dir>/<component name>/checkpoints.json` (also written at shutdown).
-    /// Default: `"1s"`.
+    /// `<data_dir>/<component name>/checkpoints.json` (also written at shutdown). Shorter
+    /// means fewer lines read again after a crash.
     #[serde(default = "default_checkpoint_interval")]
     pub checkpoint_interval: ConfigDuration,
 }

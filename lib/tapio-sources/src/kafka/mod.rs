@@ -28,7 +28,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use tapio_event::{
     BuildContext, ComponentConfig, ComponentError, ComponentFuture, ConfigDuration, ERRORS_OUTPUT,
     Source, SourceContext,
@@ -44,58 +45,62 @@ use self::offsets::Offsets;
 pub use crate::lines::Decoding;
 
 /// Consumes Kafka topics in a consumer group.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSourceConfig {
-    /// Comma-separated `host:port` list of brokers to bootstrap from (required).
+    /// Comma-separated `host:port` list of brokers to bootstrap from.
     pub bootstrap_servers: String,
-    /// Topics to consume (required, at least one). An entry starting with `^` is a regular
+    /// Topics to consume, at least one. An entry starting with `^` is a regular
     /// expression (`"^tapio\\..*"`): every matching topic, including ones created later.
     pub topics: Vec<String>,
-    /// The consumer group (required). Aggregators sharing a group split the partitions between
+    /// The consumer group. Aggregators sharing a group split the partitions between
     /// them; a group's committed offsets are where a restart resumes.
     pub group_id: String,
-    /// Where a partition without a committed offset for the group starts: `"earliest"` (default:
-    /// a new group reads everything the topic still holds, so nothing is skipped) or `"latest"`
-    /// (only messages produced from now on).
+    /// Where a partition without a committed offset for the group starts: `"earliest"` (a new
+    /// group reads everything the topic still holds, so nothing is skipped) or `"latest"` (only
+    /// messages produced from now on).
     #[serde(default)]
     pub auto_offset_reset: OffsetReset,
-    /// How each message becomes an event: `"json"` (default) reads a `UnifiedEvent`; `"text"`
-    /// makes an `application` event with the payload in `raw_data`.
+    /// How each message becomes an event: `"json"` reads a `UnifiedEvent`; `"text"` makes an
+    /// `application` event with the payload in `raw_data`. Messages that do not decode are
+    /// counted as `decode` errors and sent to the `errors` output; their offsets advance.
     #[serde(default)]
     pub decoding: Decoding,
-    /// How often acknowledged offsets are committed (default `"1s"`). Shorter means fewer
-    /// messages read again after a crash.
+    /// How often acknowledged offsets are committed (`auto.commit.interval.ms`). Shorter means
+    /// fewer messages read again after a crash.
     #[serde(default = "default_commit_interval")]
     pub commit_interval: ConfigDuration,
     /// How long the group waits for a silent member before giving its partitions to others
-    /// (`session.timeout.ms`, default `"10s"`).
+    /// (`session.timeout.ms`).
     #[serde(default = "default_session_timeout")]
     pub session_timeout: ConfigDuration,
     /// How long a rebalance or a stop waits for sinks to acknowledge the events in flight of the
-    /// partitions being let go, so their offsets can be committed first (default `"10s"`).
-    /// What is not acknowledged by then is read again by the partitions' next owner.
+    /// partitions being let go, so their offsets can be committed first. What is not
+    /// acknowledged by then is read again by the partitions' next owner.
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout: ConfigDuration,
-    /// Any librdkafka consumer property (`"fetch.max.bytes" = "10485760"`), applied after every
-    /// other option so that it wins — except those in [`RESERVED_PROPERTIES`], which delivery
-    /// or another option depends on.
+    /// Any librdkafka consumer property (`{ "fetch.max.bytes" = "10485760" }`), applied after
+    /// every other option so that it wins. `enable.auto.offset.store`, `enable.partition.eof`,
+    /// `group.id` and `bootstrap.servers` are refused: delivery or another option depends on
+    /// them. Secret-looking values are kept out of logs and errors as for the `kafka` sink.
     #[serde(default)]
     pub librdkafka_options: LibrdkafkaOptions,
-    /// TLS to the brokers.
+    /// Connect to the brokers with TLS (`security.protocol` `ssl`, or `sasl_ssl` with `sasl`).
+    /// Unset: plain TCP.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
-    /// SASL authentication.
+    /// Authenticate to the brokers with SASL. Unset: no authentication.
     #[serde(default)]
     pub sasl: Option<SaslConfig>,
-    /// Fetch the cluster's metadata when the source starts and fail at once if the brokers do
-    /// not answer (default `true`). With `false` the source starts anyway and keeps trying.
+    /// Fetch the cluster's metadata when the source starts; if no broker answers within 10 s
+    /// the run stops with one error line (exit 69). With `false` the source starts anyway and
+    /// keeps trying.
     #[serde(default = "default_healthcheck")]
     pub healthcheck: bool,
 }
 
 /// librdkafka's `auto.offset.reset`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OffsetReset {
     /// The oldest message the partition holds.

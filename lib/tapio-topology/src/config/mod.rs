@@ -11,8 +11,9 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tapio_event::metrics::ComponentKind;
 use tapio_event::{ConfigDuration, ERRORS_OUTPUT, WhenFull};
 use tapio_sinks::SinkConfig;
@@ -44,7 +45,7 @@ pub struct ApiConfig {
 }
 
 /// Where a buffer keeps its events; only `memory` exists yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BufferType {
     /// In memory, bounded by `max_events`.
@@ -59,16 +60,19 @@ fn default_max_events() -> usize {
 }
 
 /// A sink's `buffer = { ... }` option.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BufferOptions {
-    /// `"memory"` (default). `"disk"` is not available yet.
+    /// Where the buffer keeps its events; `"disk"` is not available yet (a config error says
+    /// so).
     #[serde(default, rename = "type")]
     pub kind: BufferType,
-    /// Events the buffer holds before `when_full` applies (default 10000).
+    /// Events the sink's input buffer holds before `when_full` applies; all its inputs share
+    /// it. At least 1.
     #[serde(default = "default_max_events")]
     pub max_events: usize,
-    /// `"block"` (default: backpressure) or `"drop_newest"` (drop and count).
+    /// `"block"` stalls the upstream (backpressure); `"drop_newest"` drops the batch that does
+    /// not fit, counted as `buffer_full` drops.
     #[serde(default)]
     pub when_full: WhenFull,
 }

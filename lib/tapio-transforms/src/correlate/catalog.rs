@@ -26,8 +26,10 @@
 
 use std::fmt;
 
-use serde::Deserialize;
+use schemars::JsonSchema;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
 use tapio_event::UnifiedEvent;
 use tapio_event::template::FieldPath;
 
@@ -35,7 +37,7 @@ use tapio_event::template::FieldPath;
 const BUILTIN: &str = include_str!("catalog.toml");
 
 /// One pattern as written in TOML.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatternConfig {
     /// Written to summaries as `correlation.pattern`; a user pattern named like a built-in one
@@ -69,7 +71,7 @@ pub struct PatternConfig {
 }
 
 /// One required step of a pattern.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepConfig {
     /// How the narrative names this step; `{count}` becomes the number of matching events.
@@ -238,6 +240,62 @@ impl<'de> Deserialize<'de> for Matcher {
             }
         }
         deserializer.deserialize_any(MatcherVisitor)
+    }
+}
+
+/// Writes the `match` back in the form it is read from (a table, or a list of tables), so that
+/// patterns serialize: the reference shows `patterns`' default that way.
+impl Serialize for Matcher {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.alternatives.as_slice() {
+            [only] => only.serialize(serializer),
+            alternatives => serializer.collect_seq(alternatives),
+        }
+    }
+}
+
+impl Serialize for Conditions {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.predicates.len()))?;
+        for predicate in &self.predicates {
+            map.serialize_entry(&predicate.path, &predicate.test)?;
+        }
+        map.end()
+    }
+}
+
+impl Serialize for Test {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        /// One value as itself, several as a list.
+        struct Values<'a>(&'a [String]);
+        impl Serialize for Values<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                match self.0 {
+                    [one] => serializer.serialize_str(one),
+                    many => serializer.collect_seq(many),
+                }
+            }
+        }
+        match self {
+            Test::OneOf(values) => Values(values).serialize(serializer),
+            Test::NoneOf(values) => serializer.collect_map([("not", Values(values))]),
+            Test::Glob(values) => serializer.collect_map([("glob", Values(values))]),
+            Test::Present(present) => serializer.collect_map([("present", present)]),
+        }
+    }
+}
+
+impl JsonSchema for Matcher {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Matcher".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": ["object", "array"],
+            "format": "match",
+            "description": "A table of field predicates that must all hold, or a list of such tables of which one must hold. Keys are field paths; a predicate is a value (equals), a list of values (one of them), `{ not = value-or-list }` (present and none of them), `{ present = bool }` or `{ glob = \"cri-containerd-*.scope\" }` (`*` matches anything)."
+        })
     }
 }
 

@@ -29,6 +29,7 @@ mod tests;
 
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use tapio_event::{
     BufferReceiver, BuildContext, ComponentConfig, ComponentError, ComponentFuture, ConfigDuration,
@@ -39,7 +40,7 @@ pub use catalog::{Matcher, PatternConfig, StepConfig};
 use engine::{Correlator, Output, Stats};
 
 /// Options of `[transforms.<name>]` with `type = "correlate"`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CorrelateConfig {
     /// Session window on event time: an event joins its entity's group when it happened within

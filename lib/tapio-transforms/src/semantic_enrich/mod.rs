@@ -37,6 +37,7 @@ mod rules;
 #[cfg(test)]
 mod tests;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use tapio_event::{
     BufferReceiver, BuildContext, ComponentConfig, ComponentError, ComponentFuture, Transform,
@@ -53,24 +54,23 @@ pub use self::rules::{OneOrMany, SemanticRule};
 const BUILTIN_RULES: &str = include_str!("builtin_rules.toml");
 
 /// Options of the `semantic_enrich` transform.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SemanticEnrichConfig {
     /// Most keys the entity cache holds (pod uids, `namespace/name`s, IPs, container ids,
     /// cgroup ids; a pod typically has five or six). Beyond it the least recently used key is
-    /// evicted. At least 1. Default: 100000.
+    /// evicted (the first eviction is logged). At least 1.
     #[serde(default = "default_max_entities")]
     pub max_entities: usize,
     /// systemd units whose events are about the node itself: they get the node as entity.
-    /// Default: `["containerd.service", "kubelet.service", "docker.service", "crio.service"]`.
     #[serde(default = "default_node_units")]
     pub node_units: Vec<String>,
     /// Your rules (`[[transforms.<name>.rules]]`), tried in order before the built-in ones.
-    /// Default: none.
+    /// Each field comes from the first matching rule that sets it.
     #[serde(default)]
     pub rules: Vec<SemanticRule>,
     /// Whether the built-in rules apply after yours; without them, events your rules do not
-    /// match get no semantic fields. Default: true.
+    /// match get no semantic fields.
     #[serde(default = "default_builtin_rules")]
     pub builtin_rules: bool,
 }

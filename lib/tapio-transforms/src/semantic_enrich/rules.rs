@@ -16,7 +16,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use tapio_event::template::FieldPath;
 use tapio_event::{EventType, SemanticContext, UnifiedEvent};
 
@@ -24,7 +25,7 @@ use super::narrative::Narrative;
 
 /// A single value, or a list of them of which one must match (or is tried in turn, for
 /// narratives).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum OneOrMany {
     /// `"Unhealthy"`.
@@ -44,12 +45,12 @@ impl OneOrMany {
 
 /// A rule as written in `[[transforms.<name>.rules]]` (and in the built-in rule file): when
 /// every condition holds, the fields it sets are applied. It sets at least one field.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SemanticRule {
-    /// Field path → value or list of values, e.g.
-    /// `{ source = "kubernetes", "kubernetes.reason" = ["Unhealthy", "BackOff"] }`. Empty: every
-    /// event.
+    /// Field path → value or list of values (one must match), e.g.
+    /// `{ source = "kubernetes", "kubernetes.reason" = ["Unhealthy", "BackOff"] }`; `*` is a
+    /// wildcard inside a value, and `"*"` means the field is present. Empty: every event.
     #[serde(default)]
     pub when: BTreeMap<FieldPath, OneOrMany>,
     /// What the event means (`readiness-probe-failure`).
@@ -61,7 +62,7 @@ pub struct SemanticRule {
     /// Labels to filter and group by (`["kubernetes", "probe"]`).
     #[serde(default)]
     pub tags: Option<Vec<String>>,
-    /// 0..=1: how sure this interpretation is.
+    /// How sure this interpretation is, from 0 to 1.
     #[serde(default)]
     pub confidence: Option<f64>,
     /// One sentence, or alternatives tried in order; `{{ field.path }}` placeholders, optional

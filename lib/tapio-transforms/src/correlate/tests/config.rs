@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use tapio_event::ConfigDuration;
 
+use crate::correlate::PatternConfig;
+
 use super::*;
 
 fn parse(text: &str) -> Result<CorrelateConfig, String> {
@@ -259,5 +261,25 @@ fn impossible_options_fail_the_build() {
     ] {
         let error = config.correlator().err().unwrap();
         assert!(error.message().contains(expected), "{error}");
+    }
+}
+
+#[test]
+fn patterns_serialize_to_the_form_they_are_read_from() {
+    // The generated reference shows `patterns`' default by serializing it; every predicate form
+    // (value, list, `not`, `glob`, `present`, a list of alternatives) must come back the same.
+    let builtin = parse(include_str!("../catalog.toml")).unwrap().patterns;
+    let user = parse(IMAGE_PULL).unwrap().patterns;
+    let steps = |p: &PatternConfig| {
+        p.steps
+            .iter()
+            .map(|s| s.matcher.clone())
+            .collect::<Vec<_>>()
+    };
+    for pattern in builtin.iter().chain(&user) {
+        let written = serde_json::to_value(pattern).unwrap();
+        let read: PatternConfig = serde_json::from_value(written.clone()).unwrap();
+        assert_eq!(read.forbidden, pattern.forbidden, "{written}");
+        assert_eq!(steps(&read), steps(pattern), "{written}");
     }
 }
