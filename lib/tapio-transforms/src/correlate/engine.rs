@@ -22,6 +22,8 @@ pub(crate) struct Stats {
     pub(crate) late_events: u64,
     /// Groups dropped, least recently active first, to stay within `max_groups`.
     pub(crate) evicted_groups: u64,
+    /// Keys not linked to a group because it already had `max_group_keys`.
+    pub(crate) refused_keys: u64,
     /// Events released before the watermark passed them because `max_buffered_events` were
     /// already held.
     pub(crate) released_early: u64,
@@ -100,6 +102,7 @@ impl Correlator {
         Stats {
             late_events: self.late,
             evicted_groups: self.groups.evicted(),
+            refused_keys: self.groups.refused_keys(),
             released_early: self.released_early,
             summaries: self.summaries,
             open_groups: self.groups.len(),

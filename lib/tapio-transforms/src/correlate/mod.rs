@@ -12,14 +12,15 @@
 //!   (no entity, or an unresolved `host`) form a group of their own.
 //! - Every event leaves as soon as it is processed, with `correlation.correlation_id`; when a
 //!   group completes a catalog pattern, one summary (`type = "correlation"`) follows at once.
-//! - State is bounded by `max_groups` (least recently active evicted) and expires after `window`
-//!   of event time; the reorder buffer holds at most `max_buffered_events` (the oldest leaves
-//!   early beyond it); held events keep their batches' acknowledgements until they leave.
+//! - State is bounded by `max_groups` (least recently active evicted) and `max_group_keys`
+//!   (later keys not linked), and expires after `window` of event time; the reorder buffer
+//!   holds at most `max_buffered_events` (the oldest leaves early beyond it); held events keep
+//!   their batches' acknowledgements until they leave.
 //!
 //! Replaying the same input gives the same bytes: windows use event time only, and ids derive
 //! from input ids and pattern names. Late events and evictions are logged at debug level;
-//! evicted groups and early releases are counted as the component's evictions (they drop
-//! nothing, so they are not counted as drops).
+//! evicted groups, refused keys and early releases are counted as the component's evictions
+//! (they drop nothing, so they are not counted as drops).
 
 mod catalog;
 mod engine;
@@ -77,6 +78,17 @@ pub struct CorrelateConfig {
     /// events open a new group with a new `correlation_id`; no event is dropped.
     #[serde(default = "default_max_groups")]
     pub max_groups: usize,
+    /// Keys one group links by at most (at least 1): its entity's id and `namespace/name`,
+    /// and the container ids and IPs its events carry. Keys come from event data, so a
+    /// long-lived busy group (many restarts, a stream of new addresses) could otherwise collect
+    /// them without end. At the bound a new key is not linked, counted
+    /// (`tapio_component_evictions_total{state="correlation_group_keys"}`): the group keeps
+    /// the keys it learned first (its entity's own), and a later event reachable only through
+    /// the refused key opens a group of its own. Default: 64, several times what a pod
+    /// shows within `max_group_duration` (uid, name, an IP, a sandbox and a few containers
+    /// with their restarts).
+    #[serde(default = "default_max_group_keys")]
+    pub max_group_keys: usize,
     /// Event ids a summary lists at most in `related_events` (the events that matched a step
     /// first); `related_events_omitted` counts the rest.
     #[serde(default = "default_max_related_events")]
@@ -114,6 +126,10 @@ fn default_max_groups() -> usize {
     100_000
 }
 
+fn default_max_group_keys() -> usize {
+    64
+}
+
 fn default_max_related_events() -> usize {
     1000
 }
@@ -134,6 +150,7 @@ impl Default for CorrelateConfig {
             max_group_duration: default_max_group_duration(),
             max_buffered_events: default_max_buffered_events(),
             max_groups: default_max_groups(),
+            max_group_keys: default_max_group_keys(),
             max_related_events: default_max_related_events(),
             idle_flush: default_idle_flush(),
             builtin_patterns: default_builtin_patterns(),
@@ -174,12 +191,16 @@ impl CorrelateConfig {
         if self.max_groups == 0 {
             return invalid("correlate: `max_groups` must be at least 1");
         }
+        if self.max_group_keys == 0 {
+            return invalid("correlate: `max_group_keys` must be at least 1");
+        }
         let catalog = catalog::Catalog::new(self.builtin_patterns, &self.patterns)
             .map_err(|e| ComponentError(format!("correlate: {e}")))?;
         let limits = groups::Limits {
             window: nanos(self.window),
             max_duration: nanos(self.max_group_duration),
             max_groups: self.max_groups,
+            max_keys: self.max_group_keys,
             max_related: self.max_related_events,
         };
         Ok(Correlator::new(
@@ -255,6 +276,7 @@ impl Transform for CorrelateTransform {
 fn report_progress(name: &str, stats: Stats, logged: &mut Stats, metrics: &ComponentMetrics) {
     if stats.late_events == logged.late_events
         && stats.evicted_groups == logged.evicted_groups
+        && stats.refused_keys == logged.refused_keys
         && stats.released_early == logged.released_early
     {
         return;
@@ -264,6 +286,10 @@ fn report_progress(name: &str, stats: Stats, logged: &mut Stats, metrics: &Compo
         stats.evicted_groups - logged.evicted_groups,
     );
     metrics.add_evicted(
+        "correlation_group_keys",
+        stats.refused_keys - logged.refused_keys,
+    );
+    metrics.add_evicted(
         "reorder_buffer_events",
         stats.released_early - logged.released_early,
     );
@@ -271,9 +297,10 @@ fn report_progress(name: &str, stats: Stats, logged: &mut Stats, metrics: &Compo
         component = %name,
         late_events = stats.late_events,
         evicted_groups = stats.evicted_groups,
+        refused_keys = stats.refused_keys,
         released_early = stats.released_early,
         open_groups = stats.open_groups,
-        "correlate: late events, evicted groups or early releases"
+        "correlate: late events, evicted groups, refused keys or early releases"
     );
     *logged = stats;
 }

@@ -137,6 +137,51 @@ fn state_is_bounded_by_max_groups_evicting_the_least_recently_active() {
     );
 }
 
+/// A pod whose events keep naming new containers: the group stops collecting keys at the
+/// bound, keeps its entity's own, and an event reachable only through a refused key opens a
+/// group of its own.
+#[test]
+fn a_group_links_by_at_most_max_group_keys() {
+    let config = CorrelateConfig {
+        max_group_keys: 4,
+        ..CorrelateConfig::default()
+    };
+    let mut script = Script::default();
+    for i in 0..10 {
+        script.kube(i * 100, &API, "Started");
+        let kubernetes = script
+            .events
+            .last_mut()
+            .unwrap()
+            .kubernetes
+            .as_mut()
+            .unwrap();
+        kubernetes.container_id = Some(format!("containerd://c{i}"));
+    }
+    let mut lone = CART.entity();
+    lone.kind = EntityType::Host;
+    let by_container = |script: &mut Script, ms: i64, container: &str| {
+        let event = script.push(ms, EventType::Process, "ebpf", lone.clone());
+        event.process = Some(Box::new(ProcessContext {
+            container_id: Some(container.into()),
+            ..ProcessContext::default()
+        }));
+    };
+    by_container(&mut script, 2000, "c1");
+    by_container(&mut script, 2100, "c9");
+    let (out, stats) = run(&config, script.events.clone());
+    assert_eq!(
+        stats.refused_keys, 8,
+        "uid, name, c0, c1 kept; c2..c9 refused"
+    );
+    assert!(
+        out.iter().take(10).all(|e| correlation_id(e) == "cor_0001"),
+        "the pod's own events still join by its uid"
+    );
+    assert_eq!(id_of(&out, "evt_0011"), "cor_0001", "c1 was kept");
+    assert_eq!(id_of(&out, "evt_0012"), "cor_0012", "c9 was refused");
+}
+
 /// A replay whose clock stands still: every event has the same timestamp, so the watermark
 /// never releases anything and only the bound keeps the buffer from growing with the input.
 #[test]
