@@ -360,8 +360,8 @@ where
 /// Inserts with fewer rows than this that fail row by row for one reason are taken for bad
 /// rows, not a table at fault: a few events can share a flaw (a replay of events from before
 /// 1970, which `DateTime` cannot hold), while a thousand events all failing alike say that the
-/// table does not fit what Tapio writes. Well below the default `batch.max_events` (10000), so a full insert
-/// qualifies, and above the handful of rows a quiet stream sends per insert.
+/// table does not fit what Tapio writes. Well below the default `batch.max_events` (10000), so
+/// a full insert qualifies, and above the handful of rows a quiet stream sends per insert.
 const TABLE_FAULT_MIN_ROWS: usize = 1000;
 
 /// The reason shared by every row of an insert of `rows` rows when all of them were `rejected`
