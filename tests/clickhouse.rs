@@ -1,7 +1,8 @@
 //! The `clickhouse` sink against a real ClickHouse server (Debian's 18.16 here), started by the
 //! test itself: every event arrives with its columns filled, a server killed mid-stream loses
-//! nothing, rows the server rejects go to the dead-letter file, and an unreachable server at
-//! start is one clear error (or, with `healthcheck = false`, waited for).
+//! nothing, rows the server rejects go to the dead-letter file, a table missing a column stalls
+//! the sink (nothing dead-lettered) until it is fixed, and an unreachable server at start is one
+//! clear error (or, with `healthcheck = false`, waited for).
 
 mod common;
 #[path = "clickhouse/server.rs"]
@@ -231,6 +232,61 @@ fn rows_the_server_rejects_go_to_the_dead_letter_file() {
     assert!(reason.contains("FixedString"), "{reason}");
     let sink = summary_row(&output.stderr, "ch");
     assert_eq!((sink.events_out, sink.errors), (19, 1));
+}
+
+#[test]
+fn a_table_missing_a_column_stalls_the_sink_until_it_is_fixed() {
+    let Some(server) = ClickHouse::start() else {
+        return;
+    };
+    // The documented table without a column the sink writes, as after a careless migration.
+    let ddl = include_str!("../distribution/clickhouse/schema.sql")
+        .replace("{database}", "default")
+        .replace("{table}", "drifted")
+        .replace("    pattern String,\n", "");
+    assert!(!ddl.contains("pattern"), "{ddl}");
+    server.query(&ddl);
+    let dir = tempfile::tempdir().unwrap();
+    let api = free_port();
+    let config = write_config(
+        dir.path(),
+        "drift.toml",
+        &format!(
+            "data_dir = \"{}\"\n\n[api]\naddress = \"127.0.0.1:{api}\"\n\n{}\n{}",
+            dir.path().display(),
+            reproducible_demo(2000),
+            clickhouse_sink(
+                server.http_port,
+                "demo",
+                "drifted",
+                "batch = { max_events = 500, timeout = \"100ms\" }"
+            )
+        ),
+    );
+    let tapio = spawn_run(&config);
+    let failed_inserts = || {
+        http_get(api, "/metrics")
+            .and_then(|(_, body)| metric(&body, "tapio_component_errors_total", "ch"))
+    };
+    eventually(Duration::from_secs(10), || {
+        failed_inserts().filter(|&n| n >= 3)
+    })
+    .expect("the sink did not keep retrying");
+    assert_eq!(server.count("SELECT count() FROM drifted"), 0);
+    let dead_letters = dir.path().join("dead_letter/ch.ndjson");
+    assert!(!dead_letters.exists(), "rows were dead-lettered");
+    server.query("ALTER TABLE drifted ADD COLUMN pattern String");
+    let output = wait_with_timeout(tapio, Duration::from_secs(60));
+    assert_success(&output);
+    assert_eq!(server.count("SELECT uniqExact(id) FROM drifted"), 2000);
+    assert!(!dead_letters.exists(), "rows were dead-lettered");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let complaints = stderr
+        .lines()
+        .filter(|line| line.contains("does not fit the events"))
+        .collect::<Vec<_>>();
+    assert_eq!(complaints.len(), 1, "{stderr}");
+    assert!(complaints[0].contains("pattern"), "{}", complaints[0]);
 }
 
 #[test]

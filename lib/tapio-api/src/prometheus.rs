@@ -47,7 +47,7 @@ const FAMILIES: &[Family] = &[
     },
 ];
 
-/// A family of counters keyed by a second label (drop reason, error kind).
+/// A family of counters keyed by a second label (drop reason, error kind, evicted state).
 struct KeyedFamily {
     name: &'static str,
     label: &'static str,
@@ -67,6 +67,12 @@ const KEYED_FAMILIES: &[KeyedFamily] = &[
         label: "error_type",
         help: "Events that failed, by kind of error.",
         counts: |s| &s.errors,
+    },
+    KeyedFamily {
+        name: "tapio_component_evictions_total",
+        label: "state",
+        help: "Entries pushed out of a component's bounded state at its bound, by state.",
+        counts: |s| &s.evicted,
     },
 ];
 
@@ -162,6 +168,7 @@ mod tests {
         let metrics = ComponentMetrics::new("out", "file", ComponentKind::Sink);
         metrics.add_events_out(42);
         metrics.add_dropped("buffer_full", 3);
+        metrics.add_evicted("entity_cache_keys", 5);
         let text = render(&[metrics.snapshot()]);
         assert!(
             text.contains("# TYPE tapio_component_sent_events_total counter"),
@@ -173,6 +180,9 @@ mod tests {
         );
         assert!(text.contains(
             "tapio_component_discarded_events_total{component=\"out\",component_kind=\"sink\",component_type=\"file\",reason=\"buffer_full\"} 3"
+        ));
+        assert!(text.contains(
+            "tapio_component_evictions_total{component=\"out\",component_kind=\"sink\",component_type=\"file\",state=\"entity_cache_keys\"} 5"
         ));
     }
 

@@ -48,6 +48,7 @@ pub struct ComponentMetrics {
     buffer_max: AtomicU64,
     dropped: Mutex<BTreeMap<&'static str, u64>>,
     errors: Mutex<BTreeMap<&'static str, u64>>,
+    evicted: Mutex<BTreeMap<&'static str, u64>>,
     latency: Latency,
 }
 
@@ -88,6 +89,10 @@ pub struct MetricsSnapshot {
     pub dropped: BTreeMap<&'static str, u64>,
     /// Errored events by kind (`decode`, `oversized_line`, `write`, …).
     pub errors: BTreeMap<&'static str, u64>,
+    /// Entries a component pushed out of its bounded state at the bound, by what they were
+    /// (`entity_cache_keys`, `correlation_groups`, `reorder_buffer_events`, …). Nothing is
+    /// lost with them, but a steady count says the bound is too small for the traffic.
+    pub evicted: BTreeMap<&'static str, u64>,
     /// Per-batch latency through the component.
     pub latency: LatencySnapshot,
 }
@@ -122,6 +127,7 @@ impl ComponentMetrics {
             buffer_max: AtomicU64::new(0),
             dropped: Mutex::new(BTreeMap::new()),
             errors: Mutex::new(BTreeMap::new()),
+            evicted: Mutex::new(BTreeMap::new()),
             latency: Latency::default(),
         }
     }
@@ -163,6 +169,13 @@ impl ComponentMetrics {
         }
     }
 
+    /// Entries of bounded state pushed out at the bound, with what they were.
+    pub fn add_evicted(&self, what: &'static str, n: u64) {
+        if n > 0 {
+            *lock(&self.evicted).entry(what).or_default() += n;
+        }
+    }
+
     /// Declares the capacity of the component's input buffer.
     pub fn set_buffer_max(&self, max_events: usize) {
         self.buffer_max.store(max_events as u64, Ordering::Relaxed);
@@ -186,6 +199,7 @@ impl ComponentMetrics {
             buffer_max: self.buffer_max.load(Ordering::Relaxed),
             dropped: lock(&self.dropped).clone(),
             errors: lock(&self.errors).clone(),
+            evicted: lock(&self.evicted).clone(),
             latency: self.latency.snapshot(),
         }
     }

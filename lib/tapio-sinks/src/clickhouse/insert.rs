@@ -24,9 +24,13 @@ pub(super) enum Failure {
     /// The server is unreachable, slow or failing (connection refused/reset, timeout, 5xx):
     /// the same rows are sent again after a backoff.
     Retryable(String),
+    /// The table does not fit the rows (it lacks a column they carry): no row is to blame, so
+    /// none is dead-lettered; like [`Failure::Retryable`], the same rows are sent again after a
+    /// backoff, until someone fixes the table.
+    Table(String),
     /// The server refused the data itself (a value that does not parse or fit its column):
     /// the rows are bisected to find the bad ones, which go to the dead-letter file.
-    Rejected(String),
+    Rejected(Rejection),
     /// The request can never succeed as configured (unknown table or database, bad
     /// credentials, no permission): the sink stops with this message.
     Fatal(String),
@@ -36,7 +40,28 @@ impl Failure {
     /// The server's or the transport's message.
     pub fn message(&self) -> &str {
         match self {
-            Failure::Retryable(m) | Failure::Rejected(m) | Failure::Fatal(m) => m,
+            Failure::Retryable(m) | Failure::Table(m) | Failure::Fatal(m) => m,
+            Failure::Rejected(rejection) => &rejection.message,
+        }
+    }
+}
+
+/// Why ClickHouse refused the data of an insert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Rejection {
+    /// Its exception code, when the answer had one.
+    pub code: Option<u32>,
+    /// The answer, for the dead-letter file and the log.
+    pub message: String,
+}
+
+impl Rejection {
+    /// Whether `other` is the same kind of refusal: the same exception code (the messages
+    /// differ by row number and value), or the same message when there is no code.
+    pub fn same_reason(&self, other: &Rejection) -> bool {
+        match (self.code, other.code) {
+            (Some(mine), Some(theirs)) => mine == theirs,
+            _ => self.message == other.message,
         }
     }
 }
@@ -45,7 +70,17 @@ impl Failure {
 /// number, a date or time; an assertion while parsing; incorrect data; a value too large for
 /// its type; a type mismatch or a failed conversion; a value out of bounds. 18.16 answers these
 /// with HTTP 500, current releases mostly with 400, so the code decides.
-const ROW_ERROR_CODES: &[u32] = &[6, 26, 27, 32, 38, 41, 53, 69, 70, 72, 117, 131];
+const ROW_ERROR_CODES: &[u32] = &[6, 26, 27, 32, 38, 41, 53, 69, 70, 72, INCORRECT_DATA, 131];
+
+/// ClickHouse exception codes about the table's columns rather than a row's values: no such
+/// column (`THERE_IS_NO_COLUMN`, `NOT_FOUND_COLUMN_IN_BLOCK`, `NO_SUCH_COLUMN_IN_TABLE`), an
+/// unknown identifier.
+const TABLE_ERROR_CODES: &[u32] = &[8, 10, 16, 47];
+
+/// `INCORRECT_DATA`: a row error, except when it says the row has a field the table has no
+/// column for (`Unknown field found while parsing JSONEachRow format: …`), which every row of
+/// ours then has.
+const INCORRECT_DATA: u32 = 117;
 
 /// ClickHouse exception codes no retry can fix: unknown table or database, unknown user, wrong
 /// or missing password, read-only user, access denied, authentication failed.
@@ -104,23 +139,29 @@ impl Client {
     /// Compresses `rows` (`JSONEachRow` lines) as configured, once for every attempt to send
     /// them. Compression starts at once, on a blocking thread, when this is called (not when
     /// the answer is awaited): gzip of a 10 MB insert takes tens of milliseconds, which then
-    /// overlaps with the insert before it and stays off the sink's task.
-    pub fn prepare(&self, rows: Bytes) -> impl Future<Output = Body> + Send + use<> {
+    /// overlaps with the insert before it and stays off the sink's task. The blocking thread
+    /// never runs when the runtime shuts down first: that is a [`Failure::Fatal`].
+    pub fn prepare(
+        &self,
+        rows: Bytes,
+    ) -> impl Future<Output = Result<Body, Failure>> + Send + use<> {
         let job = match self.compression {
             Compression::None => Ok(rows),
             Compression::Gzip => Err(tokio::task::spawn_blocking(move || gzip(&rows))),
         };
         async move {
-            match job {
+            Ok(match job {
                 Ok(rows) => Body {
                     bytes: rows,
                     gzip: false,
                 },
                 Err(compressing) => Body {
-                    bytes: Bytes::from(compressing.await.expect("gzip into memory cannot fail")),
+                    bytes: Bytes::from(compressing.await.map_err(|e| {
+                        Failure::Fatal(format!("compressing an insert did not finish: {e}"))
+                    })?),
                     gzip: true,
                 },
-            }
+            })
         }
     }
 
@@ -213,8 +254,12 @@ pub(super) fn classify(status: StatusCode, code: Option<u32>, body: &str) -> Fai
         )
     {
         Failure::Fatal(message)
+    } else if code_in(TABLE_ERROR_CODES)
+        || (code == Some(INCORRECT_DATA) && body.contains("Unknown field"))
+    {
+        Failure::Table(message)
     } else if code_in(ROW_ERROR_CODES) || status.is_client_error() {
-        Failure::Rejected(message)
+        Failure::Rejected(Rejection { code, message })
     } else {
         Failure::Retryable(message)
     }
@@ -293,6 +338,72 @@ mod tests {
             classify(StatusCode::UNAUTHORIZED, Some(192), ""),
             Failure::Fatal(_)
         ));
+    }
+
+    /// The answers of ClickHouse 18.16 to an insert whose rows carry a field the table lacks,
+    /// and to one naming a column the table lacks: the table is at fault, not the rows.
+    #[test]
+    fn a_missing_column_is_the_table_s_fault_not_the_rows() {
+        let internal = StatusCode::INTERNAL_SERVER_ERROR;
+        let unknown_field = "Code: 117, e.displayText() = DB::Exception: Unknown field found while parsing JSONEachRow format: pod_ip: (at row 1)";
+        assert!(matches!(
+            classify(internal, exception_code(unknown_field), unknown_field),
+            Failure::Table(_)
+        ));
+        let no_column = "Code: 16, e.displayText() = DB::Exception: No such column zz in table t";
+        assert!(matches!(
+            classify(internal, exception_code(no_column), no_column),
+            Failure::Table(_)
+        ));
+        let bad_value = "Code: 117, e.displayText() = DB::Exception: Cannot read array from text";
+        assert!(matches!(
+            classify(internal, exception_code(bad_value), bad_value),
+            Failure::Rejected(Rejection {
+                code: Some(117),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn rejections_are_alike_by_code_or_by_message() {
+        let rejection = |code: Option<u32>, message: &str| Rejection {
+            code,
+            message: message.to_owned(),
+        };
+        assert!(rejection(Some(27), "at row 1").same_reason(&rejection(Some(27), "at row 9")));
+        assert!(!rejection(Some(27), "x").same_reason(&rejection(Some(53), "x")));
+        assert!(rejection(None, "bad").same_reason(&rejection(None, "bad")));
+        assert!(!rejection(None, "bad").same_reason(&rejection(Some(27), "bad!")));
+    }
+
+    /// A compression the runtime never ran (it shut down first) is an error, not a panic.
+    #[test]
+    fn compression_cut_short_by_shutdown_is_an_error() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let handle = runtime.handle().clone();
+        runtime.shutdown_background();
+        let client = Client::new(
+            "http://127.0.0.1:1",
+            None,
+            Compression::Gzip,
+            Duration::from_secs(1),
+        );
+        let preparing = {
+            let _inside = handle.enter();
+            client.prepare(Bytes::from_static(b"{}\n"))
+        };
+        let waiter = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let prepared = waiter.block_on(preparing);
+        assert!(
+            matches!(&prepared, Err(Failure::Fatal(m)) if m.contains("compressing")),
+            "{:?}",
+            prepared.err()
+        );
     }
 
     #[test]

@@ -11,7 +11,11 @@
 //! When the server is unreachable, slow or failing, the same rows are retried with capped
 //! backoff for as long as it takes, holding the batch so that backpressure reaches the sources.
 //! When it rejects the data itself, the insert is bisected until the bad rows are isolated;
-//! they go to the dead-letter file and the rest is inserted. Delivery is at least once: an
+//! they go to the dead-letter file and the rest is inserted. When the table itself does not fit
+//! the rows (schema drift: a column the rows carry is missing), or every row of an insert of at
+//! least [`TABLE_FAULT_MIN_ROWS`] fails for the same reason, no row is to blame: nothing is
+//! dead-lettered, one error says what is wrong with the table, and the insert is retried with
+//! backoff, holding backpressure, until the table is fixed. Delivery is at least once: an
 //! insert that ClickHouse committed but whose answer was lost (a timeout, a server killed
 //! mid-answer) is sent again, and a MergeTree table does not deduplicate it.
 //!
@@ -40,7 +44,7 @@ use tapio_event::{
 use tokio::time::Instant;
 
 use self::batch::{Chunk, Limits, Pending, Spares};
-use self::insert::{Body, Client, Failure};
+use self::insert::{Body, Client, Failure, Rejection};
 use self::schema::event_of;
 use crate::dead_letter::DeadLetter;
 use crate::retry::Backoff;
@@ -349,35 +353,57 @@ impl Sink for ClickhouseSink {
     }
 }
 
-/// Inserts rows `0..rows` with `insert`, which answers `None` when a range was written and the
-/// reason when ClickHouse rejected its data; a rejected range is split in halves, sent
-/// separately, until each bad row stands alone. Returns the rejected rows' indices with their
-/// reasons, in order. A bad row costs about two inserts per halving, so `2 log2(rows)` extra
-/// inserts for one bad row.
-async fn bisect<F, Fut>(rows: usize, mut insert: F) -> Result<Vec<(usize, String)>, ComponentError>
+/// Given that ClickHouse rejected rows `0..rows` for `reason`, inserts their parts with
+/// `insert`, which answers `None` when a range was written and the reason when ClickHouse
+/// rejected its data; a rejected range is split in halves, sent separately, until each bad row
+/// stands alone. Returns the rejected rows' indices with their reasons, in order. A bad row
+/// costs about two inserts per halving, so `2 log2(rows)` extra inserts for one bad row.
+async fn bisect<R, F, Fut>(
+    rows: usize,
+    reason: R,
+    mut insert: F,
+) -> Result<Vec<(usize, R)>, ComponentError>
 where
     F: FnMut(Range<usize>) -> Fut,
-    Fut: std::future::Future<Output = Result<Option<String>, ComponentError>>,
+    Fut: std::future::Future<Output = Result<Option<R>, ComponentError>>,
 {
     let mut rejected = Vec::new();
-    let mut parts: Vec<Range<usize>> = Vec::new();
-    parts.push(0..rows);
-    while let Some(part) = parts.pop() {
+    let mut parts = vec![(0..rows, Some(reason))];
+    while let Some((part, known)) = parts.pop() {
         if part.is_empty() {
             continue;
         }
-        let Some(reason) = insert(part.clone()).await? else {
+        let outcome = match known {
+            Some(reason) => Some(reason),
+            None => insert(part.clone()).await?,
+        };
+        let Some(reason) = outcome else {
             continue;
         };
         if part.len() == 1 {
             rejected.push((part.start, reason));
         } else {
             let middle = part.start + part.len() / 2;
-            parts.push(middle..part.end);
-            parts.push(part.start..middle);
+            parts.push((middle..part.end, None));
+            parts.push((part.start..middle, None));
         }
     }
     Ok(rejected)
+}
+
+/// Inserts with fewer rows than this that fail row by row for one reason are taken for bad
+/// rows, not a table at fault: a few events can share a flaw (a replay of events from before
+/// 1970, which `DateTime` cannot hold), while a thousand events all failing alike say that the
+/// table does not fit what Tapio writes. Well below the default `batch.max_events` (10000), so
+/// a full insert qualifies, and above the handful of rows a quiet stream sends per insert.
+const TABLE_FAULT_MIN_ROWS: usize = 1000;
+
+/// The reason shared by every row of an insert of `rows` rows when all of them were `rejected`
+/// alike and there are at least [`TABLE_FAULT_MIN_ROWS`] of them.
+fn shared_reason(rejected: &[(usize, Rejection)], rows: usize) -> Option<&Rejection> {
+    let (_, first) = rejected.first()?;
+    let alike = rejected.iter().all(|(_, r)| r.same_reason(first));
+    (rows >= TABLE_FAULT_MIN_ROWS && rejected.len() == rows && alike).then_some(first)
 }
 
 /// Sleeps until `deadline`, or forever when there is none.
@@ -403,35 +429,19 @@ impl Shared {
     async fn deliver_prepared(
         self: Arc<Self>,
         chunk: Chunk,
-        whole: impl Future<Output = Body> + Send,
+        whole: impl Future<Output = Result<Body, Failure>> + Send,
     ) -> Result<(), ComponentError> {
-        let shared = &*self;
-        let written = &chunk;
-        // The first insert is the whole chunk; only a rejected part's halves are compressed
-        // on demand.
-        let mut whole = Some(whole);
-        let rejected = bisect(chunk.len(), |rows| {
-            let count = rows.len();
-            let lines = written.lines(rows);
-            let bytes = lines.len();
-            let body = whole.take();
-            async move {
-                let body = match body {
-                    Some(prepared) => prepared.await,
-                    None => shared.client.prepare(lines).await,
-                };
-                let outcome = shared.insert(&body).await?;
-                if outcome.is_none() {
-                    shared.metrics.add_events_out(count);
-                    shared.metrics.add_bytes_out(bytes);
-                }
-                Ok(outcome)
-            }
-        })
-        .await?;
+        let whole = whole.await.map_err(|failure| self.error(&failure))?;
+        let rejected = if chunk.len() == 0 {
+            Vec::new()
+        } else {
+            self.insert_rows(&chunk, &whole).await?
+        };
         for (row, reason) in &rejected {
             let line = chunk.lines(*row..*row + 1);
-            self.dead_letter.write(reason, &event_of(&line)).await?;
+            self.dead_letter
+                .write(&reason.message, &event_of(&line))
+                .await?;
         }
         if let Some((_, reason)) = rejected.first() {
             self.metrics.add_errors("rejected", rejected.len());
@@ -439,7 +449,7 @@ impl Shared {
                 sink = %self.metrics.name,
                 events = rejected.len(),
                 file = %self.dead_letter.path().display(),
-                %reason,
+                reason = %reason.message,
                 "ClickHouse rejected events; written to the dead-letter file"
             );
         }
@@ -450,9 +460,85 @@ impl Shared {
         Ok(())
     }
 
+    /// Inserts every row of `chunk` (prepared as `whole`) but those ClickHouse rejects, which
+    /// it returns. While every row fails alike (see [`shared_reason`]) the table is at fault:
+    /// that is logged once, and the whole insert is retried with backoff, bisected again only
+    /// if it fails for another reason.
+    async fn insert_rows(
+        &self,
+        chunk: &Chunk,
+        whole: &Body,
+    ) -> Result<Vec<(usize, Rejection)>, ComponentError> {
+        let mut backoff = Backoff::new();
+        let mut table_fault: Option<Rejection> = None;
+        loop {
+            let Some(rejection) = self.insert(whole).await? else {
+                self.metrics.add_events_out(chunk.len());
+                self.metrics.add_bytes_out(chunk.body.len());
+                return Ok(Vec::new());
+            };
+            let repeated = table_fault
+                .as_ref()
+                .is_some_and(|fault| fault.same_reason(&rejection));
+            if !repeated {
+                let rejected = self.bisect_rows(chunk, rejection).await?;
+                let Some(reason) = shared_reason(&rejected, chunk.len()) else {
+                    return Ok(rejected);
+                };
+                tracing::error!(
+                    sink = %self.metrics.name,
+                    table = %self.target,
+                    rows = chunk.len(),
+                    reason = %reason.message,
+                    "every row of an insert failed for the same reason, so the table, not the rows, is at fault: fix the table; retrying, nothing is dead-lettered"
+                );
+                table_fault = Some(reason.clone());
+            }
+            self.metrics.add_errors("insert", 1);
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+
+    /// Finds the rows of `chunk` that ClickHouse rejects, given that it rejected them all
+    /// together for `reason`, inserting the others; each part is compressed on demand.
+    async fn bisect_rows(
+        &self,
+        chunk: &Chunk,
+        reason: Rejection,
+    ) -> Result<Vec<(usize, Rejection)>, ComponentError> {
+        bisect(chunk.len(), reason, |rows| {
+            let count = rows.len();
+            let lines = chunk.lines(rows);
+            let bytes = lines.len();
+            async move {
+                let body = self
+                    .client
+                    .prepare(lines)
+                    .await
+                    .map_err(|failure| self.error(&failure))?;
+                let outcome = self.insert(&body).await?;
+                if outcome.is_none() {
+                    self.metrics.add_events_out(count);
+                    self.metrics.add_bytes_out(bytes);
+                }
+                Ok(outcome)
+            }
+        })
+        .await
+    }
+
+    /// The sink's error for a request that can never succeed.
+    fn error(&self, failure: &Failure) -> ComponentError {
+        ComponentError::runtime(format!(
+            "clickhouse insert into {}: {}",
+            self.target,
+            failure.message()
+        ))
+    }
+
     /// Sends one insert, retrying until ClickHouse accepts it (`None`) or rejects its data
     /// (`Some(reason)`); a request that can never succeed stops the sink.
-    async fn insert(&self, body: &Body) -> Result<Option<String>, ComponentError> {
+    async fn insert(&self, body: &Body) -> Result<Option<Rejection>, ComponentError> {
         let insert = format!("INSERT INTO {} FORMAT JSONEachRow", self.target);
         match self
             .retry("insert", || self.client.insert(&insert, body))
@@ -460,34 +546,36 @@ impl Shared {
         {
             Ok(()) => Ok(None),
             Err(Failure::Rejected(reason)) => Ok(Some(reason)),
-            Err(failure) => Err(ComponentError::runtime(format!(
-                "clickhouse insert into {}: {}",
-                self.target,
-                failure.message()
-            ))),
+            Err(failure) => Err(self.error(&failure)),
         }
     }
 
-    /// Runs `request` until it succeeds or fails with anything but a retryable failure,
-    /// counting each failed attempt as an error of `kind` and backing off between them.
+    /// Runs `request` until it succeeds or fails with anything but a retryable failure or a
+    /// table at fault, counting each failed attempt as an error of `kind` and backing off
+    /// between them. A table at fault is logged as an error the first time, since only a
+    /// person can fix it; later attempts are reported like any failing request.
     async fn retry<T, F, Fut>(&self, kind: &'static str, mut request: F) -> Result<T, Failure>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, Failure>>,
     {
         let mut backoff = Backoff::new();
+        let mut table_reported = false;
         loop {
-            match request().await {
-                Err(Failure::Retryable(error)) => {
-                    let delay = backoff.next_delay();
-                    self.metrics.add_errors(kind, 1);
-                    if self.warnings.allow() {
-                        tracing::warn!(sink = %self.metrics.name, %error, retry_in = ?delay, "ClickHouse request failed; retrying");
-                    }
-                    tokio::time::sleep(delay).await;
-                }
+            let (error, table) = match request().await {
+                Err(Failure::Retryable(error)) => (error, false),
+                Err(Failure::Table(error)) => (error, true),
                 other => return other,
+            };
+            let delay = backoff.next_delay();
+            self.metrics.add_errors(kind, 1);
+            if table && !table_reported {
+                table_reported = true;
+                tracing::error!(sink = %self.metrics.name, table = %self.target, %error, retry_in = ?delay, "the ClickHouse table does not fit the events (a column is missing): fix the table; retrying, nothing is dead-lettered");
+            } else if self.warnings.allow() {
+                tracing::warn!(sink = %self.metrics.name, %error, retry_in = ?delay, "ClickHouse request failed; retrying");
             }
+            tokio::time::sleep(delay).await;
         }
     }
 }

@@ -1,10 +1,15 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use tapio_event::ComponentConfig;
 
+use tapio_event::buffer::{WhenFull, buffer};
 use tapio_event::{
-    AckToken, BatchStatus, BuildContext, ComponentError, Entity, EntityType, EventType,
-    ImpactContext, Severity, Timestamp, UnifiedEvent,
+    AckToken, BatchStatus, BuildContext, ComponentError, ComponentKind, ComponentMetrics, Entity,
+    EntityType, EventBatch, EventType, ImpactContext, Severity, SinkContext, Timestamp,
+    UnifiedEvent,
 };
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 use super::batch::{Limits, Pending, Spares};
 use super::schema::{create_table_sql, event_of, is_identifier, write_row};
@@ -183,7 +188,7 @@ async fn bisection_isolates_every_rejected_row_and_inserts_the_rest() {
     };
     let mut inserted = Vec::new();
     let mut attempts = 0;
-    let rejected = bisect(chunk.len(), |rows| {
+    let rejected = bisect(chunk.len(), "Too large value".to_string(), |rows| {
         attempts += 1;
         let part = ids(rows);
         let outcome = if part.iter().any(|id| id == "evt_3" || id == "evt_8") {
@@ -203,7 +208,10 @@ async fn bisection_isolates_every_rejected_row_and_inserts_the_rest() {
     assert_eq!(rejected, ["evt_3", "evt_8"]);
     assert_eq!(inserted.len(), 8);
     assert!(!inserted.contains(&"evt_3".to_string()));
-    assert!(attempts <= 2 * 2 * 4 + 1, "{attempts} inserts");
+    assert!(
+        attempts <= 2 * 2 * 4,
+        "{attempts} inserts after the whole one"
+    );
     let dead = event_of(&chunk.lines(3..4));
     let stored: UnifiedEvent = serde_json::from_str(&dead).unwrap();
     assert_eq!(stored.id, "evt_3");
@@ -278,4 +286,201 @@ fn an_endpoint_with_credentials_is_refused_without_repeating_them() {
         assert!(!error.message().contains("hunter2"), "{error}");
         assert!(error.message().contains("`auth`"), "{error}");
     }
+}
+
+/// A stand-in for ClickHouse's HTTP interface: answers `SELECT 1` with 200, and every insert
+/// with `refusal` (a 500 and its body) until `accept` is set, then with 200. Counts inserts.
+struct FakeServer {
+    port: u16,
+    inserts: Arc<AtomicUsize>,
+    accept: Arc<AtomicBool>,
+}
+
+impl FakeServer {
+    async fn start(refusal: &'static str) -> FakeServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let inserts = Arc::new(AtomicUsize::new(0));
+        let accept = Arc::new(AtomicBool::new(false));
+        let (counter, accepting) = (Arc::clone(&inserts), Arc::clone(&accept));
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (counter, accepting) = (Arc::clone(&counter), Arc::clone(&accepting));
+                tokio::spawn(answer(stream, refusal, counter, accepting));
+            }
+        });
+        FakeServer {
+            port,
+            inserts,
+            accept,
+        }
+    }
+}
+
+/// Answers the requests of one connection (kept alive, as the sink's client pools them).
+async fn answer(
+    stream: tokio::net::TcpStream,
+    refusal: &str,
+    inserts: Arc<AtomicUsize>,
+    accept: Arc<AtomicBool>,
+) {
+    let mut stream = tokio::io::BufReader::new(stream);
+    loop {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                return;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            head.push_str(&line.to_ascii_lowercase());
+        }
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |n| n.trim().parse().unwrap());
+        let mut body = vec![0; length];
+        stream.read_exact(&mut body).await.unwrap();
+        let insert = head.starts_with("post /?query=insert");
+        if insert {
+            inserts.fetch_add(1, Ordering::SeqCst);
+        }
+        let (status, text) = if insert && !accept.load(Ordering::SeqCst) {
+            ("500 Internal Server Error", refusal)
+        } else {
+            ("200 OK", "1\n")
+        };
+        let response = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{text}",
+            text.len()
+        );
+        if stream.write_all(response.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A running `clickhouse` sink towards `server`, with its dead-letter directory.
+struct RunningSink {
+    input: tapio_event::BufferSender,
+    metrics: Arc<ComponentMetrics>,
+    task: tokio::task::JoinHandle<Result<(), ComponentError>>,
+    data_dir: tempfile::TempDir,
+}
+
+fn run_sink(server: &FakeServer) -> RunningSink {
+    let config: ClickhouseConfig = serde_json::from_value(serde_json::json!({
+        "table": "events",
+        "endpoint": format!("http://127.0.0.1:{}", server.port),
+        "compression": "none",
+        "batch": { "max_events": 100_000 },
+    }))
+    .unwrap();
+    let data_dir = tempfile::tempdir().unwrap();
+    let cx = BuildContext {
+        name: "ch".into(),
+        data_dir: data_dir.path().to_owned(),
+        node_name: "n".into(),
+    };
+    let sink = config.build(&cx).unwrap();
+    let metrics = Arc::new(ComponentMetrics::new(
+        "ch",
+        "clickhouse",
+        ComponentKind::Sink,
+    ));
+    let (input, receiver) = buffer(100_000, WhenFull::Block, Arc::clone(&metrics));
+    let task = tokio::spawn(sink.run(
+        receiver,
+        SinkContext {
+            metrics: Arc::clone(&metrics),
+        },
+    ));
+    RunningSink {
+        input,
+        metrics,
+        task,
+        data_dir,
+    }
+}
+
+/// Sends `rows` events as one batch, lets the server refuse them until the sink has failed
+/// `failures` times, then lets it accept; checks that they all arrive and none is
+/// dead-lettered. Returns the inserts the server saw.
+async fn refused_then_accepted(refusal: &'static str, rows: usize, failures: u64) -> usize {
+    let server = FakeServer::start(refusal).await;
+    let sink = run_sink(&server);
+    let events: Vec<_> = (0..rows).map(|i| event(&format!("evt_{i}"))).collect();
+    let (token, status) = AckToken::new();
+    sink.input
+        .send(EventBatch::with_ack(events, token))
+        .await
+        .unwrap();
+    let failed = || sink.metrics.snapshot().errors.get("insert").copied();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while failed() < Some(failures) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the sink keeps retrying");
+    server.accept.store(true, Ordering::SeqCst);
+    assert_eq!(status.status().await, BatchStatus::Delivered);
+    drop(sink.input);
+    sink.task.await.unwrap().unwrap();
+    let metrics = sink.metrics.snapshot();
+    assert_eq!(metrics.events_out, rows as u64);
+    assert_eq!(metrics.errors.get("rejected"), None, "{metrics:?}");
+    assert!(!sink.data_dir.path().join("dead_letter/ch.ndjson").exists());
+    server.inserts.load(Ordering::SeqCst)
+}
+
+/// Rows carrying a field the table lacks (a dropped column): the table is at fault, so the
+/// insert is retried whole, never bisected, and nothing is dead-lettered.
+#[tokio::test]
+async fn a_table_missing_a_column_stalls_the_sink_without_dead_letters() {
+    let inserts = refused_then_accepted(
+        "Code: 117, e.displayText() = DB::Exception: Unknown field found while parsing JSONEachRow format: pod_ip: (at row 1)",
+        50,
+        3,
+    )
+    .await;
+    assert!(
+        (4..=5).contains(&inserts),
+        "{inserts} inserts: no bisection"
+    );
+}
+
+/// Every row of a large insert failing for the same reason is the table's fault too: one
+/// bisection finds that out, later attempts retry the whole insert.
+#[tokio::test]
+async fn every_row_failing_alike_stalls_the_sink_without_dead_letters() {
+    let rows = super::TABLE_FAULT_MIN_ROWS;
+    let inserts = refused_then_accepted(
+        "Code: 27, e.displayText() = DB::Exception: Cannot parse input: expected { (at row 1)",
+        rows,
+        3,
+    )
+    .await;
+    let one_bisection = 2 * rows - 1;
+    assert!(
+        (one_bisection + 2..=one_bisection + 4).contains(&inserts),
+        "{inserts} inserts: one bisection, then whole retries"
+    );
+}
+
+/// A small insert whose rows all fail alike holds bad rows: they are dead-lettered.
+#[tokio::test]
+async fn a_few_rows_failing_alike_are_dead_lettered() {
+    let server =
+        FakeServer::start("Code: 27, e.displayText() = DB::Exception: Cannot parse input").await;
+    let sink = run_sink(&server);
+    let events: Vec<_> = (0..10).map(|i| event(&format!("evt_{i}"))).collect();
+    sink.input.send(EventBatch::new(events)).await.unwrap();
+    drop(sink.input);
+    sink.task.await.unwrap().unwrap();
+    assert_eq!(sink.metrics.snapshot().errors.get("rejected"), Some(&10));
+    let dead = std::fs::read_to_string(sink.data_dir.path().join("dead_letter/ch.ndjson")).unwrap();
+    assert_eq!(dead.lines().count(), 10);
 }

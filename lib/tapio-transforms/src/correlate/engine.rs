@@ -10,18 +10,23 @@ use tapio_event::{AckToken, CorrelationContext, EntityType, EventBatch, Timestam
 
 use super::catalog::Catalog;
 use super::groups::{Groups, Limits, Progress, Related};
-use super::reorder::{Reorder, Ticket, Tickets};
+use super::reorder::{Held, Reorder, Ticket, Tickets};
 use super::summary::{self, Story};
 
-/// What the correlator has done so far, for logs and tests. Late events and evictions are not
-/// drops or errors (every event still leaves), so they have no place among the component's
-/// counters.
+/// What the correlator has done so far, for logs, metrics and tests. Late events and
+/// evictions are not drops or errors (every event still leaves); evictions and early releases
+/// are the component's `evicted` counters, so a bound too small for the traffic shows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Stats {
     /// Events that arrived after events later than them had been processed; processed at once.
     pub(crate) late_events: u64,
     /// Groups dropped, least recently active first, to stay within `max_groups`.
     pub(crate) evicted_groups: u64,
+    /// Keys not linked to a group because it already had `max_group_keys`.
+    pub(crate) refused_keys: u64,
+    /// Events released before the watermark passed them because `max_buffered_events` were
+    /// already held.
+    pub(crate) released_early: u64,
     pub(crate) summaries: u64,
     pub(crate) open_groups: usize,
     pub(crate) held_events: usize,
@@ -58,6 +63,7 @@ pub(crate) struct Correlator {
     clock: Option<Timestamp>,
     processed: u64,
     late: u64,
+    released_early: u64,
     summaries: u64,
     /// Scratch, reused for every event: matched steps, completed patterns, linking keys.
     matched: Vec<usize>,
@@ -66,17 +72,24 @@ pub(crate) struct Correlator {
 }
 
 impl Correlator {
-    /// A correlator with no state, holding events `lateness` nanoseconds behind the newest.
-    pub(crate) fn new(catalog: Catalog, limits: Limits, lateness: i64) -> Self {
+    /// A correlator with no state, holding events `lateness` nanoseconds behind the newest
+    /// and at most `max_buffered` of them.
+    pub(crate) fn new(
+        catalog: Catalog,
+        limits: Limits,
+        lateness: i64,
+        max_buffered: usize,
+    ) -> Self {
         Correlator {
             catalog,
             groups: Groups::new(limits),
-            reorder: Reorder::new(lateness),
+            reorder: Reorder::new(lateness, max_buffered),
             tickets: Tickets::default(),
             max_related: limits.max_related,
             clock: None,
             processed: 0,
             late: 0,
+            released_early: 0,
             summaries: 0,
             matched: Vec::new(),
             completed: Vec::new(),
@@ -89,6 +102,8 @@ impl Correlator {
         Stats {
             late_events: self.late,
             evicted_groups: self.groups.evicted(),
+            refused_keys: self.groups.refused_keys(),
+            released_early: self.released_early,
             summaries: self.summaries,
             open_groups: self.groups.len(),
             held_events: self.reorder.len(),
@@ -113,23 +128,29 @@ impl Correlator {
     /// Processes every held event (idle or end of input).
     pub(crate) fn flush(&mut self, out: &mut Output) {
         while let Some(held) = self.reorder.pop_oldest() {
-            self.process(held.event, &mut out.events);
-            self.tickets.settle(held.ticket, &mut out.acks);
+            self.release(held, out);
         }
     }
 
     fn push(&mut self, event: UnifiedEvent, ticket: Ticket, out: &mut Output) {
         if self.clock.is_some_and(|clock| event.timestamp < clock) {
             self.late += 1;
-            self.process(event, &mut out.events);
-            self.tickets.settle(ticket, &mut out.acks);
-            return;
+            return self.release(Held { event, ticket }, out);
         }
-        self.reorder.push(event, ticket);
+        if let Some(held) = self.reorder.push(event, ticket) {
+            self.released_early += 1;
+            self.release(held, out);
+        }
         while let Some(held) = self.reorder.pop_ready() {
-            self.process(held.event, &mut out.events);
-            self.tickets.settle(held.ticket, &mut out.acks);
+            self.release(held, out);
         }
+    }
+
+    /// Processes one event that leaves the reorder buffer (or never entered it) and settles
+    /// its share of its batch's acknowledgements.
+    fn release(&mut self, held: Held, out: &mut Output) {
+        self.process(held.event, &mut out.events);
+        self.tickets.settle(held.ticket, &mut out.acks);
     }
 
     /// Places one event in its group and emits it, followed by the summaries it completes.

@@ -256,6 +256,8 @@ pub(crate) struct Limits {
     pub(crate) window: i64,
     pub(crate) max_duration: i64,
     pub(crate) max_groups: usize,
+    /// Keys one group links by at most.
+    pub(crate) max_keys: usize,
     pub(crate) max_related: usize,
 }
 
@@ -270,6 +272,8 @@ pub(crate) struct Groups {
     live: usize,
     opened: u64,
     evicted: u64,
+    /// Keys not linked because their group already had `max_keys`.
+    refused_keys: u64,
     /// Scratch: the open groups one event's keys reach.
     reached: Vec<usize>,
 }
@@ -286,6 +290,7 @@ impl Groups {
             live: 0,
             opened: 0,
             evicted: 0,
+            refused_keys: 0,
             reached: Vec::new(),
         }
     }
@@ -298,6 +303,11 @@ impl Groups {
     /// Groups evicted so far to stay within `max_groups`.
     pub(crate) fn evicted(&self) -> u64 {
         self.evicted
+    }
+
+    /// Keys not linked so far because their group already had `max_keys`.
+    pub(crate) fn refused_keys(&self) -> u64 {
+        self.refused_keys
     }
 
     /// The group in `slot`, which a placement just returned.
@@ -339,6 +349,7 @@ impl Groups {
         let Limits {
             window,
             max_duration,
+            max_keys,
             ..
         } = self.limits;
         self.reached.clear();
@@ -374,18 +385,19 @@ impl Groups {
         group.first = group.first.min(at);
         group.last = group.last.max(at);
         for key in keys.iter().map(String::as_str) {
+            let room = group.keys.len() < max_keys;
             match self.keys.get_mut(key) {
                 Some(owner) if *owner == slot => {}
-                Some(owner) => {
+                Some(owner) if group.keys.iter().any(|k| **k == *key) => *owner = slot,
+                Some(owner) if room => {
                     *owner = slot;
-                    if !group.keys.iter().any(|k| **k == *key) {
-                        group.keys.push(key.into());
-                    }
+                    group.keys.push(key.into());
                 }
-                None => {
+                None if room => {
                     self.keys.insert(key.into(), slot);
                     group.keys.push(key.into());
                 }
+                _ => self.refused_keys += 1,
             }
         }
         placement
@@ -446,18 +458,28 @@ impl Groups {
     }
 
     /// Moves `other` (formerly in `from`) into the group in `into`.
+    /// The merged group keeps at most `max_keys` keys, its own first; the others are unlinked.
     fn absorb(&mut self, into: usize, from: usize, other: Group) {
-        let max_related = self.limits.max_related;
+        let Limits {
+            max_keys,
+            max_related,
+            ..
+        } = self.limits;
         let group = self.slots[into]
             .group
             .as_mut()
             .expect("merging into a live group");
         for key in other.keys {
-            if let Some(owner) = self.keys.get_mut(&key)
-                && *owner == from
-            {
-                *owner = into;
-                group.keys.push(key);
+            match self.keys.get_mut(&key) {
+                Some(owner) if *owner == from && group.keys.len() < max_keys => {
+                    *owner = into;
+                    group.keys.push(key);
+                }
+                Some(owner) if *owner == from => {
+                    self.keys.remove(&key);
+                    self.refused_keys += 1;
+                }
+                _ => {}
             }
         }
         group.first = group.first.min(other.first);

@@ -12,12 +12,15 @@
 //!   (no entity, or an unresolved `host`) form a group of their own.
 //! - Every event leaves as soon as it is processed, with `correlation.correlation_id`; when a
 //!   group completes a catalog pattern, one summary (`type = "correlation"`) follows at once.
-//! - State is bounded by `max_groups` (least recently active evicted) and expires after `window`
-//!   of event time; held events keep their batches' acknowledgements until they leave.
+//! - State is bounded by `max_groups` (least recently active evicted) and `max_group_keys`
+//!   (later keys not linked), and expires after `window` of event time; the reorder buffer
+//!   holds at most `max_buffered_events` (the oldest leaves early beyond it); held events keep
+//!   their batches' acknowledgements until they leave.
 //!
 //! Replaying the same input gives the same bytes: windows use event time only, and ids derive
-//! from input ids and pattern names. Late events and evictions are logged at debug level (they
-//! drop nothing, so they are not counted as drops).
+//! from input ids and pattern names. Late events and evictions are logged at debug level;
+//! evicted groups, refused keys and early releases are counted as the component's evictions
+//! (they drop nothing, so they are not counted as drops).
 
 mod catalog;
 mod engine;
@@ -32,8 +35,8 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use tapio_event::{
-    BufferReceiver, BuildContext, ComponentConfig, ComponentError, ComponentFuture, ConfigDuration,
-    Transform, TransformContext,
+    BufferReceiver, BuildContext, ComponentConfig, ComponentError, ComponentFuture,
+    ComponentMetrics, ConfigDuration, Transform, TransformContext,
 };
 
 pub use catalog::{Matcher, PatternConfig, StepConfig};
@@ -56,9 +59,37 @@ pub struct CorrelateConfig {
     /// later incident on a busy pod gets its own group.
     #[serde(default = "default_max_group_duration")]
     pub max_group_duration: ConfigDuration,
-    /// Open groups kept at most; beyond it the least recently active group is evicted.
+    /// Events the reorder buffer holds at most (at least 1). When event time does not advance
+    /// (a replay of old data, a stalled or skewed clock) the watermark never releases anything,
+    /// so without a bound the buffer would grow with the input. At the bound, the oldest held
+    /// event (in event-time order) is processed at once, before the watermark passes it, and
+    /// counted (`tapio_component_evictions_total{state="reorder_buffer_events"}`). Releasing
+    /// rather than refusing to read keeps both order and backpressure: every event read lets
+    /// at most one out, and sending it waits for downstream room, while a buffer that stopped
+    /// reading could only wait for `idle_flush` to drain it. Order is lost only for an event
+    /// that arrives behind more than this many newer ones; it is then processed as late.
+    ///
+    /// Default: 65536, sixteen input buffers' worth (a transform's input buffer holds 4096
+    /// events): the default 5 s `allowed_lateness` is kept whole up to ~13k events/s (a busy
+    /// node), and a full buffer of ~1 KiB events stays within ~64 MiB.
+    #[serde(default = "default_max_buffered_events")]
+    pub max_buffered_events: usize,
+    /// Open groups kept at most; beyond it the least recently active group is evicted,
+    /// counted (`tapio_component_evictions_total{state="correlation_groups"}`). Its later
+    /// events open a new group with a new `correlation_id`; no event is dropped.
     #[serde(default = "default_max_groups")]
     pub max_groups: usize,
+    /// Keys one group links by at most (at least 1): its entity's id and `namespace/name`,
+    /// and the container ids and IPs its events carry. Keys come from event data, so a
+    /// long-lived busy group (many restarts, a stream of new addresses) could otherwise collect
+    /// them without end. At the bound a new key is not linked, counted
+    /// (`tapio_component_evictions_total{state="correlation_group_keys"}`): the group keeps
+    /// the keys it learned first (its entity's own), and a later event reachable only through
+    /// the refused key opens a group of its own. Default: 64, several times what a pod
+    /// shows within `max_group_duration` (uid, name, an IP, a sandbox and a few containers
+    /// with their restarts).
+    #[serde(default = "default_max_group_keys")]
+    pub max_group_keys: usize,
     /// Event ids a summary lists at most in `related_events` (the events that matched a step
     /// first); `related_events_omitted` counts the rest.
     #[serde(default = "default_max_related_events")]
@@ -88,8 +119,16 @@ fn default_max_group_duration() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(600))
 }
 
+fn default_max_buffered_events() -> usize {
+    65_536
+}
+
 fn default_max_groups() -> usize {
     100_000
+}
+
+fn default_max_group_keys() -> usize {
+    64
 }
 
 fn default_max_related_events() -> usize {
@@ -110,7 +149,9 @@ impl Default for CorrelateConfig {
             window: default_window(),
             allowed_lateness: default_allowed_lateness(),
             max_group_duration: default_max_group_duration(),
+            max_buffered_events: default_max_buffered_events(),
             max_groups: default_max_groups(),
+            max_group_keys: default_max_group_keys(),
             max_related_events: default_max_related_events(),
             idle_flush: default_idle_flush(),
             builtin_patterns: default_builtin_patterns(),
@@ -136,8 +177,14 @@ impl CorrelateConfig {
         if self.idle_flush.0.is_zero() {
             return invalid("`idle_flush` must be longer than 0s");
         }
+        if self.max_buffered_events == 0 {
+            return invalid("correlate: `max_buffered_events` must be at least 1");
+        }
         if self.max_groups == 0 {
             return invalid("`max_groups` must be at least 1");
+        }
+        if self.max_group_keys == 0 {
+            return invalid("correlate: `max_group_keys` must be at least 1");
         }
         let catalog = catalog::Catalog::new(self.builtin_patterns, &self.patterns)
             .map_err(|e| ComponentError::config(e.to_string()))?;
@@ -145,12 +192,14 @@ impl CorrelateConfig {
             window: nanos(self.window),
             max_duration: nanos(self.max_group_duration),
             max_groups: self.max_groups,
+            max_keys: self.max_group_keys,
             max_related: self.max_related_events,
         };
         Ok(Correlator::new(
             catalog,
             limits,
             nanos(self.allowed_lateness),
+            self.max_buffered_events,
         ))
     }
 }
@@ -200,7 +249,7 @@ impl Transform for CorrelateTransform {
                     Ok(None) => break,
                     Err(_idle) => correlator.flush(&mut out),
                 }
-                log_progress(&name, correlator.stats(), &mut logged);
+                report_progress(&name, correlator.stats(), &mut logged, &cx.metrics);
                 if !out.is_empty() && cx.out.send(out.into_batch()).await.is_err() {
                     // Nothing reads our output any more; held tokens are dropped as failed.
                     return Ok(());
@@ -213,10 +262,12 @@ impl Transform for CorrelateTransform {
                 let _ = cx.out.send(out.into_batch()).await;
             }
             let stats = correlator.stats();
+            report_progress(&name, stats, &mut logged, &cx.metrics);
             tracing::debug!(
                 component = %name,
                 late_events = stats.late_events,
                 evicted_groups = stats.evicted_groups,
+                released_early = stats.released_early,
                 summaries = stats.summaries,
                 "correlate finished"
             );
@@ -225,16 +276,36 @@ impl Transform for CorrelateTransform {
     }
 }
 
-/// Logs late events and evictions once per batch that saw new ones, never per event.
-fn log_progress(name: &str, stats: Stats, logged: &mut Stats) {
-    if stats.late_events != logged.late_events || stats.evicted_groups != logged.evicted_groups {
-        tracing::debug!(
-            component = %name,
-            late_events = stats.late_events,
-            evicted_groups = stats.evicted_groups,
-            open_groups = stats.open_groups,
-            "correlate: late events or evicted groups"
-        );
-        *logged = stats;
+/// Logs late events and evictions once per batch that saw new ones, never per event, and adds
+/// the new evictions and early releases to the component's counters.
+fn report_progress(name: &str, stats: Stats, logged: &mut Stats, metrics: &ComponentMetrics) {
+    if stats.late_events == logged.late_events
+        && stats.evicted_groups == logged.evicted_groups
+        && stats.refused_keys == logged.refused_keys
+        && stats.released_early == logged.released_early
+    {
+        return;
     }
+    metrics.add_evicted(
+        "correlation_groups",
+        stats.evicted_groups - logged.evicted_groups,
+    );
+    metrics.add_evicted(
+        "correlation_group_keys",
+        stats.refused_keys - logged.refused_keys,
+    );
+    metrics.add_evicted(
+        "reorder_buffer_events",
+        stats.released_early - logged.released_early,
+    );
+    tracing::debug!(
+        component = %name,
+        late_events = stats.late_events,
+        evicted_groups = stats.evicted_groups,
+        refused_keys = stats.refused_keys,
+        released_early = stats.released_early,
+        open_groups = stats.open_groups,
+        "correlate: late events, evicted groups, refused keys or early releases"
+    );
+    *logged = stats;
 }

@@ -1,6 +1,8 @@
 //! The reorder buffer (DESIGN.md section 5, step 1) and the acknowledgements of the events it
 //! holds. Events wait until the watermark (largest timestamp seen − `allowed_lateness`) passes
-//! them and leave in event-time order (arrival order among equal timestamps). Held events sit in
+//! them and leave in event-time order (arrival order among equal timestamps); at most
+//! `max_events` wait, and beyond that the oldest leaves early (see `max_buffered_events`
+//! in `CorrelateConfig` for why). Held events sit in
 //! a slab; the heap orders small `(time, arrival, slot)` entries, so sifting never moves events.
 //!
 //! An input batch's acknowledgement tokens are held in a [`Tickets`] entry counting the batch's
@@ -91,6 +93,8 @@ pub(crate) struct Held {
 /// Events waiting to be processed in event-time order.
 pub(crate) struct Reorder {
     lateness: i64,
+    /// Events held at most, whatever the watermark says.
+    max_events: usize,
     slots: Vec<Option<Held>>,
     free: Vec<usize>,
     order: BinaryHeap<Reverse<(Timestamp, u64, usize)>>,
@@ -99,10 +103,12 @@ pub(crate) struct Reorder {
 }
 
 impl Reorder {
-    /// An empty buffer holding events `lateness` nanoseconds behind the newest one.
-    pub(crate) fn new(lateness: i64) -> Self {
+    /// An empty buffer holding events `lateness` nanoseconds behind the newest one, and never
+    /// more than `max_events` (at least 1) of them.
+    pub(crate) fn new(lateness: i64, max_events: usize) -> Self {
         Reorder {
             lateness,
+            max_events,
             slots: Vec::new(),
             free: Vec::new(),
             order: BinaryHeap::new(),
@@ -116,8 +122,9 @@ impl Reorder {
         self.order.len()
     }
 
-    /// Holds `event` until the watermark passes it.
-    pub(crate) fn push(&mut self, event: UnifiedEvent, ticket: Ticket) {
+    /// Holds `event` until the watermark passes it; when that makes one more than
+    /// `max_events`, returns the oldest held event, which leaves before the watermark.
+    pub(crate) fn push(&mut self, event: UnifiedEvent, ticket: Ticket) -> Option<Held> {
         let at = event.timestamp;
         self.newest = Some(self.newest.map_or(at, |newest| newest.max(at)));
         let held = Some(Held { event, ticket });
@@ -133,6 +140,10 @@ impl Reorder {
         };
         self.arrivals += 1;
         self.order.push(Reverse((at, self.arrivals, slot)));
+        if self.order.len() > self.max_events {
+            return self.pop_oldest();
+        }
+        None
     }
 
     /// The oldest held event if the watermark has passed it.

@@ -26,9 +26,10 @@
 //! the first matching rule that sets it, and collectors' own semantic fields are kept unless a
 //! user rule sets them.
 //!
-//! Evictions from the entity cache are counted; the first one is logged at `info` (the cache
-//! is full: a larger `max_entities` keeps more), and every batch that evicts logs the count at
-//! `debug`. No event is dropped or delayed by the cache.
+//! Evictions from the entity cache are counted
+//! (`tapio_component_evictions_total{state="entity_cache_keys"}`); the first one is logged at
+//! `info` (the cache is full: a larger `max_entities` keeps more), and every batch that evicts
+//! logs the count at `debug`. No event is dropped or delayed by the cache.
 
 mod entity_cache;
 mod narrative;
@@ -36,6 +37,8 @@ mod resolve;
 mod rules;
 #[cfg(test)]
 mod tests;
+
+use std::sync::Arc;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -59,7 +62,9 @@ const BUILTIN_RULES: &str = include_str!("builtin_rules.toml");
 pub struct SemanticEnrichConfig {
     /// Most keys the entity cache holds (pod uids, `namespace/name`s, IPs, container ids,
     /// cgroup ids; a pod typically has five or six). Beyond it the least recently used key is
-    /// evicted (the first eviction is logged). At least 1.
+    /// evicted and counted (`tapio_component_evictions_total{state="entity_cache_keys"}`): later
+    /// events that would have used it keep their unresolved entity; none is dropped or delayed.
+    /// At least 1. Default: 100000.
     #[serde(default = "default_max_entities")]
     pub max_entities: usize,
     /// systemd units whose events are about the node itself: they get the node as entity.
@@ -121,7 +126,12 @@ struct SemanticEnrich {
 impl Transform for SemanticEnrich {
     fn run(self: Box<Self>, input: BufferReceiver, cx: TransformContext) -> ComponentFuture {
         let mut enricher = self.enricher;
-        run_in_place(move |events| enricher.apply(events), input, cx)
+        let metrics = Arc::clone(&cx.metrics);
+        run_in_place(
+            move |events| metrics.add_evicted("entity_cache_keys", enricher.apply(events)),
+            input,
+            cx,
+        )
     }
 }
 
@@ -156,8 +166,8 @@ impl Enricher {
         })
     }
 
-    /// Resolves and annotates a batch, in order.
-    fn apply(&mut self, events: &mut [UnifiedEvent]) {
+    /// Resolves and annotates a batch, in order; returns how many cache keys it evicted.
+    fn apply(&mut self, events: &mut [UnifiedEvent]) -> u64 {
         let before = self.resolver.cache().evictions();
         let mut evicted = 0;
         for event in events.iter_mut() {
@@ -181,6 +191,7 @@ impl Enricher {
                 "entity cache evictions"
             );
         }
+        evicted as u64
     }
 
     /// Keys evicted from the entity cache so far.

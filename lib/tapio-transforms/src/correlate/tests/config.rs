@@ -27,6 +27,8 @@ fn defaults_follow_the_issue() {
     assert_eq!(config.allowed_lateness.0, Duration::from_secs(5));
     assert_eq!(config.max_group_duration.0, Duration::from_secs(600));
     assert_eq!(config.max_groups, 100_000);
+    assert_eq!(config.max_buffered_events, 65_536);
+    assert_eq!(config.max_group_keys, 64);
     assert_eq!(config.max_related_events, 1000);
     assert_eq!(config.idle_flush.0, Duration::from_secs(1));
     assert!(config.builtin_patterns && config.patterns.is_empty());
@@ -250,6 +252,20 @@ fn impossible_options_fail_the_build() {
                 ..CorrelateConfig::default()
             },
             "max_groups",
+        ),
+        (
+            CorrelateConfig {
+                max_buffered_events: 0,
+                ..CorrelateConfig::default()
+            },
+            "max_buffered_events",
+        ),
+        (
+            CorrelateConfig {
+                max_group_keys: 0,
+                ..CorrelateConfig::default()
+            },
+            "max_group_keys",
         ),
         (
             CorrelateConfig {

@@ -1,6 +1,8 @@
 //! Grouping rules and bounded state: entity keys and aliases, nodes and hosts, merges, the
 //! group duration limit, late events, eviction, expiry over a long run, and capped lists.
 
+use tapio_event::AckToken;
+
 use super::*;
 
 #[test]
@@ -132,6 +134,92 @@ fn state_is_bounded_by_max_groups_evicting_the_least_recently_active() {
         id_of(&out, "evt_0006"),
         "cor_0006",
         "the least recently active one was evicted"
+    );
+}
+
+/// A pod whose events keep naming new containers: the group stops collecting keys at the
+/// bound, keeps its entity's own, and an event reachable only through a refused key opens a
+/// group of its own.
+#[test]
+fn a_group_links_by_at_most_max_group_keys() {
+    let config = CorrelateConfig {
+        max_group_keys: 4,
+        ..CorrelateConfig::default()
+    };
+    let mut script = Script::default();
+    for i in 0..10 {
+        script.kube(i * 100, &API, "Started");
+        let kubernetes = script
+            .events
+            .last_mut()
+            .unwrap()
+            .kubernetes
+            .as_mut()
+            .unwrap();
+        kubernetes.container_id = Some(format!("containerd://c{i}"));
+    }
+    let mut lone = CART.entity();
+    lone.kind = EntityType::Host;
+    let by_container = |script: &mut Script, ms: i64, container: &str| {
+        let event = script.push(ms, EventType::Process, "ebpf", lone.clone());
+        event.process = Some(Box::new(ProcessContext {
+            container_id: Some(container.into()),
+            ..ProcessContext::default()
+        }));
+    };
+    by_container(&mut script, 2000, "c1");
+    by_container(&mut script, 2100, "c9");
+    let (out, stats) = run(&config, script.events.clone());
+    assert_eq!(
+        stats.refused_keys, 8,
+        "uid, name, c0, c1 kept; c2..c9 refused"
+    );
+    assert!(
+        out.iter().take(10).all(|e| correlation_id(e) == "cor_0001"),
+        "the pod's own events still join by its uid"
+    );
+    assert_eq!(id_of(&out, "evt_0011"), "cor_0001", "c1 was kept");
+    assert_eq!(id_of(&out, "evt_0012"), "cor_0012", "c9 was refused");
+}
+
+/// A replay whose clock stands still: every event has the same timestamp, so the watermark
+/// never releases anything and only the bound keeps the buffer from growing with the input.
+#[test]
+fn the_reorder_buffer_is_bounded_when_event_time_stands_still() {
+    let config = CorrelateConfig {
+        max_buffered_events: 100,
+        ..CorrelateConfig::default()
+    };
+    let mut correlator = correlator(&config);
+    let mut script = Script::default();
+    for _ in 0..10_000 {
+        script.socket(0, &API, "connect");
+    }
+    let mut emitted = Vec::new();
+    let mut settled_batches = 0;
+    for chunk in script.events.chunks(1000) {
+        let (token, _receiver) = AckToken::new();
+        let mut out = Output::default();
+        correlator.push_batch(EventBatch::with_ack(chunk.to_vec(), token), &mut out);
+        emitted.extend(out.events.into_iter().map(|e| e.id));
+        settled_batches += out.acks.len();
+        assert!(
+            correlator.stats().held_events <= 100,
+            "{:?}",
+            correlator.stats()
+        );
+    }
+    assert_eq!(correlator.stats().released_early, 9_900);
+    let mut out = Output::default();
+    correlator.flush(&mut out);
+    emitted.extend(out.events.into_iter().map(|e| e.id));
+    settled_batches += out.acks.len();
+    let input: Vec<&str> = script.events.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(emitted, input, "every event once, in arrival order");
+    assert_eq!(correlator.stats().late_events, 0);
+    assert_eq!(
+        settled_batches, 10,
+        "every batch's acknowledgement released once"
     );
 }
 

@@ -20,6 +20,8 @@ struct Harness {
     input: BufferSender,
     output: BufferReceiver,
     task: JoinHandle<Result<(), ComponentError>>,
+    /// The transform's own counters.
+    metrics: Arc<ComponentMetrics>,
 }
 
 fn start(config: &CorrelateConfig) -> Harness {
@@ -43,13 +45,14 @@ fn start(config: &CorrelateConfig) -> Harness {
     let (sender, output) = buffer(100_000, WhenFull::Block, sink);
     let cx = TransformContext {
         out: Outputs::new(Fanout::new(vec![sender]), Vec::new(), Arc::clone(&metrics)),
-        metrics,
+        metrics: Arc::clone(&metrics),
     };
     let task = tokio::spawn(transform.run(receiver, cx));
     Harness {
         input,
         output,
         task,
+        metrics,
     }
 }
 
@@ -149,6 +152,38 @@ async fn an_idle_input_flushes_the_held_events() {
     assert_eq!(ack.await, BatchStatus::Delivered);
     drop(h.input);
     h.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn early_releases_and_evicted_groups_are_counted_as_evictions() {
+    let config = CorrelateConfig {
+        max_buffered_events: 2,
+        max_groups: 1,
+        ..without_idle_flush()
+    };
+    let mut h = start(&config);
+    let mut script = Script::default();
+    script
+        .socket(0, &API, "connect")
+        .socket(0, &CART, "connect")
+        .socket(0, &API, "connect")
+        .socket(0, &CART, "connect");
+    h.input.send(EventBatch::new(script.events)).await.unwrap();
+    drop(h.input);
+    let mut delivered = 0;
+    while let Some(batch) = h.output.recv().await {
+        delivered += batch.events().len();
+        batch.ack(BatchStatus::Delivered);
+    }
+    h.task.await.unwrap().unwrap();
+    assert_eq!(delivered, 4);
+    let evicted = h.metrics.snapshot().evicted;
+    assert_eq!(
+        evicted.get("reorder_buffer_events"),
+        Some(&2),
+        "{evicted:?}"
+    );
+    assert_eq!(evicted.get("correlation_groups"), Some(&3), "{evicted:?}");
 }
 
 /// A mixed stream: all five stories on different pods, noise, each round shuffled within the

@@ -160,9 +160,10 @@ fn only_semantic_and_entity_change_and_replays_repeat() {
     assert_eq!(text(&output), text(&again));
 }
 
-#[tokio::test]
-async fn runs_as_a_transform_and_forwards_batches() {
-    let transform = config("")
+/// Runs `events` through a `semantic_enrich` built from `options`, in batches of 100; the
+/// number of events delivered and the transform's counters.
+async fn run_transform(options: &str, events: &[UnifiedEvent]) -> (usize, MetricsSnapshot) {
+    let transform = config(options)
         .build(&BuildContext {
             name: "enrich".into(),
             data_dir: std::env::temp_dir(),
@@ -178,7 +179,6 @@ async fn runs_as_a_transform_and_forwards_batches() {
         metrics: Arc::clone(&own),
     };
     let task = tokio::spawn(transform.run(input_rx, cx));
-    let events = fixture();
     for batch in events.chunks(100) {
         input_tx
             .send(tapio_event::EventBatch::new(batch.to_vec()))
@@ -192,6 +192,23 @@ async fn runs_as_a_transform_and_forwards_batches() {
         seen += batch.len();
     }
     task.await.unwrap().unwrap();
+    (seen, own.snapshot())
+}
+
+#[tokio::test]
+async fn runs_as_a_transform_and_forwards_batches() {
+    let events = fixture();
+    let (seen, metrics) = run_transform("", &events).await;
     assert_eq!(seen, events.len());
-    assert_eq!(own.snapshot().events_out, events.len() as u64);
+    assert_eq!(metrics.events_out, events.len() as u64);
+    assert!(metrics.evicted.is_empty(), "{:?}", metrics.evicted);
+}
+
+#[tokio::test]
+async fn entity_cache_evictions_are_counted() {
+    let events = fixture();
+    let (seen, metrics) = run_transform("max_entities = 4", &events).await;
+    assert_eq!(seen, events.len(), "evictions drop nothing");
+    let evicted = metrics.evicted.get("entity_cache_keys").copied();
+    assert!(evicted.is_some_and(|n| n > 0), "{:?}", metrics.evicted);
 }

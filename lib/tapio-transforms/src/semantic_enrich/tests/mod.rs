@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use tapio_event::buffer::buffer;
 use tapio_event::codec::Decoder;
 use tapio_event::{
-    BuildContext, ComponentKind, ComponentMetrics, EntityType, Fanout, Outputs, Timestamp,
-    TransformContext, UnifiedEvent, WhenFull,
+    BuildContext, ComponentKind, ComponentMetrics, EntityType, Fanout, MetricsSnapshot, Outputs,
+    Timestamp, TransformContext, UnifiedEvent, WhenFull,
 };
 
 use super::{Enricher, SemanticEnrichConfig};
