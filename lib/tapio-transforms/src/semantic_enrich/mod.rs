@@ -45,6 +45,7 @@ use tapio_event::{
 
 use crate::in_place::run_in_place;
 
+use self::entity_cache::MAX_ENTRIES;
 use self::resolve::Resolver;
 use self::rules::RuleSet;
 pub use self::rules::{OneOrMany, SemanticRule};
@@ -58,7 +59,7 @@ const BUILTIN_RULES: &str = include_str!("builtin_rules.toml");
 pub struct SemanticEnrichConfig {
     /// Most keys the entity cache holds (pod uids, `namespace/name`s, IPs, container ids,
     /// cgroup ids; a pod typically has five or six). Beyond it the least recently used key is
-    /// evicted. At least 1. Default: 100000.
+    /// evicted. From 1 to 4294967294. Default: 100000.
     #[serde(default = "default_max_entities")]
     pub max_entities: usize,
     /// systemd units whose events are about the node itself: they get the node as entity.
@@ -134,10 +135,11 @@ struct Enricher {
 
 impl Enricher {
     fn new(config: &SemanticEnrichConfig, name: &str) -> Result<Self, ComponentError> {
-        if config.max_entities == 0 {
-            return Err(ComponentError(
-                "`max_entities` must be at least 1".to_owned(),
-            ));
+        if !(1..=MAX_ENTRIES).contains(&config.max_entities) {
+            return Err(ComponentError(format!(
+                "`max_entities` must be between 1 and {MAX_ENTRIES}, got {}",
+                config.max_entities
+            )));
         }
         let builtin = if config.builtin_rules {
             toml::from_str::<RuleFile>(BUILTIN_RULES)

@@ -112,6 +112,7 @@ fn without_builtin_rules_only_user_rules_apply() {
 fn bad_options_are_rejected_with_the_rule() {
     let error = |text: &str| Enricher::new(&config(text), "enrich").expect_err(text).0;
     assert!(error("max_entities = 0").contains("max_entities"));
+    assert!(error("max_entities = 4294967295").contains("between 1 and 4294967294"));
     let typo = toml::from_str::<SemanticEnrichConfig>(
         "[[rules]]\nwhen = { \"kubernetes.reasn\" = \"x\" }\nintent = \"i\"",
     )
