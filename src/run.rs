@@ -95,6 +95,7 @@ impl PipelineChoice {
             .collect()
     }
 
+    /// Reads the chosen config (a file, or the built-in text matching the probe's verdict).
     fn load(&self) -> Loaded {
         match self {
             PipelineChoice::File { path, .. } => tapio_topology::load_file(path),
