@@ -2,10 +2,12 @@
 //! 78 invalid config, 69 a component could not start, 70 a component failed at run time,
 //! 75 the drain did not finish within the grace period.
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tapio_event::ErrorKind;
+use tapio_sources::ebpf::Preflight;
 use tapio_topology::{ComponentFailure, Config, Health, Loaded, Outcome, Severity, Topology};
 
 use crate::cli::{ConfigArgs, GraphArgs, GraphFormat, RunArgs};
@@ -22,56 +24,111 @@ const DEFAULT_CONFIG: &str = include_str!("../config/examples/default.toml");
 const DEFAULT_DEMO_CONFIG: &str = include_str!("../config/examples/default-demo.toml");
 const SYSTEM_CONFIG: &str = "/etc/tapio/tapio.toml";
 
-/// Where the config came from, as the first log line says.
-enum ConfigSource {
-    File(PathBuf, &'static str),
-    BuiltIn,
+/// Which pipeline runs and why, decided before anything is logged: the first line `tapio run`
+/// logs names the pipeline and the reason (the README promises it), so nothing found or done
+/// while choosing may be logged before it.
+enum PipelineChoice {
+    /// A config file, and what named it (`--config`, `$TAPIO_CONFIG`, the system default).
+    File {
+        path: PathBuf,
+        named_by: &'static str,
+    },
+    /// The built-in node-agent pipeline: over the ebpf source when the probe passed, else over
+    /// the demo source.
+    BuiltIn(Preflight),
 }
 
-fn config_source(args: &ConfigArgs) -> ConfigSource {
-    if let Some(path) = &args.config {
-        return ConfigSource::File(path.clone(), "--config");
-    }
-    if let Some(path) = std::env::var_os("TAPIO_CONFIG").filter(|p| !p.is_empty()) {
-        return ConfigSource::File(path.into(), "$TAPIO_CONFIG");
-    }
-    if std::path::Path::new(SYSTEM_CONFIG).exists() {
-        return ConfigSource::File(SYSTEM_CONFIG.into(), "the system default");
-    }
-    ConfigSource::BuiltIn
-}
-
-/// Loads and validates the config, printing every diagnostic; `None` if it has errors.
-fn load(args: &ConfigArgs, announce: bool) -> Option<Config> {
-    let loaded: Loaded = match config_source(args) {
-        ConfigSource::File(path, why) => {
-            if announce {
-                tracing::info!(config = %path.display(), "using config from {why}");
-            }
-            tapio_topology::load_file(&path)
-        }
-        ConfigSource::BuiltIn => {
-            let (name, text) = match tapio_sources::ebpf::probe() {
-                Ok(()) => {
-                    if announce {
-                        tracing::info!(
-                            "no config given; using the built-in node-agent pipeline (config/examples/default.toml) with the ebpf source: this node can load eBPF programs"
-                        );
-                    }
-                    ("<built-in default.toml>", DEFAULT_CONFIG)
-                }
-                Err(why) => {
-                    if announce {
-                        tracing::info!(
-                            "no config given; using the built-in node-agent pipeline with the demo source (config/examples/default-demo.toml), because the ebpf source cannot load here: {why}"
-                        );
-                    }
-                    ("<built-in default-demo.toml>", DEFAULT_DEMO_CONFIG)
-                }
+impl PipelineChoice {
+    /// `--config`, then `$TAPIO_CONFIG` (`env_config`), then `system_config` when it exists,
+    /// then the built-in pipeline (probing eBPF only then).
+    fn choose(args: &ConfigArgs, env_config: Option<OsString>, system_config: &Path) -> Self {
+        if let Some(path) = &args.config {
+            return PipelineChoice::File {
+                path: path.clone(),
+                named_by: "given with --config",
             };
-            tapio_topology::load_str(name, text, |name| std::env::var(name).ok())
         }
+        if let Some(path) = env_config.filter(|p| !p.is_empty()) {
+            return PipelineChoice::File {
+                path: path.into(),
+                named_by: "named by $TAPIO_CONFIG (no --config given)",
+            };
+        }
+        if system_config.exists() {
+            return PipelineChoice::File {
+                path: system_config.into(),
+                named_by: "the system default (no --config or $TAPIO_CONFIG given)",
+            };
+        }
+        PipelineChoice::BuiltIn(tapio_sources::ebpf::probe())
+    }
+
+    /// The line that says which pipeline runs and why.
+    fn announcement(&self) -> String {
+        match self {
+            PipelineChoice::File { path, named_by } => {
+                format!("running the pipeline in {}, {named_by}", path.display())
+            }
+            PipelineChoice::BuiltIn(Preflight { verdict: Ok(()), .. }) => {
+                "no config given; using the built-in node-agent pipeline (config/examples/default.toml) with the ebpf source: this node can load eBPF programs".into()
+            }
+            PipelineChoice::BuiltIn(Preflight {
+                verdict: Err(why), ..
+            }) => format!(
+                "no config given; using the built-in node-agent pipeline with the demo source (config/examples/default-demo.toml), because the ebpf source cannot load here: {why}"
+            ),
+        }
+    }
+
+    /// What choosing changed on the node (the probe may mount tracefs), to log after the
+    /// announcement.
+    fn side_effect(&self) -> Option<String> {
+        match self {
+            PipelineChoice::File { .. } => None,
+            PipelineChoice::BuiltIn(preflight) => preflight.side_effect(),
+        }
+    }
+
+    /// The lines `tapio run` logs about its choice, in order: the announcement first.
+    fn log_lines(&self) -> Vec<String> {
+        std::iter::once(self.announcement())
+            .chain(self.side_effect())
+            .collect()
+    }
+
+    /// Reads the chosen config (a file, or the built-in text matching the probe's verdict).
+    fn load(&self) -> Loaded {
+        match self {
+            PipelineChoice::File { path, .. } => tapio_topology::load_file(path),
+            PipelineChoice::BuiltIn(preflight) => {
+                let (name, text) = match preflight.verdict {
+                    Ok(()) => ("<built-in default.toml>", DEFAULT_CONFIG),
+                    Err(_) => ("<built-in default-demo.toml>", DEFAULT_DEMO_CONFIG),
+                };
+                tapio_topology::load_str(name, text, |name| std::env::var(name).ok())
+            }
+        }
+    }
+}
+
+/// Loads and validates the config, printing every diagnostic; `None` if it has errors. With
+/// `announce` (`tapio run`) the first log line says which pipeline runs and why; without it
+/// only what choosing changed on the node is logged.
+fn load(args: &ConfigArgs, announce: bool) -> Option<Config> {
+    let choice = PipelineChoice::choose(
+        args,
+        std::env::var_os("TAPIO_CONFIG"),
+        Path::new(SYSTEM_CONFIG),
+    );
+    let lines = if announce {
+        choice.log_lines()
+    } else {
+        choice.side_effect().into_iter().collect()
     };
+    for line in lines {
+        tracing::info!("{line}");
+    }
+    let loaded = choice.load();
     for diagnostic in &loaded.diagnostics {
         eprintln!("{diagnostic}");
     }
@@ -209,5 +266,82 @@ async fn stop_signal() {
     tokio::select! {
         _ = interrupt.recv() => tracing::info!("SIGINT received"),
         _ = terminate.recv() => tracing::info!("SIGTERM received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn announced(choice: &PipelineChoice) -> Vec<String> {
+        let lines = choice.log_lines();
+        assert!(lines[0].contains("pipeline"), "{lines:?}");
+        lines
+    }
+
+    #[test]
+    fn a_config_file_is_announced_with_what_named_it() {
+        let given = PathBuf::from("given.toml");
+        let from_env = OsString::from("env.toml");
+        let system = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+        let flag = ConfigArgs {
+            config: Some(given.clone()),
+        };
+        let none = ConfigArgs { config: None };
+        for (args, env, expected) in [
+            (
+                &flag,
+                Some(from_env.clone()),
+                "given.toml, given with --config",
+            ),
+            (&none, Some(from_env), "env.toml, named by $TAPIO_CONFIG"),
+            (
+                &none,
+                Some(OsString::new()),
+                "Cargo.toml, the system default",
+            ),
+            (&none, None, "Cargo.toml, the system default"),
+        ] {
+            let lines = announced(&PipelineChoice::choose(args, env, &system));
+            assert_eq!(lines.len(), 1, "{lines:?}");
+            assert!(
+                lines[0].starts_with("running the pipeline in "),
+                "{lines:?}"
+            );
+            assert!(lines[0].contains(expected), "{lines:?}");
+        }
+    }
+
+    #[test]
+    fn the_built_in_pipeline_says_which_source_and_why_before_what_the_probe_changed() {
+        let mounted = PipelineChoice::BuiltIn(Preflight {
+            verdict: Ok(()),
+            mounted_tracefs: Some("/sys/kernel/tracing"),
+        });
+        let lines = announced(&mounted);
+        assert!(lines[0].contains("with the ebpf source"), "{lines:?}");
+        assert!(
+            lines[1].contains("mounted tracefs at /sys/kernel/tracing"),
+            "{lines:?}"
+        );
+        assert_eq!(lines.len(), 2);
+
+        let refused = PipelineChoice::BuiltIn(Preflight {
+            verdict: Err("the kernel has no tracepoint sched/sched_process_exec".into()),
+            mounted_tracefs: Some("/sys/kernel/tracing"),
+        });
+        let lines = announced(&refused);
+        assert!(
+            lines[0].contains("with the demo source")
+                && lines[0].contains("cannot load here: the kernel has no tracepoint"),
+            "{lines:?}"
+        );
+        assert!(lines[1].contains("mounted tracefs"), "{lines:?}");
+
+        let untouched = PipelineChoice::BuiltIn(Preflight {
+            verdict: Err("needs root".into()),
+            mounted_tracefs: None,
+        });
+        assert_eq!(announced(&untouched).len(), 1);
     }
 }

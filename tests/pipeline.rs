@@ -5,6 +5,7 @@
 mod common;
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -75,13 +76,13 @@ fn normalise_timestamp(ts: &str) -> String {
     }
 }
 
-#[test]
-fn bad_lines_are_counted_and_routed_to_the_errors_output() {
-    let dir = tempfile::tempdir().unwrap();
-    let good = dir.path().join("good.ndjson");
-    let bad = dir.path().join("bad.ndjson");
+/// A config in `dir` reading stdin (1 KiB lines at most) into `good.ndjson`, with the source's
+/// `errors` output written to `bad.ndjson`; returns the config and the two paths.
+fn stdin_with_errors_output(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let good = dir.join("good.ndjson");
+    let bad = dir.join("bad.ndjson");
     let config = write_config(
-        dir.path(),
+        dir,
         "errors.toml",
         &format!(
             "[sources.in]\ntype = \"stdin\"\nmax_line_bytes = \"1KiB\"\n\n[sinks.good]\ntype = \"file\"\ninputs = [\"in\"]\npath = \"{}\"\n\n[sinks.bad]\ntype = \"file\"\ninputs = [\"in.errors\"]\npath = \"{}\"\n",
@@ -89,6 +90,13 @@ fn bad_lines_are_counted_and_routed_to_the_errors_output() {
             bad.display()
         ),
     );
+    (config, good, bad)
+}
+
+#[test]
+fn bad_lines_are_counted_and_routed_to_the_errors_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, good, bad) = stdin_with_errors_output(dir.path());
     let long = format!(
         "{{\"type\":\"process\",\"source\":\"{}\"}}",
         "x".repeat(2000)
@@ -110,6 +118,58 @@ fn bad_lines_are_counted_and_routed_to_the_errors_output() {
             .unwrap()
             .contains("surprise")
     );
+    assert_eq!(summary_row(&output.stderr, "in").errors, 3);
+}
+
+#[test]
+fn unrepresentable_timestamps_are_errors_not_other_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, good, bad) = stdin_with_errors_output(dir.path());
+    let event = |id: &str, timestamp: &str| {
+        format!(r#"{{"id":"{id}","timestamp":"{timestamp}","type":"process","source":"stdin"}}"#)
+    };
+    let kept = [
+        event("latest", "2262-04-11T23:47:16.854775807Z"),
+        event("ordinary", "2026-11-27T16:21:11.123456789Z"),
+        event("earliest", "1677-09-21T00:12:43.145224192Z"),
+    ];
+    let rejected = [
+        event("far_future", "2300-01-01T00:00:00Z"),
+        event("far_past", "1500-01-01T00:00:00Z"),
+        event("just_after", "2262-04-11T23:47:16.854775808Z"),
+    ];
+    let input: String = [
+        &kept[0],
+        &rejected[0],
+        &kept[1],
+        &rejected[1],
+        &rejected[2],
+        &kept[2],
+    ]
+    .iter()
+    .map(|line| format!("{line}\n"))
+    .collect();
+    let output = run_with_stdin(&config, input.as_bytes());
+    assert_success(&output);
+    let good = parse_ndjson(&std::fs::read_to_string(&good).unwrap());
+    let expected: Vec<serde_json::Value> = kept
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(good, expected);
+    let bad = parse_ndjson(&std::fs::read_to_string(&bad).unwrap());
+    let lines: Vec<_> = bad
+        .iter()
+        .map(|e| e["application"]["line"].as_str().unwrap())
+        .collect();
+    assert_eq!(lines, rejected);
+    for error in &bad {
+        let message = error["application"]["error"].as_str().unwrap();
+        assert!(
+            message.contains("outside the representable range"),
+            "{message}"
+        );
+    }
     assert_eq!(summary_row(&output.stderr, "in").errors, 3);
 }
 

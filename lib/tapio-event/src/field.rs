@@ -14,8 +14,9 @@ use crate::event::UnifiedEvent;
 enum Accessor {
     /// A text field, borrowed from the event.
     Text(fn(&UnifiedEvent) -> Option<&str>),
-    /// A numeric field, rendered as decimal text.
-    Number(fn(&UnifiedEvent) -> Option<i64>),
+    /// A numeric field, rendered as decimal text; wide enough for every signed and unsigned
+    /// field, so that none is rendered as another number.
+    Number(fn(&UnifiedEvent) -> Option<i128>),
     /// The event's timestamp in its wire form.
     Timestamp,
     /// An entry of a string map (`entity.attributes`, `kubernetes.labels`) or of `application`.
@@ -109,7 +110,7 @@ const FIELDS: &[(&str, Accessor)] = &[
     ),
     (
         "network.src_port",
-        Accessor::Number(|e| e.network.as_deref()?.src_port.map(i64::from)),
+        Accessor::Number(|e| e.network.as_deref()?.src_port.map(i128::from)),
     ),
     (
         "network.dst_ip",
@@ -117,7 +118,7 @@ const FIELDS: &[(&str, Accessor)] = &[
     ),
     (
         "network.dst_port",
-        Accessor::Number(|e| e.network.as_deref()?.dst_port.map(i64::from)),
+        Accessor::Number(|e| e.network.as_deref()?.dst_port.map(i128::from)),
     ),
     (
         "network.error",
@@ -129,11 +130,11 @@ const FIELDS: &[(&str, Accessor)] = &[
     ),
     (
         "process.pid",
-        Accessor::Number(|e| e.process.as_deref()?.pid.map(i64::from)),
+        Accessor::Number(|e| e.process.as_deref()?.pid.map(i128::from)),
     ),
     (
         "process.ppid",
-        Accessor::Number(|e| e.process.as_deref()?.ppid.map(i64::from)),
+        Accessor::Number(|e| e.process.as_deref()?.ppid.map(i128::from)),
     ),
     (
         "process.comm",
@@ -145,11 +146,11 @@ const FIELDS: &[(&str, Accessor)] = &[
     ),
     (
         "process.uid",
-        Accessor::Number(|e| e.process.as_deref()?.uid.map(i64::from)),
+        Accessor::Number(|e| e.process.as_deref()?.uid.map(i128::from)),
     ),
     (
         "process.cgroup_id",
-        Accessor::Number(|e| e.process.as_deref()?.cgroup_id.map(|v| v as i64)),
+        Accessor::Number(|e| e.process.as_deref()?.cgroup_id.map(i128::from)),
     ),
     (
         "process.container_id",
@@ -157,11 +158,11 @@ const FIELDS: &[(&str, Accessor)] = &[
     ),
     (
         "process.exit_code",
-        Accessor::Number(|e| e.process.as_deref()?.exit_code.map(i64::from)),
+        Accessor::Number(|e| e.process.as_deref()?.exit_code.map(i128::from)),
     ),
     (
         "process.signal",
-        Accessor::Number(|e| e.process.as_deref()?.signal.map(i64::from)),
+        Accessor::Number(|e| e.process.as_deref()?.signal.map(i128::from)),
     ),
     (
         "kubernetes.kind",
@@ -233,7 +234,7 @@ const FIELDS: &[(&str, Accessor)] = &[
     ),
     (
         "systemd.main_pid",
-        Accessor::Number(|e| e.systemd.as_deref()?.main_pid.map(i64::from)),
+        Accessor::Number(|e| e.systemd.as_deref()?.main_pid.map(i128::from)),
     ),
     (
         "impact.severity",
@@ -482,6 +483,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("kubernetes.reson"), "{error}");
+    }
+
+    #[test]
+    fn numbers_read_as_themselves_at_their_limits() {
+        let mut event = UnifiedEvent::new(crate::EventType::Process, "x", crate::Timestamp(1));
+        event.process = Some(Box::new(crate::ProcessContext {
+            cgroup_id: Some(u64::MAX),
+            pid: Some(u32::MAX),
+            exit_code: Some(i32::MIN),
+            ..Default::default()
+        }));
+        for (path, expected) in [
+            ("process.cgroup_id", "18446744073709551615"),
+            ("process.pid", "4294967295"),
+            ("process.exit_code", "-2147483648"),
+        ] {
+            assert_eq!(lookup(&event, path).as_deref(), Some(expected), "{path}");
+        }
     }
 
     #[test]

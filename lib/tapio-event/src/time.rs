@@ -9,6 +9,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 const SECS_PER_DAY: i64 = 86_400;
+/// The years [`Timestamp::MIN`] and [`Timestamp::MAX`] fall in.
+const MIN_YEAR: i64 = 1677;
+const MAX_YEAR: i64 = 2262;
 
 /// An instant in UTC with nanosecond precision, kept as nanoseconds since 1970-01-01T00:00:00Z.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -40,7 +43,19 @@ impl fmt::Display for TimestampError {
 
 impl std::error::Error for TimestampError {}
 
+/// Why an instant that is a valid date is still not a `Timestamp`: event time must never wrap
+/// into a different time, so a reader turns this into a decode error for the event.
+const OUT_OF_RANGE: TimestampError = TimestampError(
+    "outside the representable range 1677-09-21T00:12:43.145224192Z to \
+     2262-04-11T23:47:16.854775807Z",
+);
+
 impl Timestamp {
+    /// The earliest instant nanoseconds in an `i64` hold: 1677-09-21T00:12:43.145224192Z.
+    pub const MIN: Timestamp = Timestamp(i64::MIN);
+    /// The latest instant nanoseconds in an `i64` hold: 2262-04-11T23:47:16.854775807Z.
+    pub const MAX: Timestamp = Timestamp(i64::MAX);
+
     /// Wall-clock now; sources stamp events they read without a timestamp with it.
     pub fn now() -> Self {
         let since = SystemTime::now()
@@ -79,7 +94,8 @@ impl Timestamp {
         }
     }
 
-    /// Builds a timestamp from calendar fields in UTC.
+    /// Builds a timestamp from calendar fields in UTC; fields out of their range, or an instant
+    /// outside [`Timestamp::MIN`]..=[`Timestamp::MAX`], are an error rather than another time.
     pub fn from_civil(
         year: i64,
         month: u32,
@@ -88,10 +104,16 @@ impl Timestamp {
         minute: u32,
         second: u32,
         nanos: u32,
-    ) -> Self {
-        let days = days_from_civil(year, month, day);
-        let secs = days * SECS_PER_DAY + i64::from(hour * 3600 + minute * 60 + second);
-        Timestamp(secs * NANOS_PER_SEC + i64::from(nanos))
+    ) -> Result<Self, TimestampError> {
+        Self::from_nanos_wide(civil_nanos(year, month, day, hour, minute, second, nanos)?)
+    }
+
+    /// The instant `nanos` after the epoch, computed wider than an `i64` so that the range is
+    /// checked once, on the result.
+    fn from_nanos_wide(nanos: i128) -> Result<Self, TimestampError> {
+        i64::try_from(nanos)
+            .map(Timestamp)
+            .map_err(|_| OUT_OF_RANGE)
     }
 
     /// Appends the wire form (`2026-11-27T16:21:11.123456789Z`) to `out` without allocating.
@@ -136,13 +158,6 @@ impl Timestamp {
         let minute = parse_digits(&b[14..16]).ok_or(TimestampError("bad minute"))?;
         expect(b, 16, b':')?;
         let second = parse_digits(&b[17..19]).ok_or(TimestampError("bad second"))?;
-        if !(1..=12).contains(&month) || day == 0 || day > days_in_month(i64::from(year), month) {
-            return Err(TimestampError("date out of range"));
-        }
-        // A leap second (:60) is folded onto the next second, as most systems do.
-        if hour > 23 || minute > 59 || second > 60 {
-            return Err(TimestampError("time out of range"));
-        }
         let mut pos = 19;
         let mut nanos = 0u32;
         if b.get(pos) == Some(&b'.') {
@@ -175,10 +190,8 @@ impl Timestamp {
             }
             _ => return Err(TimestampError("expected 'Z' or an offset like +02:00")),
         };
-        let local = Timestamp::from_civil(i64::from(year), month, day, hour, minute, 0, nanos);
-        Ok(Timestamp(
-            local.0 + (i64::from(second) - offset_secs) * NANOS_PER_SEC,
-        ))
+        let local = civil_nanos(i64::from(year), month, day, hour, minute, second, nanos)?;
+        Self::from_nanos_wide(local - i128::from(offset_secs) * i128::from(NANOS_PER_SEC))
     }
 }
 
@@ -262,6 +275,34 @@ fn days_in_month(year: i64, month: u32) -> u32 {
     }
 }
 
+/// Nanoseconds since the epoch of calendar fields in UTC, wide enough for any year that can
+/// hold a representable instant. A second of 60 (a leap second) is folded onto the next second,
+/// as most systems do.
+fn civil_nanos(
+    year: i64,
+    month: u32,
+    day: u32,
+    hour: u32,
+    minute: u32,
+    second: u32,
+    nanos: u32,
+) -> Result<i128, TimestampError> {
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        return Err(TimestampError("date out of range"));
+    }
+    if hour > 23 || minute > 59 || second > 60 || i64::from(nanos) >= NANOS_PER_SEC {
+        return Err(TimestampError("time out of range"));
+    }
+    // Outside these years no instant is representable whatever the offset, and inside them
+    // nothing below can overflow; the exact bound is checked on the final instant.
+    if !(MIN_YEAR..=MAX_YEAR).contains(&year) {
+        return Err(OUT_OF_RANGE);
+    }
+    let secs = days_from_civil(year, month, day) * SECS_PER_DAY
+        + i64::from(hour * 3600 + minute * 60 + second);
+    Ok(i128::from(secs) * i128::from(NANOS_PER_SEC) + i128::from(nanos))
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (eras of 400 years, March-based years).
 fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
@@ -337,7 +378,7 @@ mod tests {
             let c = ts.civil();
             let back =
                 Timestamp::from_civil(c.year, c.month, c.day, c.hour, c.minute, c.second, c.nanos);
-            assert_eq!(back, ts, "day {days}");
+            assert_eq!(back, Ok(ts), "day {days}");
         }
         assert_eq!(
             Timestamp::parse_rfc3339("2024-12-31T00:00:00Z")
@@ -353,5 +394,68 @@ mod tests {
         let ts = Timestamp::parse_rfc3339("1969-12-31T23:59:59.5Z").unwrap();
         assert_eq!(ts.0, -500_000_000);
         assert_eq!(ts.to_string(), "1969-12-31T23:59:59.500000000Z");
+    }
+
+    #[test]
+    fn the_representable_bounds_parse_exactly() {
+        let max = "2262-04-11T23:47:16.854775807Z";
+        let min = "1677-09-21T00:12:43.145224192Z";
+        assert_eq!(Timestamp::parse_rfc3339(max), Ok(Timestamp::MAX));
+        assert_eq!(Timestamp::parse_rfc3339(min), Ok(Timestamp::MIN));
+        assert_eq!(Timestamp::MAX.to_string(), max);
+        assert_eq!(Timestamp::MIN.to_string(), min);
+        // The same instants written in a local time whose own fields lie beyond the bound.
+        assert_eq!(
+            Timestamp::parse_rfc3339("2262-04-12T00:47:16.854775807+01:00"),
+            Ok(Timestamp::MAX)
+        );
+        assert_eq!(
+            Timestamp::parse_rfc3339("1677-09-20T23:12:43.145224192-01:00"),
+            Ok(Timestamp::MIN)
+        );
+    }
+
+    #[test]
+    fn instants_beyond_the_bounds_are_errors_not_other_times() {
+        for beyond in [
+            "2262-04-11T23:47:16.854775808Z",
+            "1677-09-21T00:12:43.145224191Z",
+            "2262-04-11T23:47:16.854775807-00:01",
+            "1677-09-21T00:12:43.145224192+00:01",
+            "2300-01-01T00:00:00Z",
+            "1500-01-01T00:00:00Z",
+            "9999-12-31T23:59:60.999999999-23:59",
+            "0000-01-01T00:00:00+23:59",
+        ] {
+            let error = Timestamp::parse_rfc3339(beyond).unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .contains("outside the representable range"),
+                "{beyond}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn from_civil_rejects_what_it_cannot_represent() {
+        assert_eq!(
+            Timestamp::from_civil(2262, 4, 11, 23, 47, 16, 854_775_807),
+            Ok(Timestamp::MAX)
+        );
+        for fields in [
+            (2262, 4, 11, 23, 47, 16, 854_775_808),
+            (i64::MAX, 1, 1, 0, 0, 0, 0),
+            (i64::MIN, 1, 1, 0, 0, 0, 0),
+            (2026, 0, 1, 0, 0, 0, 0),
+            (2026, 1, 1, u32::MAX, 0, 0, 0),
+            (2026, 1, 1, 0, 0, 0, 1_000_000_000),
+        ] {
+            let (year, month, day, hour, minute, second, nanos) = fields;
+            assert!(
+                Timestamp::from_civil(year, month, day, hour, minute, second, nanos).is_err(),
+                "{fields:?} accepted"
+            );
+        }
     }
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A config duration such as `"1m30s"`, `"500ms"`, `"2h"`.
+/// A config duration such as `"1m30s"`, `"500ms"`, `"2h"`. Parsing caps it at `u64::MAX`
+/// nanoseconds (about 584 years), so that adding one to an `Instant` (a deadline, the next
+/// scan) cannot overflow wherever it is used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ConfigDuration(pub Duration);
 
@@ -25,7 +27,9 @@ impl ConfigDuration {
         if trimmed.is_empty() {
             return Err("empty duration; write e.g. \"30s\" or \"500ms\"".into());
         }
-        let mut total = Duration::ZERO;
+        let too_large =
+            || format!("invalid duration {text:?}: too large (at most about 584 years)");
+        let mut total_nanos = 0u64;
         let mut rest = trimmed;
         while !rest.is_empty() {
             let digits = rest
@@ -64,12 +68,12 @@ impl ConfigDuration {
                     ));
                 }
             };
-            let nanos = value
+            total_nanos = value
                 .checked_mul(nanos_per_unit)
-                .ok_or_else(|| format!("invalid duration {text:?}: too large"))?;
-            total += Duration::from_nanos(nanos);
+                .and_then(|nanos| total_nanos.checked_add(nanos))
+                .ok_or_else(too_large)?;
         }
-        Ok(ConfigDuration(total))
+        Ok(ConfigDuration(Duration::from_nanos(total_nanos)))
     }
 }
 
@@ -333,6 +337,23 @@ mod tests {
     }
 
     #[test]
+    fn durations_beyond_u64_nanoseconds_are_errors() {
+        assert_eq!(
+            ConfigDuration::parse("18446744073709551615ns").unwrap().0,
+            Duration::from_nanos(u64::MAX)
+        );
+        for text in [
+            "99999999999999h",
+            "18446744073709551616ns",
+            "5124095h5124095h",
+            "18446744073709551615ns1ns",
+        ] {
+            let error = ConfigDuration::parse(text).unwrap_err();
+            assert!(error.contains("too large"), "{text}: {error}");
+        }
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(ByteSize::parse("256MiB").unwrap().0, 256 << 20);
         assert_eq!(ByteSize::parse("64KB").unwrap().0, 64_000);
@@ -341,5 +362,15 @@ mod tests {
         assert!(ByteSize::parse("12XB").unwrap_err().contains("XB"));
         assert!(ByteSize::parse("MiB").is_err());
         assert!(ByteSize::parse("99999999999999999999GiB").is_err());
+        assert!(
+            ByteSize::parse("99999999999GiB")
+                .unwrap_err()
+                .contains("too large")
+        );
+        assert!(
+            ByteSize::parse("99999999999PiB")
+                .unwrap_err()
+                .contains("PiB")
+        );
     }
 }

@@ -352,7 +352,7 @@ mod tests {
         let mut e = UnifiedEvent::new(
             EventType::Kubernetes,
             "kubernetes",
-            Timestamp::from_civil(2026, 11, day, 12, 0, 0, 0),
+            Timestamp::from_civil(2026, 11, day, 12, 0, 0, 0).unwrap(),
         );
         let mut entity = tapio_event::Entity::new(tapio_event::EntityType::Pod, "uid");
         entity.namespace = (!namespace.is_empty()).then(|| namespace.to_string());

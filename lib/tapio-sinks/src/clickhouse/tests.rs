@@ -19,7 +19,7 @@ fn event(id: &str) -> UnifiedEvent {
     let mut event = UnifiedEvent::new(
         EventType::Kubernetes,
         "kubernetes",
-        Timestamp::from_civil(2026, 11, 27, 16, 21, 11, 123_456_789),
+        Timestamp::from_civil(2026, 11, 27, 16, 21, 11, 123_456_789).unwrap(),
     );
     event.id = id.into();
     event

@@ -70,8 +70,9 @@ pub struct DemoConfig {
     /// produces the same events byte for byte. Unset: a new seed each run.
     #[serde(default)]
     pub seed: Option<u64>,
-    /// RFC 3339 time of the simulated clock's start (e.g. `"2026-01-01T00:00:00Z"`).
-    /// Unset: the time the source starts.
+    /// RFC 3339 time of the simulated clock's start (e.g. `"2026-01-01T00:00:00Z"`). Should
+    /// the clock reach 2262-04-11T23:47:16.854775807Z, the last time an event can carry, the
+    /// source stops there with a warning. Unset: the time the source starts.
     #[serde(default)]
     pub start_time: Option<String>,
     /// Events per batch sent downstream; larger batches cost less per event. From 1 to
@@ -101,7 +102,7 @@ impl ComponentConfig for DemoConfig {
 
     /// Checks the options, so a bad one stops the pipeline before it starts; the cluster and its
     /// clock are set up when the source runs.
-    fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Source>, ComponentError> {
+    fn build(&self, cx: &BuildContext) -> Result<Box<dyn Source>, ComponentError> {
         let invalid = |message: String| Err(ComponentError::config(message));
         if !(1..=MAX_NODES).contains(&self.nodes) {
             return invalid(format!(
@@ -157,13 +158,19 @@ impl ComponentConfig for DemoConfig {
                     .unwrap_or_else(|| IdGenerator::from_entropy().next_u64()),
                 step_nanos: self.rate.map_or(STEP_NANOS, |rate| {
                     let mean = 1e9 / rate;
-                    ((mean * 0.5) as u64, (mean * 1.5).max(1.0) as u64 + 1)
+                    // Float-to-integer casts saturate, so a tiny rate makes huge steps, not
+                    // wrapped ones; the clock then ends the simulation at the end of time.
+                    (
+                        (mean * 0.5) as u64,
+                        ((mean * 1.5).max(1.0) as u64).saturating_add(1),
+                    )
                 }),
             },
             count: self.count,
             rate: self.rate,
             start_time,
             batch_size: self.batch_size,
+            name: cx.name.clone(),
         }))
     }
 }
@@ -175,6 +182,8 @@ struct DemoSource {
     rate: Option<f64>,
     start_time: Option<Timestamp>,
     batch_size: usize,
+    /// The component's name, for the line saying the simulated clock ran out.
+    name: String,
 }
 
 impl Source for DemoSource {
@@ -226,7 +235,16 @@ impl DemoSource {
             let len = left.min(self.batch_size as u64) as usize;
             let mut events = Vec::with_capacity(len);
             simulation.fill(&mut events, len);
-            if cx.out.send(EventBatch::new(events)).await.is_err() {
+            let clock_ran_out = events.len() < len;
+            if !events.is_empty() && cx.out.send(EventBatch::new(events)).await.is_err() {
+                return false;
+            }
+            if clock_ran_out {
+                tracing::warn!(
+                    source = %self.name,
+                    "the simulated clock reached {}, the last time an event can carry; the demo source stops",
+                    Timestamp::MAX
+                );
                 return false;
             }
             left -= len as u64;

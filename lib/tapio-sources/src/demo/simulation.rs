@@ -156,15 +156,16 @@ impl Simulation {
         simulation
     }
 
-    /// Appends the next `n` events to `out`.
+    /// Appends the next `n` events to `out`, or fewer once the simulated clock would pass
+    /// [`Timestamp::MAX`]: event time never wraps, so the simulation is over there.
     pub(super) fn fill(&mut self, out: &mut Vec<UnifiedEvent>, n: usize) {
-        out.extend((0..n).map(|_| self.next_event()));
+        out.extend((0..n).map_while(|_| self.next_event()));
     }
 
-    fn next_event(&mut self) -> UnifiedEvent {
+    fn next_event(&mut self) -> Option<UnifiedEvent> {
         let (shortest, longest) = self.settings_step;
-        let step = self.rng.range(shortest, longest) as i64;
-        self.stamp.now = Timestamp(self.stamp.now.as_nanos() + step);
+        let step = self.rng.range(shortest, longest);
+        self.stamp.now = Timestamp(self.stamp.now.as_nanos().checked_add_unsigned(step)?);
         self.emitted += 1;
         if self.emitted >= self.next_rollout {
             self.start(Scenario::Rollout);
@@ -178,13 +179,13 @@ impl Simulation {
             }
             self.next_incident = self.emitted + self.interval(mean);
         }
-        match self.pending.peek() {
+        Some(match self.pending.peek() {
             Some(next) if next.due <= self.stamp.now.as_nanos() => {
                 let pending = self.pending.pop().expect("peeked");
                 self.perform(pending)
             }
             _ => self.background(),
-        }
+        })
     }
 
     /// Events until the next story: uniform around `mean`, never zero.
@@ -235,7 +236,8 @@ impl Simulation {
         for (i, &(delay_ms, step)) in steps.iter().enumerate() {
             // ±25 % jitter so that no two stories look alike.
             let nanos = u64::from(delay_ms) * 1_000_000;
-            due += (nanos * 3 / 4 + self.rng.below(nanos / 2 + 1)) as i64;
+            // A step due past the end of time never comes: the clock stops first.
+            due = due.saturating_add_unsigned(nanos * 3 / 4 + self.rng.below(nanos / 2 + 1));
             self.push(due, action(step), i + 1 == steps.len());
         }
     }

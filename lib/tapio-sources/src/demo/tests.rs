@@ -377,6 +377,35 @@ async fn rate_paces_events_in_bursts() {
 }
 
 #[tokio::test]
+async fn the_simulated_clock_stops_at_the_last_representable_time_instead_of_wrapping() {
+    let start = Timestamp::parse_rfc3339("2262-04-11T23:47:16Z").unwrap();
+    let run = run(config(json!({
+        "count": 100_000,
+        "seed": 3,
+        "start_time": start.to_string(),
+    })))
+    .await;
+    // 0.85 s of simulated time were left, at 1–4 ms per event.
+    assert!(
+        (200..=900).contains(&run.events.len()),
+        "{} events",
+        run.events.len()
+    );
+    assert_eq!(run.events_out, run.events.len() as u64);
+    let times: Vec<_> = run.events.iter().map(|e| e.timestamp).collect();
+    assert!(times[0] > start, "{}", times[0]);
+    assert!(times.is_sorted(), "the clock went backwards");
+}
+
+#[tokio::test]
+async fn a_rate_too_low_to_space_events_in_time_builds_and_waits() {
+    let mut running = start(config(json!({ "rate": 1e-11 })));
+    running.trigger.trigger();
+    assert!(running.output.recv().await.is_none());
+    running.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
 async fn shutdown_ends_an_endless_source() {
     for options in [json!({}), json!({ "rate": 10 })] {
         let mut running = start(config(options.clone()));

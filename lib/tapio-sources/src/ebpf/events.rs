@@ -49,7 +49,8 @@ pub(super) struct Decoder {
     clock_offset: i64,
 }
 
-/// A record too short for its kind, or of a kind this build does not know.
+/// A record too short for its kind, of a kind this build does not know, or whose time is not
+/// representable.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct BadRecord;
 
@@ -75,8 +76,13 @@ impl Decoder {
         if record.len() < HEADER_LEN {
             return Err(BadRecord);
         }
-        let monotonic = u64_at(record, 0);
-        let timestamp = Timestamp((monotonic as i64).saturating_add(self.clock_offset));
+        // `bpf_ktime_get_ns()` plus the clock offset, checked: a record whose time is not
+        // representable is a bad record, never an event at another time.
+        let timestamp = i64::try_from(u64_at(record, 0))
+            .ok()
+            .and_then(|monotonic| monotonic.checked_add(self.clock_offset))
+            .map(Timestamp)
+            .ok_or(BadRecord)?;
         let cgroup_id = u64_at(record, 8);
         let kind = u32_at(record, 16);
         let attribution = self.cgroups.resolve(cgroup_id);
@@ -315,7 +321,7 @@ fn clock_offset() -> i64 {
     let before = clock_ns(libc::CLOCK_MONOTONIC);
     let wall = clock_ns(libc::CLOCK_REALTIME);
     let after = clock_ns(libc::CLOCK_MONOTONIC);
-    wall - (before + (after - before) / 2)
+    wall.saturating_sub(before + (after - before) / 2)
 }
 
 fn clock_ns(clock: libc::clockid_t) -> i64 {
@@ -327,7 +333,16 @@ fn clock_ns(clock: libc::clockid_t) -> i64 {
     unsafe {
         libc::clock_gettime(clock, &mut now);
     }
-    now.tv_sec * 1_000_000_000 + now.tv_nsec
+    timespec_nanos(&now)
+}
+
+/// A clock reading in nanoseconds, saturated: a wall clock set beyond 2262 (or before 1677)
+/// gives an offset at the bound, so records then fail the decoder's checked addition instead
+/// of panicking here.
+fn timespec_nanos(time: &libc::timespec) -> i64 {
+    time.tv_sec
+        .saturating_mul(1_000_000_000)
+        .saturating_add(time.tv_nsec)
 }
 
 #[cfg(test)]
@@ -456,6 +471,28 @@ mod tests {
             decoder.decode(&header(99, HEADER_LEN, 1, 0, "x")),
             Err(BadRecord)
         );
+    }
+
+    #[test]
+    fn records_whose_time_is_not_representable_are_bad_records() {
+        let mut decoder = decoder();
+        let mut record = header(RECORD_OOM_KILL, HEADER_LEN, 1, 0, "x");
+        for monotonic in [u64::MAX, 1 << 63, i64::MAX as u64 - 1] {
+            record[0..8].copy_from_slice(&monotonic.to_ne_bytes());
+            assert_eq!(decoder.decode(&record), Err(BadRecord), "{monotonic}");
+        }
+        decoder.clock_offset = 0;
+        record[0..8].copy_from_slice(&(i64::MAX as u64).to_ne_bytes());
+        assert_eq!(decoder.decode(&record).unwrap().timestamp, Timestamp::MAX);
+    }
+
+    #[test]
+    fn clock_readings_beyond_the_range_saturate() {
+        let reading = |tv_sec, tv_nsec| timespec_nanos(&libc::timespec { tv_sec, tv_nsec });
+        assert_eq!(reading(1, 5), 1_000_000_005);
+        assert_eq!(reading(i64::MAX / 1_000_000_000, 999_999_999), i64::MAX);
+        assert_eq!(reading(i64::MAX, 0), i64::MAX);
+        assert_eq!(reading(i64::MIN, 0), i64::MIN);
     }
 
     #[test]

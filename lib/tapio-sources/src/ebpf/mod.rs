@@ -43,6 +43,7 @@ use self::cgroup::CgroupResolver;
 use self::events::Decoder;
 use self::maps::{Filters, LostCounter};
 use self::programs::LoadSettings;
+pub use self::programs::Preflight;
 
 /// Events per batch sent downstream; a drain of the ring buffer sends as many as it holds.
 const MAX_BATCH: usize = 1024;
@@ -153,8 +154,9 @@ fn default_required() -> bool {
 
 /// Whether the `ebpf` source with its default programs can load on this node, and if not the
 /// one-line reason; lets the built-in pipeline choose its source. Mounts tracefs when it is
-/// missing, as the source itself would.
-pub fn probe() -> Result<(), String> {
+/// missing, as the source itself would, and leaves logging that to the caller (see
+/// [`Preflight`]).
+pub fn probe() -> Preflight {
     programs::preflight(&default_programs().into_iter().collect())
 }
 
@@ -182,7 +184,11 @@ impl ComponentConfig for EbpfConfig {
         }
         let ring_buffer_size = size.next_power_of_two().max(MIN_RING_BUFFER) as u32;
         let filters = Filters::from_config(self).map_err(error)?;
-        let loaded = programs::preflight(&programs).and_then(|()| {
+        let preflight = programs::preflight(&programs);
+        if let Some(change) = preflight.side_effect() {
+            tracing::info!(source = %cx.name, "{change}");
+        }
+        let loaded = preflight.verdict.and_then(|()| {
             programs::load(&LoadSettings {
                 programs: &programs,
                 filters: &filters,

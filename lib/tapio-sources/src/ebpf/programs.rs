@@ -106,9 +106,49 @@ impl Hook {
     }
 }
 
+/// What checking the node found, and what the check changed on it. The check logs nothing
+/// itself: the built-in pipeline probes before it has said which pipeline runs, and that line
+/// must come first, so whoever checks reports the change when it fits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preflight {
+    /// `Ok` when the programs can load here, else the one-line reason naming what is missing.
+    pub verdict: Result<(), String>,
+    /// Where the check mounted tracefs because no place had it; `None` when nothing changed.
+    pub mounted_tracefs: Option<&'static str>,
+}
+
+impl Preflight {
+    /// The log line for what the check changed on the node, if it changed anything.
+    pub fn side_effect(&self) -> Option<String> {
+        self.mounted_tracefs.map(|path| {
+            format!("mounted tracefs at {path} (tracepoint programs attach through it)")
+        })
+    }
+}
+
 /// Checks what loading `programs` needs from the node, mounting tracefs when it is missing:
 /// privileges, kernel BTF, and each tracepoint.
-pub(super) fn preflight(programs: &BTreeSet<Program>) -> Result<(), String> {
+pub(super) fn preflight(programs: &BTreeSet<Program>) -> Preflight {
+    let unchanged = |verdict| Preflight {
+        verdict,
+        mounted_tracefs: None,
+    };
+    if let Err(why) = check_privileges_and_btf(programs) {
+        return unchanged(Err(why));
+    }
+    match mounted_tracefs_path() {
+        Some(tracefs) => unchanged(check_tracepoints(programs, tracefs)),
+        None => match mount_tracefs() {
+            Ok(()) => Preflight {
+                verdict: check_tracepoints(programs, TRACEFS),
+                mounted_tracefs: Some(TRACEFS),
+            },
+            Err(why) => unchanged(Err(why)),
+        },
+    }
+}
+
+fn check_privileges_and_btf(programs: &BTreeSet<Program>) -> Result<(), String> {
     let all = list(programs);
     if !has_bpf_privileges() {
         return Err(format!(
@@ -122,7 +162,11 @@ pub(super) fn preflight(programs: &BTreeSet<Program>) -> Result<(), String> {
              CONFIG_DEBUG_INFO_BTF=y), which programs {all} need"
         ));
     }
-    let tracefs = ensure_tracefs()?;
+    Ok(())
+}
+
+/// Whether the tracepoints `programs` attach to exist under the mounted `tracefs`.
+fn check_tracepoints(programs: &BTreeSet<Program>, tracefs: &str) -> Result<(), String> {
     for hook in HOOKS.iter().filter(|hook| hook.wanted(programs)) {
         let id = Path::new(tracefs)
             .join("events")
@@ -247,14 +291,15 @@ fn has_bpf_privileges() -> bool {
     has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
 }
 
-/// The mounted tracefs, mounting it at `/sys/kernel/tracing` when neither place has it (it is
-/// not mounted at boot on every node).
-fn ensure_tracefs() -> Result<&'static str, String> {
-    for path in [TRACEFS, DEBUGFS_TRACEFS] {
-        if Path::new(path).join("events").is_dir() {
-            return Ok(path);
-        }
-    }
+/// Where tracefs is mounted, if either usual place has it.
+fn mounted_tracefs_path() -> Option<&'static str> {
+    [TRACEFS, DEBUGFS_TRACEFS]
+        .into_iter()
+        .find(|path| Path::new(path).join("events").is_dir())
+}
+
+/// Mounts tracefs at `/sys/kernel/tracing` (it is not mounted at boot on every node).
+fn mount_tracefs() -> Result<(), String> {
     let target = std::ffi::CString::new(TRACEFS).expect("no NUL in a constant");
     // SAFETY: every pointer is a NUL-terminated string that outlives the call; tracefs takes
     // no mount data.
@@ -274,8 +319,7 @@ fn ensure_tracefs() -> Result<&'static str, String> {
             std::io::Error::last_os_error()
         ));
     }
-    tracing::info!("mounted tracefs at {TRACEFS} (tracepoint programs attach through it)");
-    Ok(TRACEFS)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -127,7 +127,7 @@ impl Context {
             if let Err(error) = list.add_partition_offset(
                 &partition.topic,
                 partition.partition,
-                Offset::Offset(offset + 1),
+                next_to_read(*offset),
             ) {
                 tracing::warn!(component = %self.component, %error, "cannot commit an offset");
             }
@@ -170,6 +170,13 @@ impl Context {
             self.commit(consumer, &delivered);
         }
     }
+}
+
+/// The committed position after the last delivered message, `last_delivered + 1`. The offset
+/// comes from the broker; at `i64::MAX`, where nothing follows, it stays there (the message is
+/// read again, never skipped) instead of overflowing inside librdkafka's callback.
+pub(super) fn next_to_read(last_delivered: i64) -> Offset {
+    Offset::Offset(last_delivered.saturating_add(1))
 }
 
 /// The topic partition of a list element.

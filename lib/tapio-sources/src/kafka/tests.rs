@@ -167,6 +167,13 @@ async fn a_regex_subscription_with_text_decoding_reads_every_matching_topic() {
 }
 
 #[test]
+fn the_committed_position_follows_the_last_delivered_offset_without_overflow() {
+    use super::consumer::next_to_read;
+    assert_eq!(next_to_read(41), Offset::Offset(42));
+    assert_eq!(next_to_read(i64::MAX), Offset::Offset(i64::MAX));
+}
+
+#[test]
 fn bad_options_are_clear_errors() {
     let build = |extra: &str| {
         let config: KafkaSourceConfig = toml::from_str(&format!(

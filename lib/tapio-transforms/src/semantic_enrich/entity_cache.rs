@@ -13,6 +13,9 @@ use std::sync::Arc;
 
 /// The end of the LRU list, and "no slot".
 const NIL: u32 = u32::MAX;
+/// Most keys a cache may be configured to hold: entries are indexed by `u32` below [`NIL`],
+/// with room for the one inserted before the least recently used is evicted.
+pub(super) const MAX_ENTRIES: usize = NIL as usize - 1;
 
 /// The kinds of key a pod is known by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

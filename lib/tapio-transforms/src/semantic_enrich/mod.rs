@@ -49,6 +49,7 @@ use tapio_event::{
 
 use crate::in_place::run_in_place;
 
+use self::entity_cache::MAX_ENTRIES;
 use self::resolve::Resolver;
 use self::rules::RuleSet;
 pub use self::rules::{OneOrMany, SemanticRule};
@@ -64,7 +65,7 @@ pub struct SemanticEnrichConfig {
     /// cgroup ids; a pod typically has five or six). Beyond it the least recently used key is
     /// evicted and counted (`tapio_component_evictions_total{state="entity_cache_keys"}`): later
     /// events that would have used it keep their unresolved entity; none is dropped or delayed.
-    /// At least 1. Default: 100000.
+    /// From 1 to 4294967294.
     #[serde(default = "default_max_entities")]
     pub max_entities: usize,
     /// systemd units whose events are about the node itself: they get the node as entity.
@@ -146,10 +147,11 @@ struct Enricher {
 
 impl Enricher {
     fn new(config: &SemanticEnrichConfig, name: &str) -> Result<Self, ComponentError> {
-        if config.max_entities == 0 {
-            return Err(ComponentError::config(
-                "`max_entities` must be at least 1".to_owned(),
-            ));
+        if !(1..=MAX_ENTRIES).contains(&config.max_entities) {
+            return Err(ComponentError::config(format!(
+                "`max_entities` must be between 1 and {MAX_ENTRIES}, got {}",
+                config.max_entities
+            )));
         }
         let builtin = if config.builtin_rules {
             toml::from_str::<RuleFile>(BUILTIN_RULES)

@@ -117,6 +117,7 @@ fn bad_options_are_rejected_with_the_rule() {
             .to_owned()
     };
     assert!(error("max_entities = 0").contains("max_entities"));
+    assert!(error("max_entities = 4294967295").contains("between 1 and 4294967294"));
     let typo = toml::from_str::<SemanticEnrichConfig>(
         "[[rules]]\nwhen = { \"kubernetes.reasn\" = \"x\" }\nintent = \"i\"",
     )
