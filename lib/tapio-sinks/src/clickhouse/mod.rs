@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -270,32 +271,47 @@ impl WarnLimiter {
     }
 }
 
+impl ClickhouseConfig {
+    /// A client for the configured server and user.
+    fn client(&self) -> Client {
+        Client::new(
+            &self.endpoint,
+            self.auth.clone(),
+            self.compression,
+            self.request_timeout.0,
+        )
+    }
+}
+
 impl Sink for ClickhouseSink {
+    /// `SELECT 1`, so that a server that is down or a wrong `endpoint`/`auth` fails the start
+    /// with one clear line rather than buffering towards a server that may be misconfigured.
+    fn healthcheck(&self) -> BoxFuture<'static, Result<(), ComponentError>> {
+        if !self.config.healthcheck {
+            return Box::pin(std::future::ready(Ok(())));
+        }
+        let client = self.config.client();
+        Box::pin(async move {
+            client.execute("SELECT 1").await.map(drop).map_err(|failure| {
+                ComponentError::unavailable(format!(
+                    "clickhouse healthcheck (SELECT 1) failed: {}; start ClickHouse, fix `endpoint`/`auth`, or set `healthcheck = false` to start anyway and retry",
+                    failure.message()
+                ))
+            })
+        })
+    }
+
     fn run(self: Box<Self>, mut input: BufferReceiver, cx: SinkContext) -> ComponentFuture {
         Box::pin(async move {
             let config = self.config;
-            let client = Client::new(
-                &config.endpoint,
-                config.auth.clone(),
-                config.compression,
-                config.request_timeout.0,
-            );
             let shared = Arc::new(Shared {
-                client,
+                client: config.client(),
                 target: format!("`{}`.`{}`", config.database, config.table),
                 dead_letter: self.dead_letter,
                 metrics: cx.metrics,
                 warnings: WarnLimiter(Mutex::new(None)),
                 spares: Spares::default(),
             });
-            if config.healthcheck {
-                shared.client.execute("SELECT 1").await.map_err(|failure| {
-                    ComponentError::unavailable(format!(
-                        "clickhouse healthcheck (SELECT 1) failed: {}; start ClickHouse, fix `endpoint`/`auth`, or set `healthcheck = false` to start anyway and retry",
-                        failure.message()
-                    ))
-                })?;
-            }
             if config.create_table {
                 let sql = schema::create_table_sql(&config.database, &config.table);
                 shared
