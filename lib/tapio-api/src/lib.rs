@@ -13,10 +13,10 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Method, Response, StatusCode};
 use tapio_event::ComponentMetrics;
+use tapio_event::throttle::Throttle;
 use tapio_topology::{Health, HealthState};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::Instant;
 
 pub use prometheus::render as render_prometheus;
 
@@ -83,16 +83,14 @@ const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// are logged once per [`ACCEPT_LOG_INTERVAL`] with how many there were.
 struct AcceptBackoff {
     pause: Duration,
-    unlogged_failures: u64,
-    logged_at: Option<Instant>,
+    failures: Throttle,
 }
 
 impl AcceptBackoff {
     fn new() -> Self {
         AcceptBackoff {
             pause: ACCEPT_PAUSE_MIN,
-            unlogged_failures: 0,
-            logged_at: None,
+            failures: Throttle::new(ACCEPT_LOG_INTERVAL),
         }
     }
 
@@ -103,15 +101,8 @@ impl AcceptBackoff {
 
     /// Logs `error` if it is time to, then waits before the next accept.
     async fn failed(&mut self, error: &std::io::Error) {
-        self.unlogged_failures += 1;
-        let now = Instant::now();
-        if self
-            .logged_at
-            .is_none_or(|at| now.duration_since(at) >= ACCEPT_LOG_INTERVAL)
-        {
-            tracing::warn!(%error, failures = self.unlogged_failures, retry_in = ?self.pause, "API accept failed");
-            self.unlogged_failures = 0;
-            self.logged_at = Some(now);
+        if let Some(failures) = self.failures.add(1) {
+            tracing::warn!(%error, failures, retry_in = ?self.pause, "API accept failed");
         }
         tokio::time::sleep(self.pause).await;
         self.pause = (self.pause * 2).min(ACCEPT_PAUSE_MAX);

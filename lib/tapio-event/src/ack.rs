@@ -37,12 +37,12 @@ impl BatchStatus {
     }
 }
 
-struct Shared {
+struct AckState {
     worst: AtomicU8,
     notify: Option<oneshot::Sender<BatchStatus>>,
 }
 
-impl Drop for Shared {
+impl Drop for AckState {
     fn drop(&mut self) {
         if let Some(notify) = self.notify.take() {
             // The source may have stopped listening (shutdown); nothing to tell then.
@@ -53,7 +53,7 @@ impl Drop for Shared {
 
 /// One copy of a batch's acknowledgement obligation.
 pub struct AckToken {
-    shared: Arc<Shared>,
+    shared: Arc<AckState>,
     settled: bool,
 }
 
@@ -64,7 +64,7 @@ impl AckToken {
     /// A fresh obligation and the receiver the source waits on.
     pub fn new() -> (AckToken, AckReceiver) {
         let (notify, receiver) = oneshot::channel();
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(AckState {
             worst: AtomicU8::new(BatchStatus::Delivered as u8),
             notify: Some(notify),
         });

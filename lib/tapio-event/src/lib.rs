@@ -14,6 +14,7 @@ pub mod id;
 pub mod metrics;
 pub mod secret;
 pub mod template;
+pub mod throttle;
 pub mod time;
 pub mod units;
 

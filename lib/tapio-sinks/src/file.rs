@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use schemars::JsonSchema;
@@ -24,7 +24,8 @@ use tapio_event::{
 
 use tokio::sync::mpsc;
 
-use crate::retry::Backoff;
+use crate::util::pool::BufferPool;
+use crate::util::retry::Backoff;
 
 fn default_idle_timeout() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(30))
@@ -64,7 +65,7 @@ impl ComponentConfig for FileSinkConfig {
                 })?;
             }
         }
-        let spare = SpareBuffers::default();
+        let spare = BufferPool::new(MAX_SPARE_BUFFERS);
         Ok(Box::new(FileSink {
             encoder: Encoder {
                 path: self.path.clone(),
@@ -89,44 +90,20 @@ struct OpenFile {
     last_write: Instant,
 }
 
-/// Emptied encode buffers handed back by the writer stage for the encoder to reuse: encoding
-/// into warm memory avoids growing a fresh buffer (and faulting in its pages) for every batch.
-#[derive(Clone, Default)]
-struct SpareBuffers(Arc<Mutex<Vec<Vec<u8>>>>);
-
 /// Spare encode buffers kept; a few batches are in flight between the stages at most.
 const MAX_SPARE_BUFFERS: usize = 8;
-
-impl SpareBuffers {
-    fn take(&self) -> Vec<u8> {
-        self.0
-            .lock()
-            .ok()
-            .and_then(|mut spare| spare.pop())
-            .unwrap_or_default()
-    }
-
-    fn give(&self, mut bytes: Vec<u8>) {
-        if let Ok(mut spare) = self.0.lock()
-            && spare.len() < MAX_SPARE_BUFFERS
-        {
-            bytes.clear();
-            spare.push(bytes);
-        }
-    }
-}
 
 /// The encoding stage: renders each event's path and serialises it.
 struct Encoder {
     path: Template,
-    spare: SpareBuffers,
+    spare: BufferPool<Vec<u8>>,
 }
 
 /// The writing stage's state: the files it keeps open.
 struct OpenFiles {
     idle_timeout: Duration,
     open: HashMap<PathBuf, OpenFile>,
-    spare: SpareBuffers,
+    spare: BufferPool<Vec<u8>>,
 }
 
 /// The encoded lines of one batch bound for one file.
@@ -160,7 +137,7 @@ impl Encoder {
                 None => {
                     pending.push(PendingWrite {
                         path: PathBuf::from(&rendered),
-                        bytes: self.spare.take(),
+                        bytes: self.spare.take().unwrap_or_default(),
                         events: 0,
                     });
                     pending.len() - 1
@@ -409,7 +386,7 @@ mod tests {
         let mut files = OpenFiles {
             idle_timeout: Duration::from_secs(30),
             open: HashMap::new(),
-            spare: SpareBuffers::default(),
+            spare: BufferPool::new(MAX_SPARE_BUFFERS),
         };
         // Opening a directory as the target fails; the retry list keeps the whole write.
         let bad = PendingWrite {

@@ -6,10 +6,9 @@
 pub mod blackhole;
 pub mod clickhouse;
 pub mod console;
-mod dead_letter;
 pub mod file;
 pub mod kafka;
-mod retry;
+mod util;
 
 tapio_event::component_registry! {
     /// Every sink type, as written in `tapio.toml` (`type = "..."`). Deserialized externally

@@ -5,10 +5,8 @@ pub mod demo;
 pub mod ebpf;
 pub mod file;
 pub mod kafka;
-mod lines;
 pub mod stdin;
-#[cfg(test)]
-mod testing;
+mod util;
 
 tapio_event::component_registry! {
     /// Every source type, as written in `tapio.toml` (`type = "..."`). Deserialized externally

@@ -13,8 +13,10 @@ use tapio_event::{
 };
 use tokio::sync::mpsc;
 
-pub use crate::lines::Decoding;
-use crate::lines::{self, DecodePool, Framed, LineBuffer, LineSettings, Problems, READ_CHUNK};
+pub use crate::util::lines::Decoding;
+use crate::util::lines::{
+    self, DecodePool, Framed, LineBuffer, LineSettings, Problems, READ_CHUNK,
+};
 
 /// Reads events from standard input, one per line.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -149,7 +151,7 @@ mod tests {
     use tapio_event::UnifiedEvent;
 
     use super::*;
-    use crate::testing::{context, take, texts};
+    use crate::util::testing::{context, take, texts};
 
     async fn run_on(
         input: impl Read + Send + 'static,

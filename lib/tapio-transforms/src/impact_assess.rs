@@ -13,7 +13,7 @@ use tapio_event::{
     Transform, TransformContext, UnifiedEvent,
 };
 
-use crate::in_place::run_in_place;
+use crate::util::in_place::run_in_place;
 
 /// A criticality rule: entities it matches get `criticality` (and optionally a customer-facing
 /// flag). Every condition given must hold; the last matching rule wins.

@@ -3,8 +3,8 @@
 
 pub mod correlate;
 pub mod impact_assess;
-mod in_place;
 pub mod semantic_enrich;
+mod util;
 
 tapio_event::component_registry! {
     /// Every transform type, as written in `tapio.toml` (`type = "..."`). Deserialized

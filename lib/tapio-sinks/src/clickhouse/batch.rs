@@ -5,7 +5,6 @@
 //! even with several inserts in flight.
 
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -13,6 +12,7 @@ use tapio_event::{AckToken, BatchStatus, UnifiedEvent};
 use tokio::time::Instant;
 
 use super::schema::write_row;
+use crate::util::pool::BufferPool;
 
 /// Rows bound for one `INSERT` — one body of `JSONEachRow` lines, and where each line ends —
 /// and the acknowledgements that settle once they are written.
@@ -51,34 +51,18 @@ pub(super) struct Limits {
     pub timeout: Duration,
 }
 
-/// Insert bodies that were sent and can be written again: a body is tens of megabytes, and a
-/// fresh one costs a page fault per 4 KiB as it fills (a sixth of the sink's CPU in perf).
-#[derive(Debug, Default, Clone)]
-pub(super) struct Spares(Arc<Mutex<Vec<BytesMut>>>);
+/// Insert bodies that were sent and can be written again: a body is tens of megabytes.
+pub(super) type Spares = BufferPool<BytesMut>;
 
-impl Spares {
-    /// Takes back a sent body, if nothing else still holds it.
-    pub fn recycle(&self, body: Bytes) {
-        if let Ok(mut buffer) = body.try_into_mut() {
-            buffer.clear();
-            let mut spares = self
-                .0
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if spares.len() < MAX_SPARES {
-                spares.push(buffer);
-            }
-        }
-    }
+/// A pool keeping [`MAX_SPARES`] bodies.
+pub(super) fn new_spares() -> Spares {
+    BufferPool::new(MAX_SPARES)
+}
 
-    /// A body to write into: a spare one, or a new one of `capacity`.
-    fn take(&self, capacity: usize) -> BytesMut {
-        let spare = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .pop();
-        spare.unwrap_or_else(|| BytesMut::with_capacity(capacity))
+/// Takes back a sent body into `spares`, if nothing else still holds it.
+pub(super) fn recycle(spares: &Spares, body: Bytes) {
+    if let Ok(buffer) = body.try_into_mut() {
+        spares.give(buffer);
     }
 }
 
@@ -87,7 +71,7 @@ const MAX_SPARES: usize = 4;
 
 /// Rows waiting for their insert.
 #[derive(Debug)]
-pub(super) struct Pending {
+pub(super) struct NextInsert {
     limits: Limits,
     body: BytesMut,
     spares: Spares,
@@ -98,10 +82,10 @@ pub(super) struct Pending {
     since: Option<Instant>,
 }
 
-impl Pending {
+impl NextInsert {
     /// Nothing pending yet; bodies come from (and go back to) `spares`.
-    pub fn new(limits: Limits, spares: Spares) -> Pending {
-        Pending {
+    pub fn new(limits: Limits, spares: Spares) -> NextInsert {
+        NextInsert {
             limits,
             body: BytesMut::new(),
             spares,
@@ -151,7 +135,10 @@ impl Pending {
     /// capacity this one needed, so a steady stream does not grow a buffer row by row.
     pub fn take(&mut self) -> Chunk {
         self.since = None;
-        let next = self.spares.take(self.body.len());
+        let next = self
+            .spares
+            .take()
+            .unwrap_or_else(|| BytesMut::with_capacity(self.body.len()));
         Chunk {
             body: std::mem::replace(&mut self.body, next).freeze(),
             ends: std::mem::take(&mut self.ends),

@@ -38,17 +38,18 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use tapio_event::throttle::Throttle;
 use tapio_event::{
     BatchStatus, BufferReceiver, BuildContext, ByteSize, ComponentConfig, ComponentError,
     ComponentFuture, ComponentMetrics, ConfigDuration, Secret, Sink, SinkContext,
 };
 use tokio::time::Instant;
 
-use self::batch::{Chunk, Limits, Pending, Spares};
+use self::batch::{Chunk, Limits, NextInsert, Spares, new_spares, recycle};
 use self::insert::{Body, Client, Failure, Rejection};
 use self::schema::event_of;
-use crate::dead_letter::DeadLetter;
-use crate::retry::Backoff;
+use crate::util::dead_letter::DeadLetter;
+use crate::util::retry::Backoff;
 
 /// Options of the `clickhouse` sink.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -241,35 +242,21 @@ struct ClickhouseSink {
 }
 
 /// What every insert task shares.
-struct Shared {
+struct InsertContext {
     client: Client,
     /// `` `database`.`table` ``.
     target: String,
     dead_letter: DeadLetter,
     metrics: Arc<ComponentMetrics>,
-    warnings: WarnLimiter,
+    /// Failed requests since the last warning, so a server down for an hour does not flood
+    /// the log.
+    warnings: Mutex<Throttle>,
     /// Insert bodies handed back once written, for the next inserts.
     spares: Spares,
 }
 
 /// How often a failing server is reported at most; every failure is still counted.
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
-
-/// Lets one warning through per [`WARN_INTERVAL`], so a server down for an hour does not flood
-/// the log.
-struct WarnLimiter(Mutex<Option<Instant>>);
-
-impl WarnLimiter {
-    fn allow(&self) -> bool {
-        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if last.is_some_and(|at| now.duration_since(at) < WARN_INTERVAL) {
-            return false;
-        }
-        *last = Some(now);
-        true
-    }
-}
 
 impl ClickhouseConfig {
     /// A client for the configured server and user.
@@ -304,13 +291,13 @@ impl Sink for ClickhouseSink {
     fn run(self: Box<Self>, mut input: BufferReceiver, cx: SinkContext) -> ComponentFuture {
         Box::pin(async move {
             let config = self.config;
-            let shared = Arc::new(Shared {
+            let shared = Arc::new(InsertContext {
                 client: config.client(),
                 target: format!("`{}`.`{}`", config.database, config.table),
                 dead_letter: self.dead_letter,
                 metrics: cx.metrics,
-                warnings: WarnLimiter(Mutex::new(None)),
-                spares: Spares::default(),
+                warnings: Mutex::new(Throttle::new(WARN_INTERVAL)),
+                spares: new_spares(),
             });
             if config.create_table {
                 let sql = schema::create_table_sql(&config.database, &config.table);
@@ -330,7 +317,7 @@ impl Sink for ClickhouseSink {
                 max_bytes: usize::try_from(config.batch.max_bytes.0).unwrap_or(usize::MAX),
                 timeout: config.batch.timeout.0,
             };
-            let mut pending = Pending::new(limits, shared.spares.clone());
+            let mut pending = NextInsert::new(limits, shared.spares.clone());
             let mut in_flight = FuturesUnordered::new();
             let concurrency = config.concurrency;
             loop {
@@ -430,7 +417,7 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-impl Shared {
+impl InsertContext {
     /// Inserts every row of `chunk` or dead-letters the ones ClickHouse rejects, then
     /// acknowledges the chunk's batches. The whole chunk's body is compressed from the moment
     /// this is called; the returned future does the rest when it is polled.
@@ -472,7 +459,7 @@ impl Shared {
         for ack in chunk.acks {
             ack.ack(BatchStatus::Delivered);
         }
-        self.spares.recycle(chunk.body);
+        recycle(&self.spares, chunk.body);
         Ok(())
     }
 
@@ -544,6 +531,12 @@ impl Shared {
     }
 
     /// The sink's error for a request that can never succeed.
+    /// Counts a failed request; returns how many failed since the last warning when one is due.
+    fn count_failure(&self) -> Option<usize> {
+        let mut warnings = self.warnings.lock().unwrap_or_else(|p| p.into_inner());
+        warnings.add(1)
+    }
+
     fn error(&self, failure: &Failure) -> ComponentError {
         ComponentError::runtime(format!(
             "clickhouse insert into {}: {}",
@@ -588,8 +581,8 @@ impl Shared {
             if table && !table_reported {
                 table_reported = true;
                 tracing::error!(sink = %self.metrics.name, table = %self.target, %error, retry_in = ?delay, "the ClickHouse table does not fit the events (a column is missing): fix the table; retrying, nothing is dead-lettered");
-            } else if self.warnings.allow() {
-                tracing::warn!(sink = %self.metrics.name, %error, retry_in = ?delay, "ClickHouse request failed; retrying");
+            } else if let Some(failures) = self.count_failure() {
+                tracing::warn!(sink = %self.metrics.name, %error, failures, retry_in = ?delay, "ClickHouse request failed; retrying");
             }
             tokio::time::sleep(delay).await;
         }

@@ -11,7 +11,7 @@ use tapio_event::{
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
-use super::batch::{Limits, Pending, Spares};
+use super::batch::{Limits, NextInsert, new_spares, recycle};
 use super::schema::{create_table_sql, event_of, is_identifier, write_row};
 use super::{ClickhouseConfig, bisect};
 
@@ -97,7 +97,7 @@ fn limits(max_events: usize, max_bytes: usize) -> Limits {
 
 #[tokio::test]
 async fn a_batch_split_over_inserts_is_acknowledged_when_all_of_them_are() {
-    let mut pending = Pending::new(limits(3, usize::MAX), Spares::default());
+    let mut pending = NextInsert::new(limits(3, usize::MAX), new_spares());
     let (token, mut status) = AckToken::new();
     let events: Vec<_> = (0..7).map(|i| event(&format!("evt_{i}"))).collect();
     let chunks = pending.add(&events, vec![token]);
@@ -125,16 +125,16 @@ async fn a_batch_split_over_inserts_is_acknowledged_when_all_of_them_are() {
 
 #[test]
 fn written_bodies_are_reused_once_nothing_else_holds_them() {
-    let spares = Spares::default();
-    let mut pending = Pending::new(limits(2, usize::MAX), spares.clone());
+    let spares = new_spares();
+    let mut pending = NextInsert::new(limits(2, usize::MAX), spares.clone());
     let events: Vec<_> = (0..4).map(|i| event(&format!("evt_{i}"))).collect();
     let mut chunks = pending.add(&events, Vec::new());
     let (second, first) = (chunks.pop().unwrap(), chunks.pop().unwrap());
     let still_sending = first.lines(0..1);
-    spares.recycle(first.body);
+    recycle(&spares, first.body);
     drop(still_sending);
     let address = second.body.as_ptr();
-    spares.recycle(second.body);
+    recycle(&spares, second.body);
     // The body being filled now was made before the recycling; the one after it is the spare.
     assert!(pending.add(&events[..1], Vec::new()).is_empty());
     pending.take();
@@ -158,7 +158,7 @@ fn written_bodies_are_reused_once_nothing_else_holds_them() {
 #[tokio::test]
 async fn max_bytes_cuts_inserts_that_each_carry_the_batch_token() {
     let one_row = line(&event("evt_0")).len();
-    let mut pending = Pending::new(limits(usize::MAX, one_row * 2), Spares::default());
+    let mut pending = NextInsert::new(limits(usize::MAX, one_row * 2), new_spares());
     let (token, status) = AckToken::new();
     let events: Vec<_> = (0..4).map(|i| event(&format!("evt_{i}"))).collect();
     let chunks = pending.add(&events, vec![token]);
@@ -170,7 +170,7 @@ async fn max_bytes_cuts_inserts_that_each_carry_the_batch_token() {
 
 #[tokio::test]
 async fn bisection_isolates_every_rejected_row_and_inserts_the_rest() {
-    let mut pending = Pending::new(limits(usize::MAX, usize::MAX), Spares::default());
+    let mut pending = NextInsert::new(limits(usize::MAX, usize::MAX), new_spares());
     let events: Vec<_> = (0..10).map(|i| event(&format!("evt_{i}"))).collect();
     assert!(pending.add(&events, Vec::new()).is_empty());
     let chunk = pending.take();

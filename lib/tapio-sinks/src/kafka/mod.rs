@@ -46,8 +46,8 @@ use tapio_kafka::{HEALTHCHECK_TIMEOUT, Logs, check_brokers, create_client};
 
 pub use self::config::{Acks, BatchConfig, Compression, Encoding, KafkaSinkConfig};
 use self::record::{Recipe, Record};
-use crate::dead_letter::DeadLetter;
-use crate::retry::Backoff;
+use crate::util::dead_letter::DeadLetter;
+use crate::util::retry::Backoff;
 
 /// How long to wait before enqueueing again when librdkafka's local queue is full.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(10);

@@ -54,33 +54,33 @@ enum Action {
 
 /// A step waiting for its time; the last step of a story frees its subject.
 #[derive(Debug)]
-struct Pending {
+struct ScheduledStep {
     due: i64,
     seq: u64,
     action: Action,
     last: bool,
 }
 
-impl Ord for Pending {
+impl Ord for ScheduledStep {
     /// Earliest first (the heap is a max-heap), scheduling order among equals.
     fn cmp(&self, other: &Self) -> Ordering {
         (other.due, other.seq).cmp(&(self.due, self.seq))
     }
 }
 
-impl PartialOrd for Pending {
+impl PartialOrd for ScheduledStep {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl PartialEq for Pending {
+impl PartialEq for ScheduledStep {
     fn eq(&self, other: &Self) -> bool {
         (self.due, self.seq) == (other.due, other.seq)
     }
 }
 
-impl Eq for Pending {}
+impl Eq for ScheduledStep {}
 
 /// An open TCP connection, reported again when it closes.
 struct Flow {
@@ -103,7 +103,7 @@ pub(super) struct Simulation {
     pub(super) rng: Rng,
     pub(super) stamp: Stamp,
     pub(super) cluster: Cluster,
-    pending: BinaryHeap<Pending>,
+    pending: BinaryHeap<ScheduledStep>,
     seq: u64,
     flows: VecDeque<Flow>,
     processes: VecDeque<Process>,
@@ -245,7 +245,7 @@ impl Simulation {
     fn push(&mut self, due: i64, action: Action, last: bool) {
         self.seq += 1;
         let seq = self.seq;
-        self.pending.push(Pending {
+        self.pending.push(ScheduledStep {
             due,
             seq,
             action,
@@ -253,7 +253,7 @@ impl Simulation {
         });
     }
 
-    fn perform(&mut self, pending: Pending) -> UnifiedEvent {
+    fn perform(&mut self, pending: ScheduledStep) -> UnifiedEvent {
         match pending.action {
             Action::Pod(slot, step) => {
                 self.cluster.slots[slot].busy &= !pending.last;
@@ -371,7 +371,7 @@ impl Simulation {
         let stamp = &mut self.stamp;
         match step {
             PodStep::Listed => pod_update(stamp, &pod, KubeAction::Added, "Running"),
-            PodStep::Created => pod_update(stamp, &pod, KubeAction::Added, "Pending"),
+            PodStep::Created => pod_update(stamp, &pod, KubeAction::Added, "ScheduledStep"),
             PodStep::Running => pod_update(stamp, &pod, KubeAction::Modified, "Running"),
             PodStep::Deleted => pod_update(stamp, &pod, KubeAction::Deleted, "Running"),
             PodStep::Status(status) => {

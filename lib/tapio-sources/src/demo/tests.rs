@@ -11,7 +11,7 @@ use tapio_event::{
 use tokio::task::JoinHandle;
 
 use super::DemoConfig;
-use crate::testing;
+use crate::util::testing;
 
 const START: &str = "2026-01-01T00:00:00Z";
 

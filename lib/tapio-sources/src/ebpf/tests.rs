@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 
 use super::cgroup::cgroup2_mount;
 use super::{EbpfConfig, Program};
-use crate::testing;
+use crate::util::testing;
 
 const WAIT: Duration = Duration::from_secs(20);
 const CONTAINER: &str = "7ac0ffee2b4e28ba2fa111d2883f0016d3cca4271b4e28ba2fa111d2883f0016";

@@ -19,19 +19,19 @@ const VERSION: u32 = 1;
 #[serde(deny_unknown_fields)]
 struct CheckpointFile {
     version: u32,
-    files: Vec<Entry>,
+    files: Vec<FileCheckpoint>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct Entry {
+pub(super) struct FileCheckpoint {
     pub dev: u64,
     pub inode: u64,
     pub offset: u64,
     pub path: String,
 }
 
-impl Entry {
+impl FileCheckpoint {
     pub fn key(&self) -> FileKey {
         FileKey {
             dev: self.dev,
@@ -56,7 +56,7 @@ pub(super) enum Step {
     Scanned,
 }
 
-enum Pending {
+enum Unsettled {
     Sent {
         key: FileKey,
         end: u64,
@@ -77,14 +77,14 @@ pub(super) struct Positions {
     files: HashMap<FileKey, Position>,
     /// Entries of the last checkpoint not yet confirmed by the first scan; kept until then, so a
     /// checkpoint written early does not forget them.
-    carried: HashMap<FileKey, Entry>,
-    queue: VecDeque<Pending>,
+    carried: HashMap<FileKey, FileCheckpoint>,
+    queue: VecDeque<Unsettled>,
     dirty: bool,
 }
 
 impl Positions {
     /// Positions starting from the entries of the previous run's checkpoint.
-    pub fn new(loaded: Vec<Entry>) -> Self {
+    pub fn new(loaded: Vec<FileCheckpoint>) -> Self {
         Positions {
             files: HashMap::new(),
             carried: loaded
@@ -99,13 +99,13 @@ impl Positions {
     /// Records a batch (or, with no `ack`, lines that made no event) covering `key` up to `end`.
     pub fn sent(&mut self, key: FileKey, end: u64, ack: Option<AckReceiver>) {
         let ack = PendingAck::new(ack);
-        self.queue.push_back(Pending::Sent { key, end, ack });
+        self.queue.push_back(Unsettled::Sent { key, end, ack });
         self.settle();
     }
 
     /// Records a position change, applied after everything sent before it.
     pub fn step(&mut self, step: Step) {
-        self.queue.push_back(Pending::Step(step));
+        self.queue.push_back(Unsettled::Step(step));
         self.settle();
     }
 
@@ -117,7 +117,7 @@ impl Positions {
     /// Applies every change whose turn has come, without waiting.
     pub fn settle(&mut self) {
         while let Some(front) = self.queue.front_mut() {
-            if let Pending::Sent { ack, .. } = front
+            if let Unsettled::Sent { ack, .. } = front
                 && !ack.is_known()
             {
                 return;
@@ -131,15 +131,15 @@ impl Positions {
     /// Waits for the oldest outstanding acknowledgement, then applies what it unblocks.
     /// Cancel-safe: dropped mid-way, nothing is lost.
     pub async fn settle_next(&mut self) {
-        if let Some(Pending::Sent { ack, .. }) = self.queue.front_mut() {
+        if let Some(Unsettled::Sent { ack, .. }) = self.queue.front_mut() {
             ack.known().await;
         }
         self.settle();
     }
 
-    fn apply(&mut self, pending: Pending) {
+    fn apply(&mut self, pending: Unsettled) {
         match pending {
-            Pending::Sent { key, end, ack } => {
+            Unsettled::Sent { key, end, ack } => {
                 let Some(file) = self.files.get_mut(&key) else {
                     return;
                 };
@@ -158,7 +158,7 @@ impl Positions {
                     );
                 }
             }
-            Pending::Step(Step::Start { key, path, offset }) => {
+            Unsettled::Step(Step::Start { key, path, offset }) => {
                 self.carried.remove(&key);
                 let file = self.files.entry(key).or_insert(Position {
                     path: PathBuf::new(),
@@ -170,10 +170,10 @@ impl Positions {
                     file.offset = offset;
                 }
             }
-            Pending::Step(Step::Closed { key }) => {
+            Unsettled::Step(Step::Closed { key }) => {
                 self.files.remove(&key);
             }
-            Pending::Step(Step::Scanned) => self.carried.clear(),
+            Unsettled::Step(Step::Scanned) => self.carried.clear(),
         }
         self.dirty = true;
     }
@@ -185,10 +185,10 @@ impl Positions {
             return None;
         }
         self.dirty = false;
-        let mut files: Vec<Entry> = self
+        let mut files: Vec<FileCheckpoint> = self
             .files
             .iter()
-            .map(|(key, file)| Entry {
+            .map(|(key, file)| FileCheckpoint {
                 dev: key.dev,
                 inode: key.inode,
                 offset: file.offset,
@@ -221,7 +221,7 @@ pub(super) struct Store {
 
 impl Store {
     /// Makes sure `dir` exists and is writable, and reads the previous checkpoint if any.
-    pub fn open(dir: &Path) -> Result<(Store, Vec<Entry>), ComponentError> {
+    pub fn open(dir: &Path) -> Result<(Store, Vec<FileCheckpoint>), ComponentError> {
         let store = Store {
             path: dir.join("checkpoints.json"),
             temp: dir.join("checkpoints.json.tmp"),
@@ -278,7 +278,7 @@ impl Store {
     }
 }
 
-fn parse(bytes: &[u8]) -> Result<Vec<Entry>, String> {
+fn parse(bytes: &[u8]) -> Result<Vec<FileCheckpoint>, String> {
     let file: CheckpointFile = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     if file.version != VERSION {
         return Err(format!("unknown version {}", file.version));
@@ -347,7 +347,7 @@ mod tests {
 
     #[test]
     fn loaded_entries_last_until_the_first_scan_and_closed_files_go() {
-        let old = |key: FileKey, path: &str| Entry {
+        let old = |key: FileKey, path: &str| FileCheckpoint {
             dev: key.dev,
             inode: key.inode,
             offset: 99,

@@ -21,10 +21,10 @@ use tapio_event::{
 };
 use tokio::sync::mpsc;
 
-use self::checkpoint::{Entry, Positions, Step, Store};
+use self::checkpoint::{FileCheckpoint, Positions, Step, Store};
 use self::reader::{Follower, Options, Update};
-pub use crate::lines::Decoding;
-use crate::lines::{self, DecodePool, Decoded, LineSettings, Problems};
+pub use crate::util::lines::Decoding;
+use crate::util::lines::{self, DecodePool, Decoded, LineSettings, Problems};
 
 /// How long the source waits at shutdown for sinks to acknowledge what it sent, so the final
 /// checkpoint covers it; whatever is still unacknowledged then is read again by the next run.
@@ -185,11 +185,11 @@ struct FileSource {
     options: Options,
     checkpoint_interval: Duration,
     store: Store,
-    loaded: Vec<Entry>,
+    loaded: Vec<FileCheckpoint>,
 }
 
 /// What a decode job was for: lines of a file, or a position change keeping its place in line.
-enum Job {
+enum ChunkOrigin {
     Lines { key: FileKey, path: Arc<Path> },
     Step(Step),
 }
@@ -234,21 +234,21 @@ impl FileSource {
                         }
                     };
                     match job {
-                        Job::Lines { key, path } => {
+                        ChunkOrigin::Lines { key, path } => {
                             let origin = path.to_string_lossy();
                             problems.report(&mut decoded, &origin, &mut out, &metrics).await;
                             if send_tracked(&mut out, &mut positions, key, decoded).await.is_err() {
                                 break;
                             }
                         }
-                        Job::Step(step) => positions.step(step),
+                        ChunkOrigin::Step(step) => positions.step(step),
                     }
                 }
                 update = rx.recv(), if pool.has_room() => match update {
                     Some(Update::Lines { key, path, framed }) => {
-                        pool.push(Some(framed), Job::Lines { key, path });
+                        pool.push(Some(framed), ChunkOrigin::Lines { key, path });
                     }
-                    Some(Update::Step(step)) => pool.push(None, Job::Step(step)),
+                    Some(Update::Step(step)) => pool.push(None, ChunkOrigin::Step(step)),
                     None => {
                         failure = Some(ComponentError::runtime("the file reader thread stopped"));
                         break;

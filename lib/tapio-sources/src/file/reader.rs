@@ -17,7 +17,9 @@ use tokio::sync::mpsc;
 
 use super::checkpoint::Step;
 use super::{FileKey, ReadFrom};
-use crate::lines::{Framed, LineBuffer, READ_CHUNK, Throttle};
+use crate::util::lines::problems::WARN_EVERY;
+use crate::util::lines::{Framed, LineBuffer, READ_CHUNK};
+use tapio_event::throttle::Throttle;
 
 /// A file that no longer matches `include` is closed once it has been at its end this many
 /// glob (or poll, if longer) intervals: long enough for a writer to finish with a rotated file.
@@ -77,7 +79,7 @@ impl Follower {
             options,
             files: BTreeMap::new(),
             tx,
-            scan_problems: Throttle::default(),
+            scan_problems: Throttle::new(WARN_EVERY),
         }
     }
 

@@ -10,7 +10,7 @@ use tapio_event::{BatchStatus, BuildContext, ComponentError, SourceContext};
 use tokio::task::JoinHandle;
 
 use super::*;
-use crate::testing::{Taps, assert_quiet, context, next_batch, take, texts};
+use crate::util::testing::{Taps, assert_quiet, context, next_batch, take, texts};
 
 fn config(include: &Path) -> FileConfig {
     FileConfig {

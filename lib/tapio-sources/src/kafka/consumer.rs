@@ -31,7 +31,7 @@ use tapio_kafka::{forward_error, forward_log};
 use tokio::sync::mpsc;
 
 use super::offsets::{Offsets, Partition};
-use crate::lines::{Decoding, Problems};
+use crate::util::lines::{Decoding, Problems};
 
 /// The most messages one poll round collects before its batches are handed over.
 const ROUND_MAX: usize = 2000;

@@ -42,7 +42,7 @@ use tokio::sync::mpsc;
 
 use self::consumer::{Context, Outgoing, Poller};
 use self::offsets::Offsets;
-pub use crate::lines::Decoding;
+pub use crate::util::lines::Decoding;
 
 /// Consumes Kafka topics in a consumer group.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]

@@ -12,7 +12,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tapio_event::{BatchStatus, EventType, Timestamp, UnifiedEvent};
 
 use super::KafkaSourceConfig;
-use crate::testing::{assert_quiet, build_context, context, next_batch, take, texts};
+use crate::util::testing::{assert_quiet, build_context, context, next_batch, take, texts};
 
 const TOPIC: &str = "events";
 const GROUP: &str = "aggregators";

@@ -206,10 +206,10 @@ struct Parser<'d, 'a> {
 }
 
 /// A config table entry with its spans, detached from the document.
-type Entry<'i> = (Spanned<std::borrow::Cow<'i, str>>, Spanned<DeValue<'i>>);
+type TableEntry<'i> = (Spanned<std::borrow::Cow<'i, str>>, Spanned<DeValue<'i>>);
 
 /// The entries of `table` in the order they appear in the file.
-fn in_file_order(table: DeTable<'_>) -> Vec<Entry<'_>> {
+fn in_file_order(table: DeTable<'_>) -> Vec<TableEntry<'_>> {
     let mut entries: Vec<_> = table.into_iter().collect();
     entries.sort_by_key(|(key, _)| key.span().start);
     entries

@@ -23,7 +23,7 @@ impl Ticket {
     pub(crate) const NONE: Ticket = Ticket(usize::MAX);
 }
 
-struct Pending {
+struct HeldBatch {
     /// Events of the batch not yet emitted.
     left: usize,
     acks: Vec<AckToken>,
@@ -32,7 +32,7 @@ struct Pending {
 /// Acknowledgements of input batches with events still held.
 #[derive(Default)]
 pub(crate) struct Tickets {
-    pending: Vec<Option<Pending>>,
+    pending: Vec<Option<HeldBatch>>,
     free: Vec<usize>,
 }
 
@@ -52,7 +52,7 @@ impl Tickets {
             released.extend(acks);
             return Ticket::NONE;
         }
-        let pending = Some(Pending { left: events, acks });
+        let pending = Some(HeldBatch { left: events, acks });
         match self.free.pop() {
             Some(index) => {
                 self.pending[index] = pending;

@@ -78,7 +78,7 @@ enum Target {
 }
 
 #[derive(Debug)]
-struct Entry {
+struct CacheNode {
     key: Key,
     target: Target,
     prev: u32,
@@ -89,7 +89,7 @@ struct Entry {
 #[derive(Debug)]
 pub(super) struct EntityCache {
     max_entries: usize,
-    entries: Vec<Entry>,
+    entries: Vec<CacheNode>,
     free_entries: Vec<u32>,
     live_entries: usize,
     /// Most recently used entry.
@@ -258,7 +258,7 @@ impl EntityCache {
     }
 
     fn insert(&mut self, key: Key, target: Target) -> u32 {
-        let entry = Entry {
+        let entry = CacheNode {
             key,
             target,
             prev: NIL,

@@ -47,7 +47,7 @@ use tapio_event::{
     TransformContext, UnifiedEvent,
 };
 
-use crate::in_place::run_in_place;
+use crate::util::in_place::run_in_place;
 
 use self::entity_cache::MAX_ENTRIES;
 use self::resolve::Resolver;

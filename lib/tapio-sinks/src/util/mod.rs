@@ -1,0 +1,6 @@
+//! Helpers the sinks share, apart from the sink modules themselves: the dead-letter file for
+//! events rejected for good, capped backoff for retries, and reusable write buffers.
+
+pub(crate) mod dead_letter;
+pub(crate) mod pool;
+pub(crate) mod retry;

@@ -1,0 +1,5 @@
+//! Helpers the sources share, apart from the source modules themselves.
+
+pub(crate) mod lines;
+#[cfg(test)]
+pub(crate) mod testing;

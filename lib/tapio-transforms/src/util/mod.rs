@@ -1,0 +1,3 @@
+//! Helpers the transforms share, apart from the transform modules themselves.
+
+pub(crate) mod in_place;
