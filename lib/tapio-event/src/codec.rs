@@ -187,6 +187,15 @@ fn write_headline(event: &UnifiedEvent, out: &mut String) {
                 let _ = write!(out, "incident: {root}");
             }
         }
+        EventType::Anomaly => {
+            if let Some(a) = &event.anomaly {
+                let _ = write!(
+                    out,
+                    "anomaly: {} {} per {} (baseline {:.1})",
+                    a.signal, a.observed, a.interval, a.baseline
+                );
+            }
+        }
     }
 }
 

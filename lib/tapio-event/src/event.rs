@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::time::Timestamp;
+use crate::units::ConfigDuration;
 
 /// Free-form string map (`entity.attributes`, `kubernetes.labels`); sorted so output is stable.
 pub type StringMap = BTreeMap<String, String>;
@@ -48,6 +49,8 @@ pub struct UnifiedEvent {
     pub impact: Option<Box<ImpactContext>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation: Option<Box<CorrelationContext>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anomaly: Option<Box<AnomalyContext>>,
     /// The original bytes the event was made from, standard base64 with padding on the wire.
     #[serde(
         default,
@@ -76,6 +79,7 @@ impl UnifiedEvent {
             application: None,
             impact: None,
             correlation: None,
+            anomaly: None,
             raw_data: None,
         }
     }
@@ -88,7 +92,8 @@ impl Timestamp {
     }
 }
 
-/// What kind of fact an event reports.
+/// What kind of fact an event reports: a collector's (`network` … `application`), or what a
+/// transform derived (`correlation` summaries, `anomaly` for a rate far above its baseline).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventType {
@@ -98,6 +103,7 @@ pub enum EventType {
     Systemd,
     Application,
     Correlation,
+    Anomaly,
 }
 
 impl EventType {
@@ -110,6 +116,7 @@ impl EventType {
             EventType::Systemd => "systemd",
             EventType::Application => "application",
             EventType::Correlation => "correlation",
+            EventType::Anomaly => "anomaly",
         }
     }
 }
@@ -397,6 +404,24 @@ pub struct CorrelationContext {
     pub recommended_action: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confidence: Option<f64>,
+}
+
+/// What the `anomaly` transform saw: a signal's count in one interval of event time, far above
+/// the baseline it had learned for the entity, for long enough to matter.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnomalyContext {
+    /// What was counted (`exec`, `tcp_retransmit`, `oom_kill`, …).
+    pub signal: String,
+    /// The length of the intervals counted in (`"10s"`); the event's timestamp is the end of
+    /// the interval that made it fire.
+    pub interval: ConfigDuration,
+    /// The count in that interval.
+    pub observed: u64,
+    /// The count the baseline expected per interval.
+    pub baseline: f64,
+    /// How many baseline standard deviations `observed` lies above `baseline`.
+    pub deviation: f64,
 }
 
 /// serde adapter: `raw_data` bytes as standard base64 with padding.

@@ -260,6 +260,14 @@ const FIELDS: &[(&str, Accessor)] = &[
         "correlation.recommended_action",
         Accessor::Text(|e| e.correlation.as_deref()?.recommended_action.as_deref()),
     ),
+    (
+        "anomaly.signal",
+        Accessor::Text(|e| Some(e.anomaly.as_deref()?.signal.as_str())),
+    ),
+    (
+        "anomaly.observed",
+        Accessor::Number(|e| Some(i128::from(e.anomaly.as_deref()?.observed))),
+    ),
 ];
 
 /// Map fields addressed as `<prefix><key>`.

@@ -34,6 +34,13 @@ impl IdGenerator {
         z ^ (z >> 31)
     }
 
+    /// The id of an event derived from others (a summary, an anomaly), at `at`, whose random
+    /// part is a hash of `parts`: the same inputs give the same id, so a replay writes the same
+    /// bytes and a re-sent derived event is recognisably the same one.
+    pub fn derived_id(parts: &[&[u8]], at: Timestamp) -> String {
+        IdGenerator::seeded(fnv1a(parts)).next_id(at)
+    }
+
     /// A new id for an event that happened at `at`.
     pub fn next_id(&mut self, at: Timestamp) -> String {
         let millis = (at.as_millis().max(0) as u128) & ((1 << 48) - 1);
@@ -47,6 +54,17 @@ impl IdGenerator {
         }
         String::from_utf8(text.to_vec()).expect("Crockford alphabet is ASCII")
     }
+}
+
+/// FNV-1a, 64 bits: a fixed, documented hash, so derived ids do not change between Rust
+/// versions.
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    parts
+        .iter()
+        .flat_map(|part| part.iter())
+        .fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
 }
 
 #[cfg(test)]

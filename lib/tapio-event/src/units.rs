@@ -13,7 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// A config duration such as `"1m30s"`, `"500ms"`, `"2h"`. Parsing caps it at `u64::MAX`
 /// nanoseconds (about 584 years), so that adding one to an `Instant` (a deadline, the next
 /// scan) cannot overflow wherever it is used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ConfigDuration(pub Duration);
 
 /// A config size in bytes such as `"1MiB"`, `"64KB"` or `65536`.

@@ -69,6 +69,6 @@ fn schema_forbids_unknown_fields_and_lists_closed_sets() {
     );
     assert_eq!(schema["additionalProperties"], false);
     let kinds = &schema["$defs"]["EventType"]["enum"];
-    assert_eq!(kinds.as_array().map(Vec::len), Some(6), "{kinds}");
+    assert_eq!(kinds.as_array().map(Vec::len), Some(7), "{kinds}");
     assert_eq!(schema["$defs"]["Entity"]["additionalProperties"], false);
 }

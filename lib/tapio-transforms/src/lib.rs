@@ -1,6 +1,7 @@
 //! Transforms (L2 intelligence): what turns a stream of facts into stories. One module per
 //! config `type`; [`TransformConfig`] is the registry the topology matches on.
 
+pub mod anomaly;
 pub mod correlate;
 pub mod impact_assess;
 pub mod semantic_enrich;
@@ -12,6 +13,7 @@ tapio_event::component_registry! {
     /// errors keep their line numbers. A new transform is its module plus one line here.
     #[derive(schemars::JsonSchema)]
     pub enum TransformConfig: dyn tapio_event::Transform {
+        "anomaly" => Anomaly(anomaly::AnomalyConfig),
         "correlate" => Correlate(correlate::CorrelateConfig),
         "impact_assess" => ImpactAssess(impact_assess::ImpactAssessConfig),
         "semantic_enrich" => SemanticEnrich(semantic_enrich::SemanticEnrichConfig),

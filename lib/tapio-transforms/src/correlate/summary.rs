@@ -23,22 +23,7 @@ pub(crate) fn correlation_id(event_id: &str, at: Timestamp, serial: u64) -> Stri
 /// A summary's id: an event id (`evt_` + ULID) at the summary's time whose random part is a
 /// hash of the correlation id and the pattern, unique per group and pattern.
 fn summary_id(correlation_id: &str, pattern: &str, at: Timestamp) -> String {
-    IdGenerator::seeded(fnv1a(&[
-        correlation_id.as_bytes(),
-        b"\0",
-        pattern.as_bytes(),
-    ]))
-    .next_id(at)
-}
-
-/// FNV-1a, 64 bits: a fixed, documented hash, so ids do not change between Rust versions.
-fn fnv1a(parts: &[&[u8]]) -> u64 {
-    parts
-        .iter()
-        .flat_map(|part| part.iter())
-        .fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-        })
+    IdGenerator::derived_id(&[correlation_id.as_bytes(), b"\0", pattern.as_bytes()], at)
 }
 
 /// Everything a summary tells about one group that completed a pattern.

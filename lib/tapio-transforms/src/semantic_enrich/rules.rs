@@ -80,13 +80,14 @@ const NARRATIVE: u8 = 16;
 const ALL: u8 = INTENT | CATEGORY | TAGS | CONFIDENCE | NARRATIVE;
 
 /// Every event type, in declaration order (`kind as usize` indexes it).
-const TYPES: [EventType; 6] = [
+const TYPES: [EventType; 7] = [
     EventType::Network,
     EventType::Process,
     EventType::Kubernetes,
     EventType::Systemd,
     EventType::Application,
     EventType::Correlation,
+    EventType::Anomaly,
 ];
 
 /// The field that says what happened, for events of `kind`.
@@ -96,6 +97,7 @@ fn operation_path(kind: EventType) -> Option<&'static str> {
         EventType::Process => Some("process.operation"),
         EventType::Kubernetes => Some("kubernetes.reason"),
         EventType::Systemd => Some("systemd.active_state"),
+        EventType::Anomaly => Some("anomaly.signal"),
         EventType::Application | EventType::Correlation => None,
     }
 }
@@ -107,6 +109,7 @@ fn operation_of(event: &UnifiedEvent) -> Option<&str> {
         EventType::Process => event.process.as_deref()?.operation.as_deref(),
         EventType::Kubernetes => event.kubernetes.as_deref()?.reason.as_deref(),
         EventType::Systemd => event.systemd.as_deref()?.active_state.as_deref(),
+        EventType::Anomaly => Some(event.anomaly.as_deref()?.signal.as_str()),
         EventType::Application | EventType::Correlation => None,
     }
 }
