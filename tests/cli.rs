@@ -194,25 +194,32 @@ fn version_and_help_follow_clap_conventions() {
     );
 }
 
+/// The built-in pipeline, stopped with SIGINT once it runs (its log says so: loading eBPF
+/// takes a moment, more on a busy machine, and a SIGINT before the handler is installed would
+/// kill it).
 #[test]
 fn default_pipeline_announces_itself_and_stops_on_sigint() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = tapio()
+    let log = dir.path().join("stderr.log");
+    let child = tapio()
         .arg("run")
         .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let running = eventually(Duration::from_secs(60), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("pipeline running").then_some(())
+    });
     signal(child.id(), libc::SIGINT);
-    let stdout = child.stdout.take();
     let output = wait_with_timeout(child, Duration::from_secs(30));
-    drop(stdout);
-    assert_eq!(output.status.code(), Some(0));
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(running.is_some(), "never ran: {stderr}");
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
     // Whether tracefs is mounted and eBPF can load here only changes which source the built-in
     // pipeline uses and what follows the first line, never the first line's subject.
-    let first = first_log_line(&output);
+    let first = first_line(&stderr);
     if std::path::Path::new("/etc/tapio/tapio.toml").exists() {
         assert!(first.contains("/etc/tapio/tapio.toml"), "{first}");
     } else {
@@ -221,11 +228,15 @@ fn default_pipeline_announces_itself_and_stops_on_sigint() {
 }
 
 /// Standard error's first line, which must say which pipeline runs.
-fn first_log_line(output: &std::process::Output) -> String {
-    let stderr = String::from_utf8_lossy(&output.stderr);
+fn first_line(stderr: &str) -> String {
     let first = stderr.lines().next().unwrap_or_default().to_owned();
     assert!(first.contains("pipeline"), "{stderr}");
     first
+}
+
+/// The first line of a finished run's standard error.
+fn first_log_line(output: &std::process::Output) -> String {
+    first_line(&String::from_utf8_lossy(&output.stderr))
 }
 
 #[test]
@@ -265,7 +276,7 @@ fn a_config_from_the_flag_or_the_environment_is_announced_first() {
 }
 
 #[test]
-fn unusable_environment_exits_69_and_failing_sink_exits_70() {
+fn unusable_environment_exits_69_and_a_failing_sink_exits_70() {
     let dir = tempfile::tempdir().unwrap();
     let blocked = dir.path().join("not-a-dir");
     std::fs::write(&blocked, "").unwrap();
@@ -295,7 +306,33 @@ fn unusable_environment_exits_69_and_failing_sink_exits_70() {
     );
     assert!(!stderr.contains("sinks.out: sinks.out"), "{stderr}");
 
-    // Standard output closed by the reader: the console sink fails, the run exits 70.
+    // Standard output that cannot be written (a full device): the console sink fails, 70.
+    let config = write_config(
+        dir.path(),
+        "full.toml",
+        "[sources.in]\ntype = \"demo\"\n\n[sinks.out]\ntype = \"console\"\ninputs = [\"in\"]\n",
+    );
+    let child = tapio()
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = wait_with_timeout(child, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(70), "{stderr}");
+    assert!(
+        stderr.contains("sinks.out failed: cannot write to standard output"),
+        "{stderr}"
+    );
+}
+
+/// `tapio run | head`: the reader closing standard output is a graceful stop, as in Vector:
+/// the console sink stops, the endless demo source that only fed it stops, the run exits 0.
+#[test]
+fn a_closed_standard_output_stops_the_run_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
         "closed.toml",
@@ -308,18 +345,14 @@ fn unusable_environment_exits_69_and_failing_sink_exits_70() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    drop(child.stdout.take());
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 64];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    drop(stdout);
     let output = wait_with_timeout(child, Duration::from_secs(60));
-    assert_eq!(
-        output.status.code(),
-        Some(70),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&output.stderr)
-            .contains("sinks.out failed: cannot write to standard output")
-    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("standard output was closed"), "{stderr}");
 }
 
 /// A sink that keeps dead letters under `data_dir` is refused before anything runs when

@@ -70,16 +70,29 @@ impl Sink for Console {
             while let Some(batch) = input.recv().await {
                 encoded.clear();
                 encode_lines(batch.events(), self.encoding, &mut encoded);
-                // Standard output that is gone (a closed pipe) will not come back: fail loudly.
                 let written = async {
                     stdout.write_all(&encoded).await?;
                     stdout.flush().await
                 };
-                if let Err(error) = written.await {
-                    cx.metrics.add_errors("write", batch.len());
-                    return Err(ComponentError::runtime(format!(
-                        "cannot write to standard output: {error}"
-                    )));
+                match written.await {
+                    Ok(()) => {}
+                    // The reader went away (`tapio run | head`): nobody wants more, so the sink
+                    // stops, which stops what only fed it, and the run ends well.
+                    Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+                        tracing::info!(
+                            sink = %cx.metrics.name,
+                            "standard output was closed; the console sink stops"
+                        );
+                        cx.metrics.add_dropped("stdout_closed", batch.len());
+                        batch.ack(BatchStatus::Dropped);
+                        return Ok(());
+                    }
+                    Err(error) => {
+                        cx.metrics.add_errors("write", batch.len());
+                        return Err(ComponentError::runtime(format!(
+                            "cannot write to standard output: {error}"
+                        )));
+                    }
                 }
                 cx.metrics.add_events_out(batch.len());
                 cx.metrics.add_bytes_out(encoded.len());
