@@ -42,6 +42,12 @@ pub struct FileSinkConfig {
     /// Close a file nobody wrote to for this long; it is reopened on demand.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: ConfigDuration,
+    /// Make each batch durable (`fdatasync` of every file it went to) before acknowledging it,
+    /// so a `file` → `file` pipeline loses nothing on power loss, not only on a crash. Costs a
+    /// disk flush per batch and file. A failed flush stops the sink (exit 70): the kernel may
+    /// have dropped the data, so the batch stays unacknowledged and is read again.
+    #[serde(default)]
+    pub fsync: bool,
 }
 
 impl ComponentConfig for FileSinkConfig {
@@ -75,6 +81,7 @@ impl ComponentConfig for FileSinkConfig {
                 idle_timeout: self.idle_timeout.0,
                 open: HashMap::new(),
                 spare,
+                fsync: self.fsync,
             },
         }))
     }
@@ -104,6 +111,8 @@ struct OpenFiles {
     idle_timeout: Duration,
     open: HashMap<PathBuf, OpenFile>,
     spare: BufferPool<Vec<u8>>,
+    /// Whether what each attempt wrote is synced to disk before its batch is acknowledged.
+    fsync: bool,
 }
 
 /// The encoded lines of one batch bound for one file.
@@ -189,6 +198,19 @@ impl OpenFiles {
         self.open.retain(|_, f| f.last_write.elapsed() < timeout);
     }
 
+    /// Syncs the data of `paths`, files this attempt wrote (still open: idle files are closed
+    /// only after the sync), to disk.
+    fn sync(&self, paths: &[PathBuf]) -> Result<(), String> {
+        for path in paths {
+            if let Some(open) = self.open.get(path) {
+                open.file
+                    .sync_data()
+                    .map_err(|error| format!("{}: {error}", path.display()))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Makes everything written so far durable; called once input has ended.
     fn sync_all(&mut self) {
         for (path, open) in self.open.drain() {
@@ -205,6 +227,8 @@ struct Attempt {
     written_events: usize,
     written_bytes: usize,
     error: Option<String>,
+    /// Syncing what was written failed: the data may be lost, and retrying cannot tell.
+    sync_failed: Option<String>,
 }
 
 impl OpenFiles {
@@ -215,13 +239,18 @@ impl OpenFiles {
             written_events: 0,
             written_bytes: 0,
             error: None,
+            sync_failed: None,
         };
+        let mut written_paths: Vec<PathBuf> = Vec::new();
         for write in pending {
             if attempt.error.is_none() {
                 match self.append(&write) {
                     Ok(()) => {
                         attempt.written_events += write.events;
                         attempt.written_bytes += write.bytes.len();
+                        if !written_paths.contains(&write.path) {
+                            written_paths.push(write.path.clone());
+                        }
                         self.spare.give(write.bytes);
                         continue;
                     }
@@ -229,6 +258,9 @@ impl OpenFiles {
                 }
             }
             attempt.left.push(write);
+        }
+        if self.fsync {
+            attempt.sync_failed = self.sync(&written_paths).err();
         }
         self.close_idle();
         attempt
@@ -307,6 +339,12 @@ async fn write_until_done(
         files = returned;
         metrics.add_events_out(attempt.written_events);
         metrics.add_bytes_out(attempt.written_bytes);
+        if let Some(error) = attempt.sync_failed {
+            metrics.add_errors("sync", 1);
+            return Err(ComponentError::runtime(format!(
+                "fdatasync failed ({error}); the batch stays unacknowledged so it is read again"
+            )));
+        }
         let Some(error) = attempt.error else {
             return Ok(files);
         };
@@ -387,6 +425,7 @@ mod tests {
             idle_timeout: Duration::from_secs(30),
             open: HashMap::new(),
             spare: BufferPool::new(MAX_SPARE_BUFFERS),
+            fsync: false,
         };
         // Opening a directory as the target fails; the retry list keeps the whole write.
         let bad = PendingWrite {
@@ -404,5 +443,47 @@ mod tests {
         assert_eq!(attempt.left.len(), 1);
         assert!(attempt.error.is_some());
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "existing\ny\n");
+    }
+
+    /// `/dev/null` takes any write but refuses `fdatasync` (EINVAL): with `fsync` the sink
+    /// must sync and so fail, leaving the batch unacknowledged; without it the batch is
+    /// written and acknowledged.
+    #[tokio::test]
+    async fn fsync_syncs_before_acknowledging_and_a_failed_sync_stops_the_sink() {
+        for fsync in [false, true] {
+            let config: FileSinkConfig = serde_json::from_value(serde_json::json!({
+                "path": "/dev/null",
+                "fsync": fsync,
+            }))
+            .unwrap();
+            let cx = BuildContext {
+                name: "out".into(),
+                data_dir: std::env::temp_dir(),
+                node_name: "n".into(),
+            };
+            let sink = config.build(&cx).unwrap();
+            let metrics = Arc::new(ComponentMetrics::new("out", "file", ComponentKind::Sink));
+            let (tx, rx) = buffer(100, WhenFull::Block, Arc::clone(&metrics));
+            let task = tokio::spawn(sink.run(
+                rx,
+                SinkContext {
+                    metrics: Arc::clone(&metrics),
+                },
+            ));
+            let (token, ack) = AckToken::new();
+            tx.send(EventBatch::with_ack(vec![event("shop", 27)], token))
+                .await
+                .unwrap();
+            drop(tx);
+            let outcome = task.await.unwrap();
+            if fsync {
+                let error = outcome.expect_err("a failed sync stops the sink");
+                assert!(error.message().contains("fdatasync failed"), "{error}");
+                assert_eq!(ack.status().await, BatchStatus::Failed);
+            } else {
+                outcome.unwrap();
+                assert_eq!(ack.status().await, BatchStatus::Delivered);
+            }
+        }
     }
 }
