@@ -31,6 +31,28 @@ pub enum Command {
     Validate(ConfigArgs),
     /// Print the pipeline's DAG as Graphviz DOT or Mermaid.
     Graph(GraphArgs),
+    /// Count or send again the events sinks rejected for good
+    /// (`<data_dir>/dead_letter/<sink>.ndjson`).
+    #[command(subcommand)]
+    DeadLetter(DeadLetterCommand),
+}
+
+/// What to do with dead letters.
+#[derive(Debug, Subcommand)]
+pub enum DeadLetterCommand {
+    /// Count each sink's dead-letter events.
+    List(ConfigArgs),
+    /// Send a sink's dead-letter events through that sink again, once the cause is fixed; what
+    /// it rejects again goes back to its dead-letter file.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The sink's name in the config.
+    pub sink: String,
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 /// Where the config comes from.

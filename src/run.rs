@@ -10,9 +10,10 @@ use tapio_event::ErrorKind;
 use tapio_sources::ebpf::Preflight;
 use tapio_topology::{ComponentFailure, Config, Health, Loaded, Outcome, Severity, Topology};
 
-use crate::cli::{ConfigArgs, GraphArgs, GraphFormat, RunArgs};
+use crate::cli::{ConfigArgs, DeadLetterCommand, GraphArgs, GraphFormat, RunArgs};
 
 const EXIT_OK: i32 = 0;
+const EXIT_USAGE: i32 = 64;
 const EXIT_SOFTWARE: i32 = 70;
 const EXIT_UNAVAILABLE: i32 = 69;
 const EXIT_TEMPFAIL: i32 = 75;
@@ -175,26 +176,103 @@ pub fn graph(args: &GraphArgs) -> i32 {
     }
 }
 
+/// `tapio dead-letter list` and `tapio dead-letter replay <sink>`.
+pub fn dead_letter(command: &DeadLetterCommand) -> i32 {
+    use tapio_topology::dead_letters::{self, ReplayError};
+    let config_args = match command {
+        DeadLetterCommand::List(args) => args,
+        DeadLetterCommand::Replay(args) => &args.config,
+    };
+    let Some(config) = load(config_args, false) else {
+        return EXIT_CONFIG;
+    };
+    match command {
+        DeadLetterCommand::List(_) => match dead_letters::list(&config) {
+            Ok(files) if files.is_empty() => {
+                println!("no dead letters under {}", config.data_dir.display());
+                EXIT_OK
+            }
+            Ok(files) => {
+                println!("{:<24} {:>10} {:>12}  file", "sink", "events", "bytes");
+                for file in files {
+                    let stale = if file.configured {
+                        ""
+                    } else {
+                        " (no such sink in the config)"
+                    };
+                    println!(
+                        "{:<24} {:>10} {:>12}  {}{stale}",
+                        file.sink,
+                        file.events,
+                        file.bytes,
+                        file.path.display()
+                    );
+                }
+                EXIT_OK
+            }
+            Err(error) => {
+                eprintln!(
+                    "cannot read the dead letters under {}: {error}",
+                    config.data_dir.display()
+                );
+                EXIT_UNAVAILABLE
+            }
+        },
+        DeadLetterCommand::Replay(args) => {
+            let replayed = match block_on(dead_letters::replay(&config, &args.sink, stop_signal()))
+            {
+                Ok(replayed) => replayed,
+                Err(code) => return code,
+            };
+            match replayed {
+                Ok(report) => {
+                    println!(
+                        "sinks.{}: replayed {} events, {} rejected again and {} unreadable lines kept in {}",
+                        args.sink,
+                        report.replayed,
+                        report.rejected_again,
+                        report.unreadable,
+                        report.path.display()
+                    );
+                    EXIT_OK
+                }
+                Err(error) => {
+                    eprintln!("sinks.{}: {error}", args.sink);
+                    match error {
+                        ReplayError::UnknownSink { .. } => EXIT_USAGE,
+                        ReplayError::Io(..) => EXIT_UNAVAILABLE,
+                        ReplayError::Sink(failures) => exit_code(&failures),
+                        ReplayError::Unfinished(_) => EXIT_TEMPFAIL,
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// `tapio run`.
 pub fn run(args: &RunArgs) -> i32 {
     let Some(config) = load(&args.config, true) else {
         return EXIT_CONFIG;
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    block_on(run_pipeline(&config, args.summary)).unwrap_or_else(|code| code)
+}
+
+/// Runs `work` to completion on a multi-threaded runtime; `Err` is the exit code when no
+/// runtime can be started.
+fn block_on<T>(work: impl Future<Output = T>) -> Result<T, i32> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
+        .map_err(|error| {
             tracing::error!(%error, "cannot start the async runtime");
-            return EXIT_UNAVAILABLE;
-        }
-    };
-    let code = runtime.block_on(run_pipeline(&config, args.summary));
+            EXIT_UNAVAILABLE
+        })?;
+    let result = runtime.block_on(work);
     // A write blocked on a stuck destination (a full pipe) holds a blocking thread forever;
-    // the pipeline has already drained or timed out, so do not wait for it.
+    // the work has already drained or timed out, so do not wait for it.
     runtime.shutdown_background();
-    code
+    Ok(result)
 }
 
 async fn run_pipeline(config: &Config, summary: bool) -> i32 {

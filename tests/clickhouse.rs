@@ -186,7 +186,7 @@ fn without_healthcheck_the_sink_waits_for_a_server_that_comes_up_later() {
 }
 
 #[test]
-fn rows_the_server_rejects_go_to_the_dead_letter_file() {
+fn rows_the_server_rejects_go_to_the_dead_letter_file_and_replay_sends_them_again() {
     let Some(server) = ClickHouse::start() else {
         return;
     };
@@ -232,6 +232,63 @@ fn rows_the_server_rejects_go_to_the_dead_letter_file() {
     assert!(reason.contains("FixedString"), "{reason}");
     let sink = summary_row(&output.stderr, "ch");
     assert_eq!((sink.events_out, sink.errors), (19, 1));
+
+    // `tapio dead-letter`: counted, replayed while the cause remains (rejected again, kept),
+    // then replayed once the table takes it (inserted, gone from the file).
+    let dead_letter = |args: &[&str]| {
+        let output = tapio()
+            .arg("dead-letter")
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).to_string()
+            + &String::from_utf8_lossy(&output.stderr);
+        (output.status.code(), text)
+    };
+    let (code, listed) = dead_letter(&["list"]);
+    assert_eq!(code, Some(0), "{listed}");
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("ch ") && l.split_whitespace().nth(1) == Some("1")),
+        "{listed}"
+    );
+    let (code, replayed) = dead_letter(&["replay", "ch"]);
+    assert_eq!(code, Some(0), "{replayed}");
+    assert!(
+        replayed.contains("replayed 1 events, 1 rejected again"),
+        "{replayed}"
+    );
+    let dead =
+        parse_ndjson(&std::fs::read_to_string(dir.path().join("dead_letter/ch.ndjson")).unwrap());
+    assert_eq!(dead.len(), 1, "kept after a failed replay: {dead:?}");
+    assert!(!dir.path().join("dead_letter/ch.replaying.ndjson").exists());
+    // The fix: the documented table (entity_id is part of the sort key, so it cannot be
+    // altered in place on 18.16).
+    server.query("RENAME TABLE narrow TO narrow_before");
+    server.query(
+        &include_str!("../distribution/clickhouse/schema.sql")
+            .replace("{database}", "default")
+            .replace("{table}", "narrow"),
+    );
+    let (code, replayed) = dead_letter(&["replay", "ch"]);
+    assert_eq!(code, Some(0), "{replayed}");
+    assert!(
+        replayed.contains("replayed 1 events, 0 rejected again"),
+        "{replayed}"
+    );
+    assert_eq!(
+        server.count("SELECT count() FROM narrow WHERE id = 'evt_13'"),
+        1
+    );
+    let (code, listed) = dead_letter(&["list"]);
+    assert_eq!(code, Some(0), "{listed}");
+    assert!(listed.contains("no dead letters"), "{listed}");
+    let (code, unknown) = dead_letter(&["replay", "nope"]);
+    assert_eq!(code, Some(64), "{unknown}");
+    assert!(unknown.contains("no sink named \"nope\""), "{unknown}");
 }
 
 #[test]

@@ -10,6 +10,8 @@ pub mod file;
 pub mod kafka;
 mod util;
 
+pub use util::dead_letter::dead_letter_path;
+
 tapio_event::component_registry! {
     /// Every sink type, as written in `tapio.toml` (`type = "..."`). Deserialized externally
     /// tagged (`{ <type> = { options } }`): the topology moves `type` there so that errors keep

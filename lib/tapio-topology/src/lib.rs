@@ -4,6 +4,7 @@
 //! a graceful drain on shutdown.
 
 pub mod config;
+pub mod dead_letters;
 pub mod diagnostic;
 pub mod graph;
 pub mod health;

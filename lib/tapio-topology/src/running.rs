@@ -45,7 +45,7 @@ pub struct ComponentFailure {
 }
 
 impl ComponentFailure {
-    fn new(kind: ComponentKind, name: &str, error: ComponentError) -> Self {
+    pub(crate) fn new(kind: ComponentKind, name: &str, error: ComponentError) -> Self {
         ComponentFailure {
             component: format!("{}s.{name}", kind.as_str()),
             error,
@@ -59,23 +59,26 @@ impl std::fmt::Display for ComponentFailure {
     }
 }
 
-struct BuiltSource {
-    source: Box<dyn Source>,
-    outputs: Outputs,
-    metrics: Arc<ComponentMetrics>,
+/// A source built and wired to its outputs, not yet running.
+pub(crate) struct BuiltSource {
+    pub(crate) source: Box<dyn Source>,
+    pub(crate) outputs: Outputs,
+    pub(crate) metrics: Arc<ComponentMetrics>,
 }
 
-struct BuiltTransform {
+/// A transform built, with its input buffer and outputs, not yet running.
+pub(crate) struct BuiltTransform {
     transform: Box<dyn Transform>,
     input: BufferReceiver,
     outputs: Outputs,
     metrics: Arc<ComponentMetrics>,
 }
 
-struct BuiltSink {
-    sink: Box<dyn Sink>,
-    input: BufferReceiver,
-    metrics: Arc<ComponentMetrics>,
+/// A sink built, with its input buffer, not yet running.
+pub(crate) struct BuiltSink {
+    pub(crate) sink: Box<dyn Sink>,
+    pub(crate) input: BufferReceiver,
+    pub(crate) metrics: Arc<ComponentMetrics>,
 }
 
 /// Events a transform's input buffer holds: a couple of batches, enough to keep it busy while
@@ -84,10 +87,10 @@ const TRANSFORM_BUFFER_EVENTS: usize = 4096;
 
 /// A built, wired pipeline that has not started yet.
 pub struct Topology {
-    sources: Vec<BuiltSource>,
-    transforms: Vec<BuiltTransform>,
-    sinks: Vec<BuiltSink>,
-    grace: Duration,
+    pub(crate) sources: Vec<BuiltSource>,
+    pub(crate) transforms: Vec<BuiltTransform>,
+    pub(crate) sinks: Vec<BuiltSink>,
+    pub(crate) grace: Duration,
 }
 
 impl Topology {

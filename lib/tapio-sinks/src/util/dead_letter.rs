@@ -1,12 +1,12 @@
-//! The dead-letter file shared by the network sinks: events a destination (ClickHouse, Kafka)
-//! rejected for good, one NDJSON line each as
-//! `{"reason": "...", "event": <event JSON>}`, appended to `<data_dir>/dead_letter/<sink>.ndjson`
-//! so that no event is ever dropped silently and each can be fixed and replayed (the `file`
-//! source reads the `event` values back once extracted, e.g. with `jq -c .event`).
+//! The dead-letter file every sink that can reject events shares: events a destination
+//! (ClickHouse, Kafka) rejected for good, one NDJSON line each as
+//! `{"time": "<when>", "reason": "...", "event": <event JSON>}`, appended to
+//! `<data_dir>/dead_letter/<sink>.ndjson` so that no event is ever dropped silently and each can
+//! be fixed and sent again (`tapio dead-letter replay <sink>`).
 
 use std::path::PathBuf;
 
-use tapio_event::ComponentError;
+use tapio_event::{ComponentError, Timestamp};
 use tokio::io::AsyncWriteExt;
 
 /// Where one sink's rejected events go.
@@ -15,11 +15,17 @@ pub(crate) struct DeadLetter {
     path: PathBuf,
 }
 
+/// The dead-letter file of sink `name` under `data_dir`: where the sink writes rejections and
+/// where `tapio dead-letter` finds them.
+pub fn dead_letter_path(data_dir: &std::path::Path, name: &str) -> PathBuf {
+    data_dir.join("dead_letter").join(format!("{name}.ndjson"))
+}
+
 impl DeadLetter {
     /// The dead-letter file of sink `name` under `data_dir`.
     pub fn new(data_dir: &std::path::Path, name: &str) -> DeadLetter {
         DeadLetter {
-            path: data_dir.join("dead_letter").join(format!("{name}.ndjson")),
+            path: dead_letter_path(data_dir, name),
         }
     }
 
@@ -32,7 +38,8 @@ impl DeadLetter {
     /// Failing to record it stops the sink, because the event would otherwise be lost.
     pub async fn write(&self, reason: &str, event_json: &str) -> Result<(), ComponentError> {
         let line = format!(
-            "{{\"reason\":{},\"event\":{event_json}}}\n",
+            "{{\"time\":\"{}\",\"reason\":{},\"event\":{event_json}}}\n",
+            Timestamp::now(),
             serde_json::Value::from(reason)
         );
         let fail = |e: std::io::Error| {
@@ -52,5 +59,42 @@ impl DeadLetter {
             .map_err(fail)?;
         file.write_all(line.as_bytes()).await.map_err(fail)?;
         file.sync_data().await.map_err(fail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn each_rejection_is_one_line_with_its_time_reason_and_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead_letter = DeadLetter::new(dir.path(), "ch");
+        let before = Timestamp::now();
+        dead_letter
+            .write(
+                "too large",
+                r#"{"id":"evt_1","type":"process","source":"x"}"#,
+            )
+            .await
+            .unwrap();
+        dead_letter
+            .write(
+                "bad \"value\"",
+                r#"{"id":"evt_2","type":"process","source":"x"}"#,
+            )
+            .await
+            .unwrap();
+        assert_eq!(dead_letter.path(), dir.path().join("dead_letter/ch.ndjson"));
+        let text = std::fs::read_to_string(dead_letter.path()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1]["reason"], "bad \"value\"");
+        assert_eq!(lines[1]["event"]["id"], "evt_2");
+        let time = Timestamp::parse_rfc3339(lines[0]["time"].as_str().unwrap()).unwrap();
+        assert!(time >= before && time <= Timestamp::now(), "{time}");
     }
 }
