@@ -375,16 +375,17 @@ mod tests {
         e
     }
 
-    #[tokio::test]
-    async fn routes_by_template_and_acks_after_writing() {
-        let dir = tempfile::tempdir().unwrap();
-        let config: FileSinkConfig = serde_json::from_value(serde_json::json!({
-            "path": format!("{}/{{{{ entity.namespace }}}}/%Y-%m-%d.ndjson", dir.path().display())
-        }))
-        .unwrap();
+    /// The sink of `config` running on a buffer the test sends into.
+    fn start(
+        config: &FileSinkConfig,
+    ) -> (
+        tapio_event::BufferSender,
+        tokio::task::JoinHandle<Result<(), ComponentError>>,
+        Arc<ComponentMetrics>,
+    ) {
         let cx = BuildContext {
             name: "out".into(),
-            data_dir: dir.path().into(),
+            data_dir: std::env::temp_dir(),
             node_name: "n".into(),
         };
         let sink = config.build(&cx).unwrap();
@@ -396,6 +397,17 @@ mod tests {
                 metrics: Arc::clone(&metrics),
             },
         ));
+        (tx, task, metrics)
+    }
+
+    #[tokio::test]
+    async fn routes_by_template_and_acks_after_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let config: FileSinkConfig = serde_json::from_value(serde_json::json!({
+            "path": format!("{}/{{{{ entity.namespace }}}}/%Y-%m-%d.ndjson", dir.path().display())
+        }))
+        .unwrap();
+        let (tx, task, metrics) = start(&config);
         let (token, ack) = AckToken::new();
         let events = vec![
             event("shop", 27),
@@ -456,20 +468,7 @@ mod tests {
                 "fsync": fsync,
             }))
             .unwrap();
-            let cx = BuildContext {
-                name: "out".into(),
-                data_dir: std::env::temp_dir(),
-                node_name: "n".into(),
-            };
-            let sink = config.build(&cx).unwrap();
-            let metrics = Arc::new(ComponentMetrics::new("out", "file", ComponentKind::Sink));
-            let (tx, rx) = buffer(100, WhenFull::Block, Arc::clone(&metrics));
-            let task = tokio::spawn(sink.run(
-                rx,
-                SinkContext {
-                    metrics: Arc::clone(&metrics),
-                },
-            ));
+            let (tx, task, _) = start(&config);
             let (token, ack) = AckToken::new();
             tx.send(EventBatch::with_ack(vec![event("shop", 27)], token))
                 .await
