@@ -1,10 +1,15 @@
 //! Transforms (L2 intelligence): what turns a stream of facts into stories. One module per
 //! config `type`; [`TransformConfig`] is the registry the topology matches on.
 
+pub mod condition;
 pub mod correlate;
+pub mod filter;
 pub mod impact_assess;
 mod in_place;
+pub mod route;
 pub mod semantic_enrich;
+#[cfg(test)]
+mod testing;
 
 tapio_event::component_registry! {
     /// Every transform type, as written in `tapio.toml` (`type = "..."`). Deserialized
@@ -13,7 +18,9 @@ tapio_event::component_registry! {
     #[derive(schemars::JsonSchema)]
     pub enum TransformConfig: dyn tapio_event::Transform {
         "correlate" => Correlate(correlate::CorrelateConfig),
+        "filter" => Filter(filter::FilterConfig),
         "impact_assess" => ImpactAssess(impact_assess::ImpactAssessConfig),
+        "route" => Route(route::RouteConfig),
         "semantic_enrich" => SemanticEnrich(semantic_enrich::SemanticEnrichConfig),
     }
 }

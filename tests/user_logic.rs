@@ -1,0 +1,146 @@
+//! End-to-end runs of the transforms users program in `tapio.toml` (`filter`, `route`): the
+//! real binary over the reproducible demo stream, each output checked against what an
+//! unfiltered copy of the same stream says it must hold.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use serde_json::Value;
+
+/// The demo stream through `impact_assess` (so events have a severity), with an unfiltered
+/// copy of it written to `all` and `rest` (TOML) added.
+fn assessed_demo(all: &Path, rest: &str) -> String {
+    format!(
+        "{}\n[transforms.impact]\ntype = \"impact_assess\"\ninputs = [\"demo\"]\n\n{}\n{rest}",
+        reproducible_demo(3000),
+        copy_sink("impact", all)
+    )
+}
+
+fn file_sink(name: &str, input: &str, path: &Path) -> String {
+    format!(
+        "[sinks.{name}]\ntype = \"file\"\ninputs = [\"{input}\"]\npath = \"{}\"\n",
+        path.display()
+    )
+}
+
+fn events(path: &Path) -> Vec<Value> {
+    parse_ndjson(&std::fs::read_to_string(path).unwrap_or_default())
+}
+
+fn ids(events: &[&Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn severity(event: &Value) -> &str {
+    event["impact"]["severity"].as_str().unwrap_or("")
+}
+
+#[test]
+fn filter_keeps_the_matching_events_and_counts_the_rest_as_filtered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (all, kept) = (
+        dir.path().join("all.ndjson"),
+        dir.path().join("kept.ndjson"),
+    );
+    let config = assessed_demo(
+        &all,
+        &format!(
+            "[transforms.severe]\ntype = \"filter\"\ninputs = [\"impact\"]\ncondition = {{ field = \"impact.severity\", in = [\"warning\", \"error\", \"critical\"] }}\n\n{}",
+            file_sink("out", "severe", &kept)
+        ),
+    );
+    let output = run_with_stdin(&write_config(dir.path(), "f.toml", &config), b"");
+    assert_success(&output);
+    let all = events(&all);
+    let expected: Vec<&Value> = all
+        .iter()
+        .filter(|e| ["warning", "error", "critical"].contains(&severity(e)))
+        .collect();
+    assert!(
+        !expected.is_empty() && expected.len() < all.len(),
+        "the demo stream no longer exercises the filter"
+    );
+    assert_eq!(
+        ids(&events(&kept).iter().collect::<Vec<_>>()),
+        ids(&expected)
+    );
+    let counts = summary_row(&output.stderr, "severe");
+    assert_eq!(counts.events_out, expected.len() as u64);
+    assert_eq!(counts.dropped, (all.len() - expected.len()) as u64);
+    assert_eq!(counts.errors, 0, "filtered events are not errors");
+}
+
+#[test]
+fn route_sends_each_event_to_every_route_it_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(format!("{name}.ndjson"));
+    let config = assessed_demo(
+        &path("all"),
+        &format!(
+            r#"[transforms.split]
+type = "route"
+inputs = ["impact"]
+
+[transforms.split.routes]
+severe = {{ field = "impact.severity", in = ["error", "critical"] }}
+network = {{ field = "type", equals = "network" }}
+
+{}
+{}
+{}"#,
+            file_sink("severe", "split.severe", &path("severe")),
+            file_sink("network", "split.network", &path("network")),
+            file_sink("rest", "split._unmatched", &path("rest")),
+        ),
+    );
+    let output = run_with_stdin(&write_config(dir.path(), "r.toml", &config), b"");
+    assert_success(&output);
+    let all = events(&path("all"));
+    let is_severe = |e: &&Value| ["error", "critical"].contains(&severity(e));
+    let is_network = |e: &&Value| e["type"] == "network";
+    let severe: Vec<&Value> = all.iter().filter(is_severe).collect();
+    let network: Vec<&Value> = all.iter().filter(is_network).collect();
+    let rest: Vec<&Value> = all
+        .iter()
+        .filter(|e| !is_severe(e) && !is_network(e))
+        .collect();
+    assert!(
+        all.iter().any(|e| is_severe(&e) && is_network(&e)),
+        "no event matches both routes; the test would not see sharing"
+    );
+    for (name, expected) in [("severe", severe), ("network", network), ("rest", rest)] {
+        assert!(!expected.is_empty(), "{name} is empty in the demo stream");
+        let got = events(&path(name));
+        assert_eq!(
+            ids(&got.iter().collect::<Vec<_>>()),
+            ids(&expected),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_route_is_a_config_error_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}\n[transforms.split]\ntype = \"route\"\ninputs = [\"demo\"]\nroutes = {{ severe = {{ field = \"impact.severity\", equals = \"critical\" }} }}\n\n[sinks.out]\ntype = \"blackhole\"\ninputs = [\"split.sever\"]\n",
+        reproducible_demo(1)
+    );
+    let path = write_config(dir.path(), "bad.toml", &config);
+    let output = validate(&path);
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:14: sinks.out.inputs: \"split\" has no output \"sever\"",
+            path.display()
+        )),
+        "{stderr}"
+    );
+}
