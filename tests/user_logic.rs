@@ -144,3 +144,103 @@ fn an_unknown_route_is_a_config_error_with_its_line() {
         "{stderr}"
     );
 }
+
+#[test]
+fn rhai_shapes_events_and_sends_script_failures_to_its_errors_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(format!("{name}.ndjson"));
+    let config = assessed_demo(
+        &path("all"),
+        &format!(
+            r#"[transforms.script]
+type = "rhai"
+inputs = ["impact"]
+outputs = ["severe"]
+source = '''
+if event.type == "network" {{
+    event.process.pid = "not a pid";
+}}
+if event.impact.severity == "debug" {{ drop(); }}
+event.semantic.tags.push("seen");
+if event.impact.severity == "critical" {{ route("severe"); }}
+'''
+
+{}
+{}
+{}"#,
+            file_sink("kept", "script", &path("kept")),
+            file_sink("severe", "script.severe", &path("severe")),
+            file_sink("failed", "script.errors", &path("failed")),
+        ),
+    );
+    let output = run_with_stdin(&write_config(dir.path(), "s.toml", &config), b"");
+    assert_success(&output);
+    let all = events(&path("all"));
+    let network: Vec<&Value> = all.iter().filter(|e| e["type"] == "network").collect();
+    let others = |keep: &dyn Fn(&str) -> bool| -> Vec<&Value> {
+        all.iter()
+            .filter(|e| e["type"] != "network" && keep(severity(e)))
+            .collect()
+    };
+    let critical = others(&|s| s == "critical");
+    let kept = others(&|s| s != "critical" && s != "debug");
+    for (name, expected) in [
+        ("network", &network),
+        ("critical", &critical),
+        ("kept", &kept),
+    ] {
+        assert!(!expected.is_empty(), "no {name} events in the demo stream");
+    }
+    let failed = events(&path("failed"));
+    assert_eq!(ids(&failed.iter().collect::<Vec<_>>()), ids(&network));
+    for event in &failed {
+        let error = event["application"]["error"].as_str().unwrap();
+        assert!(
+            error.contains("process.pid") && error.contains("script line 2"),
+            "{error}"
+        );
+        assert_eq!(event["application"]["error_component"], "script");
+    }
+    for (name, expected) in [("severe", &critical), ("kept", &kept)] {
+        let got = events(&path(name));
+        assert_eq!(
+            ids(&got.iter().collect::<Vec<_>>()),
+            ids(expected),
+            "{name}"
+        );
+        assert!(
+            got.iter().all(|e| e["semantic"]["tags"]
+                .as_array()
+                .unwrap()
+                .contains(&"seen".into())),
+            "{name}: an event missed its tag"
+        );
+    }
+    let counts = summary_row(&output.stderr, "script");
+    assert_eq!(counts.errors, network.len() as u64);
+    assert_eq!(
+        counts.dropped,
+        others(&|s| s == "debug").len() as u64,
+        "drop() is counted as dropped"
+    );
+}
+
+#[test]
+fn a_script_syntax_error_is_a_config_error_with_the_script_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}\n[transforms.script]\ntype = \"rhai\"\ninputs = [\"demo\"]\nsource = '''\nlet a = 1;\nlet b = ;\n'''\n\n[sinks.out]\ntype = \"blackhole\"\ninputs = [\"script\"]\n",
+        reproducible_demo(1)
+    );
+    let path = write_config(dir.path(), "bad.toml", &config);
+    let output = validate(&path);
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:10: transforms.script.source: script line 2, column 9: Unexpected ';'",
+            path.display()
+        )),
+        "{stderr}"
+    );
+}

@@ -6,8 +6,10 @@ pub mod correlate;
 pub mod filter;
 pub mod impact_assess;
 mod in_place;
+pub mod rhai;
 pub mod route;
 pub mod semantic_enrich;
+mod split;
 #[cfg(test)]
 mod testing;
 
@@ -20,6 +22,7 @@ tapio_event::component_registry! {
         "correlate" => Correlate(correlate::CorrelateConfig),
         "filter" => Filter(filter::FilterConfig),
         "impact_assess" => ImpactAssess(impact_assess::ImpactAssessConfig),
+        "rhai" => Rhai(rhai::RhaiConfig),
         "route" => Route(route::RouteConfig),
         "semantic_enrich" => SemanticEnrich(semantic_enrich::SemanticEnrichConfig),
     }

@@ -16,6 +16,7 @@ use tapio_event::{
 };
 
 use crate::condition::Condition;
+use crate::split::{Destination, send_parts};
 
 /// The output of the events no route takes.
 pub const UNMATCHED_OUTPUT: &str = "_unmatched";
@@ -181,15 +182,11 @@ impl Router {
             }
             parts[last].push(event);
         }
-        for (output, events) in parts.into_iter().enumerate() {
-            if !events.is_empty() {
-                cx.out
-                    .send_to(&self.outputs[output], batch.carrying(events))
-                    .await;
-            }
-        }
-        // Every part carries its own copy of the obligations; this one adds nothing to them.
-        batch.ack(BatchStatus::Delivered);
+        let parts = parts
+            .into_iter()
+            .enumerate()
+            .map(|(output, events)| (Destination::Named(&self.outputs[output]), events));
+        send_parts(batch, parts, cx).await;
     }
 }
 

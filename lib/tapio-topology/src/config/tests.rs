@@ -116,7 +116,7 @@ fn transforms_of_any_type_join_the_graph_checks() {
     );
     assert_has(
         &found,
-        "t.toml:9: transforms.u.type: unknown transform type \"x\"; known types: correlate, filter, impact_assess, route, semantic_enrich",
+        "t.toml:9: transforms.u.type: unknown transform type \"x\"; known types: correlate, filter, impact_assess, rhai, route, semantic_enrich",
     );
     assert_has(&found, "t.toml:4: transforms.t.inputs: cycle: t -> u -> t");
 }
