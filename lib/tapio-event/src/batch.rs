@@ -67,6 +67,49 @@ impl EventBatch {
         Arc::make_mut(&mut self.events)
     }
 
+    /// Keeps only the events `keep` accepts and returns how many were removed. The batch keeps
+    /// its acknowledgements: the kept events settle them for the whole batch, since the removed
+    /// ones were dropped on purpose. A shared batch is copied only when something is removed,
+    /// and then only its kept events.
+    pub fn retain(&mut self, mut keep: impl FnMut(&UnifiedEvent) -> bool) -> usize {
+        let before = self.events.len();
+        if let Some(events) = Arc::get_mut(&mut self.events) {
+            events.retain(|event| keep(event));
+        } else {
+            let verdicts: Vec<bool> = self.events.iter().map(&mut keep).collect();
+            if verdicts.contains(&false) {
+                let kept = self
+                    .events
+                    .iter()
+                    .zip(&verdicts)
+                    .filter(|(_, kept)| **kept)
+                    .map(|(event, _)| event.clone())
+                    .collect();
+                self.events = Arc::new(kept);
+            }
+        }
+        before - self.events.len()
+    }
+
+    /// Takes the events out, copying them only if another component still shares them; the
+    /// batch keeps its acknowledgements, for a transform that splits it with
+    /// [`EventBatch::carrying`].
+    pub fn take_events(&mut self) -> Vec<UnifiedEvent> {
+        let events = std::mem::take(&mut self.events);
+        Arc::try_unwrap(events).unwrap_or_else(|shared| shared.as_ref().clone())
+    }
+
+    /// A batch of `events` carrying copies of this batch's acknowledgements and its entry
+    /// time, for a transform that splits one batch into several (`route`): the source hears
+    /// about the batch once every part is settled, with the worst status of any.
+    pub fn carrying(&self, events: Vec<UnifiedEvent>) -> EventBatch {
+        EventBatch {
+            events: Arc::new(events),
+            acks: self.acks.clone(),
+            entered: self.entered,
+        }
+    }
+
     /// Settles every acknowledgement this batch carries with `status`.
     pub fn ack(self, status: BatchStatus) {
         for ack in self.acks {
@@ -96,6 +139,54 @@ mod tests {
     use super::*;
     use crate::event::EventType;
     use crate::time::Timestamp;
+
+    fn numbered(n: usize) -> Vec<UnifiedEvent> {
+        (0..n)
+            .map(|i| UnifiedEvent::new(EventType::Process, i.to_string(), Timestamp(1)))
+            .collect()
+    }
+
+    fn sources(batch: &EventBatch) -> Vec<String> {
+        batch.events().iter().map(|e| e.source.clone()).collect()
+    }
+
+    #[test]
+    fn retain_keeps_order_and_leaves_shared_copies_alone() {
+        for shared in [false, true] {
+            let mut batch = EventBatch::new(numbered(10));
+            let other = shared.then(|| batch.clone());
+            let removed = batch.retain(|e| e.source.parse::<u32>().unwrap() % 3 == 0);
+            assert_eq!(removed, 6);
+            assert_eq!(sources(&batch), ["0", "3", "6", "9"]);
+            if let Some(other) = other {
+                assert_eq!(other.len(), 10, "the shared copy lost events");
+            }
+        }
+        let mut batch = EventBatch::new(numbered(3));
+        let other = batch.clone();
+        assert_eq!(batch.retain(|_| true), 0);
+        assert_eq!(
+            batch.events().as_ptr(),
+            other.events().as_ptr(),
+            "nothing removed, yet the shared batch was copied"
+        );
+    }
+
+    #[test]
+    fn parts_settle_the_source_with_the_worst_status() {
+        let (token, mut receiver) = AckToken::new();
+        let mut batch = EventBatch::with_ack(numbered(4), token);
+        let mut events = batch.take_events();
+        let second = batch.carrying(events.split_off(2));
+        let first = batch.carrying(events);
+        assert_eq!(sources(&first), ["0", "1"]);
+        assert_eq!(sources(&second), ["2", "3"]);
+        batch.ack(BatchStatus::Delivered);
+        first.ack(BatchStatus::Delivered);
+        assert_eq!(receiver.try_status(), None, "settled before every part was");
+        second.ack(BatchStatus::Dropped);
+        assert_eq!(receiver.try_status(), Some(BatchStatus::Dropped));
+    }
 
     #[test]
     fn copies_only_when_shared() {

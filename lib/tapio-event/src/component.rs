@@ -250,9 +250,19 @@ pub trait ComponentConfig {
     /// What building returns: `dyn Source`, `dyn Transform` or `dyn Sink`.
     type Component: ?Sized;
 
-    /// Named outputs besides the default one (`inputs = ["<name>.<output>"]`). A property of
-    /// the type, so one bad option does not also make every `<name>.errors` input look wrong.
+    /// Named outputs besides the default one (`inputs = ["<name>.<output>"]`) that every
+    /// component of the type has, known even when its options are invalid, so one bad option
+    /// does not also make every `<name>.errors` input look wrong.
     const NAMED_OUTPUTS: &'static [&'static str] = &[];
+
+    /// This component's named outputs, for types whose outputs come from their options
+    /// (`route`'s routes, a script's `outputs`). Defaults to the type's.
+    fn named_outputs(&self) -> Vec<String> {
+        Self::NAMED_OUTPUTS
+            .iter()
+            .map(|&output| output.to_owned())
+            .collect()
+    }
 
     /// Whether the component keeps state under `data_dir`, which must then be writable before
     /// anything runs.
@@ -305,9 +315,11 @@ macro_rules! component_registry {
                 }
             }
 
-            /// Named outputs of this component.
-            pub fn named_outputs(&self) -> &'static [&'static str] {
-                Self::named_outputs_of(self.type_name())
+            /// Named outputs of this component, which may depend on its options.
+            pub fn named_outputs(&self) -> Vec<String> {
+                match self {
+                    $(Self::$variant(config) => $crate::ComponentConfig::named_outputs(config),)+
+                }
             }
 
             /// Whether this component keeps state under `data_dir`.

@@ -371,6 +371,60 @@ impl FieldPath {
     }
 }
 
+impl FieldPath {
+    /// Runs `read` on the field's text in `event` without allocating for text and numeric
+    /// fields (numbers are rendered on the stack), for per-event checks on hot paths such as
+    /// `filter` conditions; [`FieldPath::lookup`] is the owned-or-borrowed form.
+    pub fn with_text<R>(&self, event: &UnifiedEvent, read: impl FnOnce(Option<&str>) -> R) -> R {
+        match self.accessor {
+            Accessor::Text(text) => read(text(event)),
+            Accessor::Number(number) => match number(event) {
+                Some(value) => {
+                    let mut digits = DecimalText::default();
+                    read(Some(digits.render(value)))
+                }
+                None => read(None),
+            },
+            Accessor::Timestamp | Accessor::Entry(_) => read(self.lookup(event).as_deref()),
+        }
+    }
+}
+
+/// Room for any `i128` in decimal (39 digits and a sign), so numbers can be compared as text
+/// without a heap allocation.
+struct DecimalText {
+    bytes: [u8; 40],
+}
+
+impl Default for DecimalText {
+    fn default() -> Self {
+        DecimalText { bytes: [0; 40] }
+    }
+}
+
+impl DecimalText {
+    /// Renders `value` and returns its text.
+    fn render(&mut self, value: i128) -> &str {
+        let mut magnitude = value.unsigned_abs();
+        let mut start = self.bytes.len();
+        loop {
+            start -= 1;
+            // A remainder of 10 is below 10, so the cast cannot truncate.
+            self.bytes[start] = b'0' + (magnitude % 10) as u8;
+            magnitude /= 10;
+            if magnitude == 0 {
+                break;
+            }
+        }
+        if value < 0 {
+            start -= 1;
+            self.bytes[start] = b'-';
+        }
+        // Only ASCII digits and '-' were written.
+        std::str::from_utf8(&self.bytes[start..]).unwrap_or_default()
+    }
+}
+
 impl std::fmt::Debug for FieldPath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "FieldPath({:?})", self.path)
@@ -509,6 +563,32 @@ mod tests {
         ] {
             assert_eq!(lookup(&event, path).as_deref(), Some(expected), "{path}");
         }
+    }
+
+    #[test]
+    fn text_without_allocation_matches_lookup() {
+        let mut event = full_event();
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..200 {
+            // xorshift: numbers of every width and sign, including the extremes.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let process = event.process.as_mut().unwrap();
+            process.cgroup_id = Some(state);
+            process.exit_code = Some(state as i32);
+            for path in field_paths().chain(["entity.attributes.team", "application.count"]) {
+                let path = FieldPath::parse(path).unwrap();
+                let expected = path.lookup(&event).map(Cow::into_owned);
+                path.with_text(&event, |text| {
+                    assert_eq!(text, expected.as_deref(), "{path}")
+                });
+            }
+        }
+        let mut extremes = DecimalText::default();
+        assert_eq!(extremes.render(i128::MIN), i128::MIN.to_string());
+        assert_eq!(extremes.render(i128::MAX), i128::MAX.to_string());
+        assert_eq!(extremes.render(0), "0");
     }
 
     #[test]

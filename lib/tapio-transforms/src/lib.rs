@@ -3,9 +3,14 @@
 
 pub mod anomaly;
 pub mod correlate;
+pub mod filter;
 pub mod impact_assess;
+pub mod rhai;
+pub mod route;
 pub mod semantic_enrich;
 mod util;
+
+pub use util::condition::Condition;
 
 tapio_event::component_registry! {
     /// Every transform type, as written in `tapio.toml` (`type = "..."`). Deserialized
@@ -15,7 +20,10 @@ tapio_event::component_registry! {
     pub enum TransformConfig: dyn tapio_event::Transform {
         "anomaly" => Anomaly(anomaly::AnomalyConfig),
         "correlate" => Correlate(correlate::CorrelateConfig),
+        "filter" => Filter(filter::FilterConfig),
         "impact_assess" => ImpactAssess(impact_assess::ImpactAssessConfig),
+        "rhai" => Rhai(rhai::RhaiConfig),
+        "route" => Route(route::RouteConfig),
         "semantic_enrich" => SemanticEnrich(semantic_enrich::SemanticEnrichConfig),
     }
 }

@@ -335,7 +335,6 @@ impl Parser<'_, '_> {
         } else {
             None
         };
-        let named_outputs = named_outputs(kind, &type_name);
         // The options are read as `{ <type> = { ...options } }`, serde's external tagging: unlike
         // an internally tagged enum it does not buffer the table, so errors keep their spans.
         let type_entry = table.remove_entry("type").map(|(key, _)| key);
@@ -345,11 +344,14 @@ impl Parser<'_, '_> {
             tagged.insert(tag, Spanned::new(body_span.clone(), DeValue::Table(table)));
         }
         let spanned = Spanned::new(body_span, DeValue::Table(tagged));
+        // Options that do not parse still leave the type's own outputs readable.
+        let mut declared = declared_outputs(kind, &type_name);
         match kind {
             ComponentKind::Source if type_known => {
                 if let Some(config) =
                     self.typed_under::<SourceConfig>(spanned, &key, Some(&type_name))
                 {
+                    declared = config.named_outputs();
                     found.sources.push(SourceComponent {
                         name: name_text.clone(),
                         config,
@@ -360,6 +362,7 @@ impl Parser<'_, '_> {
                 if let Some(config) =
                     self.typed_under::<TransformConfig>(spanned, &key, Some(&type_name))
                 {
+                    declared = config.named_outputs();
                     found.transforms.push(TransformComponent {
                         name: name_text.clone(),
                         config,
@@ -386,7 +389,7 @@ impl Parser<'_, '_> {
             name: name_text,
             kind,
             type_name,
-            named_outputs,
+            named_outputs: with_errors_output(kind, declared),
             inputs,
             line,
         });
@@ -564,20 +567,21 @@ fn known_types(kind: ComponentKind) -> &'static [&'static str] {
     }
 }
 
-/// The outputs besides the default one that a component of `type_name` offers: what its type
-/// declares, and for every transform an `errors` output for the events it could not process.
-fn named_outputs(kind: ComponentKind, type_name: &str) -> Vec<String> {
+/// The named outputs every component of `type_name` has, whatever its options.
+fn declared_outputs(kind: ComponentKind, type_name: &str) -> Vec<String> {
     let declared = match kind {
         ComponentKind::Source => SourceConfig::named_outputs_of(type_name),
         ComponentKind::Transform => TransformConfig::named_outputs_of(type_name),
         ComponentKind::Sink => &[],
     };
-    let errors = (kind == ComponentKind::Transform).then_some(ERRORS_OUTPUT);
-    errors
-        .into_iter()
-        .chain(declared.iter().copied())
-        .map(str::to_owned)
-        .collect()
+    declared.iter().map(|&output| output.to_owned()).collect()
+}
+
+/// A component's outputs besides the default one: what it declares, and for every transform
+/// an `errors` output for the events it could not process.
+fn with_errors_output(kind: ComponentKind, declared: Vec<String>) -> Vec<String> {
+    let errors = (kind == ComponentKind::Transform).then(|| ERRORS_OUTPUT.to_owned());
+    errors.into_iter().chain(declared).collect()
 }
 
 /// The kernel's host name, the default `node_name`.

@@ -116,7 +116,7 @@ fn transforms_of_any_type_join_the_graph_checks() {
     );
     assert_has(
         &found,
-        "t.toml:9: transforms.u.type: unknown transform type \"x\"; known types: correlate, impact_assess, semantic_enrich",
+        "t.toml:9: transforms.u.type: unknown transform type \"x\"; known types: correlate, filter, impact_assess, rhai, route, semantic_enrich",
     );
     assert_has(&found, "t.toml:4: transforms.t.inputs: cycle: t -> u -> t");
 }
@@ -239,5 +239,41 @@ fn every_transform_has_an_errors_output() {
         [
             "t.toml:14: sinks.bad.inputs: \"enrich\" has no output \"nope\"; its named outputs: errors"
         ]
+    );
+}
+
+#[test]
+fn route_outputs_come_from_its_routes() {
+    let config = r#"[sources.in]
+type = "stdin"
+
+[transforms.split]
+type = "route"
+inputs = ["in"]
+routes = { critical = { field = "impact.severity", equals = "critical" } }
+
+[sinks.out]
+type = "blackhole"
+inputs = ["split.critical", "split._unmatched", "split.errors"]
+
+[sinks.bad]
+type = "blackhole"
+inputs = ["split.network"]
+"#;
+    assert_eq!(
+        problems(config),
+        [
+            "t.toml:15: sinks.bad.inputs: \"split\" has no output \"network\"; its named outputs: errors, critical, _unmatched"
+        ]
+    );
+    let bad_options = config.replace("equals = \"critical\"", "equal = \"critical\"");
+    let found = problems(&bad_options);
+    assert!(
+        found[0].starts_with("t.toml:7: transforms.split.routes"),
+        "{found:?}"
+    );
+    assert!(
+        !found.iter().any(|p| p.contains("\"_unmatched\"")),
+        "the type's own output looked unknown: {found:?}"
     );
 }
