@@ -58,5 +58,12 @@ for example in config/examples/*.toml; do
   ./target/debug/tapio validate --config "$example"
 done
 
+echo "== tapio test config/examples/*.toml (the examples' own [[tests]])"
+for example in config/examples/*.toml; do
+  if grep -q '^\[transforms\.' "$example"; then
+    ./target/debug/tapio test "$example"
+  fi
+done
+
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast

@@ -31,10 +31,20 @@ pub enum Command {
     Validate(ConfigArgs),
     /// Print the pipeline's DAG as Graphviz DOT or Mermaid.
     Graph(GraphArgs),
+    /// Run the unit tests (`[[tests]]`) of config files on their transforms alone; exit 1 if
+    /// any fails.
+    Test(TestArgs),
     /// Count or send again the events sinks rejected for good
     /// (`<data_dir>/dead_letter/<sink>.ndjson`).
     #[command(subcommand)]
     DeadLetter(DeadLetterCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Config files whose tests to run.
+    #[arg(required = true)]
+    pub configs: Vec<PathBuf>,
 }
 
 /// What to do with dead letters.

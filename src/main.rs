@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         cli::Command::Run(args) => run::run(&args),
         cli::Command::Validate(args) => run::validate(&args),
         cli::Command::Graph(args) => run::graph(&args),
+        cli::Command::Test(args) => run::test(&args),
         cli::Command::DeadLetter(command) => run::dead_letter(&command),
     };
     ExitCode::from(code as u8)

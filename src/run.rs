@@ -10,10 +10,12 @@ use tapio_event::ErrorKind;
 use tapio_sources::ebpf::Preflight;
 use tapio_topology::{ComponentFailure, Config, Health, Loaded, Outcome, Severity, Topology};
 
-use crate::cli::{ConfigArgs, DeadLetterCommand, GraphArgs, GraphFormat, RunArgs};
+use crate::cli::{ConfigArgs, DeadLetterCommand, GraphArgs, GraphFormat, RunArgs, TestArgs};
 
 const EXIT_OK: i32 = 0;
 const EXIT_USAGE: i32 = 64;
+/// `tapio test`: a test failed (the config itself was valid).
+const EXIT_TESTS_FAILED: i32 = 1;
 const EXIT_SOFTWARE: i32 = 70;
 const EXIT_UNAVAILABLE: i32 = 69;
 const EXIT_TEMPFAIL: i32 = 75;
@@ -173,6 +175,53 @@ pub fn graph(args: &GraphArgs) -> i32 {
             EXIT_OK
         }
         None => EXIT_CONFIG,
+    }
+}
+
+/// `tapio test`: every config's `[[tests]]`, with a line per test and the failures in full.
+pub fn test(args: &TestArgs) -> i32 {
+    let mut configs = Vec::new();
+    for path in &args.configs {
+        match load(
+            &ConfigArgs {
+                config: Some(path.clone()),
+            },
+            false,
+        ) {
+            Some(config) => configs.push(config),
+            None => return EXIT_CONFIG,
+        }
+    }
+    let (mut passed, mut failed) = (0, 0);
+    let ran = block_on(async {
+        for config in &configs {
+            if config.tests.is_empty() {
+                println!("{}: no [[tests]]", config.file);
+                continue;
+            }
+            println!("running {} tests from {}", config.tests.len(), config.file);
+            for result in tapio_topology::unit_tests::run_tests(config).await {
+                if result.failures.is_empty() {
+                    passed += 1;
+                    println!("test {} ... ok", result.name);
+                } else {
+                    failed += 1;
+                    println!("test {} ... FAILED", result.name);
+                    for failure in &result.failures {
+                        println!("  {failure}");
+                    }
+                }
+            }
+        }
+    });
+    if let Err(code) = ran {
+        return code;
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed == 0 {
+        EXIT_OK
+    } else {
+        EXIT_TESTS_FAILED
     }
 }
 

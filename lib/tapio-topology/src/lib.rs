@@ -10,6 +10,7 @@ pub mod graph;
 pub mod health;
 pub mod reference;
 pub mod running;
+pub mod unit_tests;
 
 pub use config::{Config, Loaded, load_file, load_str};
 pub use diagnostic::{Diagnostic, Severity};

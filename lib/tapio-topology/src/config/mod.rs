@@ -25,6 +25,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use crate::diagnostic::{Diagnostic, Diagnostics, Severity, did_you_mean};
 
 use crate::graph::{Graph, GraphNode, InputRef};
+use crate::unit_tests::UnitTest;
 
 const TOP_LEVEL_KEYS: &[&str] = &[
     "data_dir",
@@ -34,6 +35,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "sources",
     "transforms",
     "sinks",
+    "tests",
 ];
 
 /// The `[api]` section: where health, metrics (and later the gRPC/REST API) are served.
@@ -126,6 +128,8 @@ pub struct Config {
     pub sinks: Vec<SinkComponent>,
     /// The DAG with every input resolved.
     pub graph: Graph,
+    /// The config's own unit tests (`[[tests]]`), run by `tapio test`.
+    pub tests: Vec<UnitTest>,
 }
 
 /// The outcome of loading: the config when it has no errors, and every diagnostic either way.
@@ -221,6 +225,7 @@ impl Parser<'_, '_> {
         let mut node_name = None;
         let mut grace = Duration::from_secs(60);
         let mut api = None;
+        let mut tests = Vec::new();
         let mut found = Components::default();
         for (key, value) in in_file_order(root) {
             let span = key.span();
@@ -233,6 +238,7 @@ impl Parser<'_, '_> {
                         .map_or(grace, |d| d.0)
                 }
                 "api" => api = self.typed(value, "api"),
+                "tests" => tests = self.typed(value, "tests").unwrap_or_default(),
                 section @ ("sources" | "transforms" | "sinks") => {
                     let kind = match section {
                         "sources" => ComponentKind::Source,
@@ -267,6 +273,7 @@ impl Parser<'_, '_> {
             transforms: found.transforms,
             sinks: found.sinks,
             graph,
+            tests,
         })
     }
 

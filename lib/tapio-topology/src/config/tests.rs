@@ -116,7 +116,7 @@ fn transforms_of_any_type_join_the_graph_checks() {
     );
     assert_has(
         &found,
-        "t.toml:9: transforms.u.type: unknown transform type \"x\"; known types: correlate, filter, impact_assess, rhai, route, semantic_enrich",
+        "t.toml:9: transforms.u.type: unknown transform type \"x\"; known types: anomaly, correlate, filter, impact_assess, rhai, route, semantic_enrich",
     );
     assert_has(&found, "t.toml:4: transforms.t.inputs: cycle: t -> u -> t");
 }
@@ -151,6 +151,12 @@ fn every_example_config_is_valid() {
             .filter(|d| d.severity == Severity::Error)
             .collect();
         assert!(errors.is_empty(), "{errors:#?}");
+        let config = loaded.config.unwrap();
+        assert!(
+            config.transforms.is_empty() || !config.tests.is_empty(),
+            "{} has transforms but no [[tests]] (CI runs `tapio test` on every example)",
+            path.display()
+        );
         seen += 1;
     }
     assert!(seen >= 1);
