@@ -4,9 +4,12 @@
 //! follow it. The result depends only on the sequence of input events, not on how they were
 //! split into batches (except for idle flushes, which the wall clock triggers).
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
-use tapio_event::{AckToken, CorrelationContext, EntityType, EventBatch, Timestamp, UnifiedEvent};
+use tapio_event::{
+    AckToken, CorrelationContext, Entity, EntityType, EventBatch, Timestamp, UnifiedEvent,
+};
 
 use super::catalog::Catalog;
 use super::groups::{Groups, Limits, Progress, Related};
@@ -69,6 +72,8 @@ pub(crate) struct Correlator {
     matched: Vec<usize>,
     completed: Vec<usize>,
     keys: Keys,
+    /// Scratch: a socket event's destination key.
+    destination: String,
 }
 
 impl Correlator {
@@ -94,6 +99,7 @@ impl Correlator {
             matched: Vec::new(),
             completed: Vec::new(),
             keys: Keys::default(),
+            destination: String::new(),
         }
     }
 
@@ -163,6 +169,7 @@ impl Correlator {
         self.matched.clear();
         self.catalog.match_steps(&event, &mut self.matched);
         self.keys.collect(&event);
+        let retargeted = self.prefer_destination(&event, at);
         let Some(entity) = event.entity.as_deref().filter(|_| !self.keys.is_empty()) else {
             return self.process_unlinked(event, out);
         };
@@ -171,7 +178,11 @@ impl Correlator {
             summary::correlation_id(&event.id, at, serial)
         });
         let group = self.groups.get_mut(placement.slot);
+        let adopt = retargeted || group.names_better_than(entity);
         group.offer_entity(entity);
+        if adopt {
+            adopt_pod(&mut event, &group.entity);
+        }
         let evidence = !self.matched.is_empty();
         group.related.record(&event.id, evidence, self.max_related);
         if evidence {
@@ -194,6 +205,44 @@ impl Correlator {
             at,
         };
         self.summaries += summarise(&self.catalog, &self.completed, &story, out);
+    }
+
+    /// Narrows a socket event's keys to its destination address when that address reaches an
+    /// open group about another pod than the event's entity; returns whether it did. A socket
+    /// event is about the pod at its destination, else at its source (DESIGN.md section 5): the
+    /// enricher falls back to the source when it does not know the destination address yet,
+    /// which happens when the event arrives before the CNI `ADD` or pod update that gives the
+    /// destination pod its address, although that came first in event time. Here the groups
+    /// already know the address, so the destination decides, as it would have in the enricher.
+    fn prefer_destination(&mut self, event: &UnifiedEvent, at: Timestamp) -> bool {
+        let Some(destination) = event
+            .network
+            .as_deref()
+            .filter(|_| event.source != "cni")
+            .and_then(|network| network.dst_ip.as_deref())
+        else {
+            return false;
+        };
+        let Some(entity) = event
+            .entity
+            .as_deref()
+            .filter(|entity| entity.kind == EntityType::Pod)
+        else {
+            return false;
+        };
+        self.destination.clear();
+        self.destination.push_str("ip/");
+        self.destination.push_str(destination);
+        let elsewhere = self
+            .groups
+            .reached_by(&self.destination, at)
+            .is_some_and(|group| {
+                group.entity.kind == EntityType::Pod && group.entity.id != entity.id
+            });
+        if elsewhere {
+            self.keys.replace_with(&self.destination);
+        }
+        elsewhere
     }
 
     /// An event with nothing to link by (no entity, or a `host` entity whose subject was not
@@ -237,6 +286,37 @@ fn summarise(
     completed.len() as u64
 }
 
+/// Makes the pod of an event's group its entity, as `semantic_enrich` would have had it known,
+/// when it saw the event, what the groups know now: the event arrived before the one that ties
+/// its container, cgroup, address or name to the pod, and correlate, which sees both in
+/// event-time order, is the first to know. That is an unresolved (`host`) event linked through
+/// an alias, a pod known only by `namespace/name` in a group that knows its uid, or a socket
+/// event moved to its destination's group. The rest of the event (its narrative included)
+/// stays as the enricher wrote it. As in enrichment, the node it was observed on is kept in the
+/// entity's `node` attribute when it is not the pod's node (a socket's peer on another node).
+fn adopt_pod(event: &mut UnifiedEvent, pod: &Entity) {
+    let Some(entity) = event.entity.as_deref_mut() else {
+        return;
+    };
+    let host = (entity.kind == EntityType::Host).then(|| entity.id.clone());
+    let observed_on = entity
+        .node
+        .take()
+        .or_else(|| host.filter(|node| !node.is_empty()));
+    entity.kind = EntityType::Pod;
+    entity.id.clone_from(&pod.id);
+    entity.name.clone_from(&pod.name);
+    entity.namespace.clone_from(&pod.namespace);
+    entity.node = match (&pod.node, observed_on) {
+        (Some(node), Some(observed)) if *node != observed => {
+            entity.attributes.insert("node".to_owned(), observed);
+            Some(node.clone())
+        }
+        (Some(node), _) => Some(node.clone()),
+        (None, observed) => observed,
+    };
+}
+
 /// Sets the event's `correlation.correlation_id`, keeping any other correlation fields.
 fn tag(event: &mut UnifiedEvent, correlation_id: String) {
     match event.correlation.as_deref_mut() {
@@ -253,13 +333,24 @@ fn tag(event: &mut UnifiedEvent, correlation_id: String) {
 /// The keys that link an event to a group, rebuilt for every event in reused buffers: its
 /// entity and that entity's aliases. A pod is reached by its id and by `namespace/name`, so
 /// events that knew only its name (CNI) and those that knew its uid join one group; also by its
-/// container ids and its IP, which the events about it carry (a pod update's `container_id` and
-/// `pod_ip`, a CNI `ADD`'s address, a container scope's unit and pod slice, a process's
-/// container). Those aliases are what link a node-local event whose subject the enricher could
-/// not resolve yet (a `host` entity: it arrived before the events that teach the mapping) to
-/// the right pod once the correlator sees the events in event-time order. A node's key reaches
-/// only events about the node itself. A socket's owner (`process` on a network event) never
-/// links: a network event is about the peer pod, reached through the resolved entity or, while
+/// container ids, its cgroups and its IP, which the events about it carry (a pod update's
+/// `container_id` and `pod_ip`, a CNI call's address and sandbox, a container scope's unit and
+/// pod slice, a process's container and cgroup). A cgroup id is a node's own (an inode number),
+/// so its key names the node: `cgroup/<node>/<id>`.
+///
+/// These raw aliases are how an event links through a fact that became known *later in arrival
+/// order* but no later in event time: a container's first `exec` that arrives before the scope
+/// unit naming its pod, a socket event before the CNI `ADD` giving the pod its address, a
+/// process known only by its cgroup before the exec that ties the cgroup to the container.
+/// `semantic_enrich` sees such an event first, cannot resolve it and leaves its `host` entity;
+/// the correlator sees the events in event-time order after its reorder buffer, so by the time
+/// the unresolved event is placed, the earlier event has registered the alias with the pod's
+/// group and the event joins it (at the same instant the reorder buffer puts resolved events
+/// first), taking the pod as its entity ([`adopt_pod`]). Doing it here rather than
+/// re-resolving in the enricher keeps the enricher a one-pass, unbuffered transform: only the
+/// correlator already holds events for `allowed_lateness`. A node's key reaches only events
+/// about the node itself. A socket's owner (`process` on a network event) never links: a
+/// network event is about the peer pod, reached through the resolved entity or, while
 /// unresolved, the destination address.
 #[derive(Debug, Default)]
 struct Keys {
@@ -277,18 +368,31 @@ impl Keys {
         &self.buffers[..self.len]
     }
 
+    /// Makes `key` the only key.
+    fn replace_with(&mut self, key: &str) {
+        self.len = 0;
+        self.push_with(|buffer| buffer.push_str(key));
+    }
+
     /// Adds `<kind>/<parts>` unless already present.
     fn push(&mut self, kind: &str, parts: &[&str]) {
+        self.push_with(|key| {
+            key.push_str(kind);
+            key.push('/');
+            for part in parts {
+                key.push_str(part);
+            }
+        });
+    }
+
+    /// Adds the key `write` writes into an empty string, unless already present.
+    fn push_with(&mut self, write: impl FnOnce(&mut String)) {
         if self.buffers.len() == self.len {
             self.buffers.push(String::new());
         }
         let key = &mut self.buffers[self.len];
         key.clear();
-        key.push_str(kind);
-        key.push('/');
-        for part in parts {
-            key.push_str(part);
-        }
+        write(key);
         let (added, earlier) = self.buffers[..=self.len].split_last().expect("just pushed");
         if !earlier.contains(added) {
             self.len += 1;
@@ -333,17 +437,31 @@ impl Keys {
                 if let Some(ip) = network.ip_address.as_deref() {
                     self.push("ip", &[ip]);
                 }
+                if event.source == "cni"
+                    && let Some(sandbox) = network.container_id.as_deref()
+                {
+                    self.push("container", &[sandbox]);
+                }
                 if !resolved && let Some(ip) = network.dst_ip.as_deref() {
                     self.push("ip", &[ip]);
                 }
             }
             None => {
-                if let Some(id) = event
-                    .process
-                    .as_deref()
-                    .and_then(|p| p.container_id.as_deref())
-                {
+                let Some(process) = event.process.as_deref() else {
+                    return;
+                };
+                if let Some(id) = process.container_id.as_deref() {
                     self.push("container", &[id]);
+                }
+                let node = entity.node.as_deref().or(match entity.kind {
+                    EntityType::Host => Some(entity.id.as_str()),
+                    _ => None,
+                });
+                if let (Some(cgroup), Some(node)) = (process.cgroup_id, node) {
+                    self.push_with(|key| {
+                        // Writing into a String cannot fail.
+                        let _ = write!(key, "cgroup/{node}/{cgroup}");
+                    });
                 }
             }
         }

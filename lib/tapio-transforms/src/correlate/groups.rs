@@ -205,6 +205,12 @@ impl Group {
             && last.saturating_sub(first) <= max_duration
     }
 
+    /// Whether the group names the pod better than `entity` does: an unresolved `host` or a
+    /// pod known only by `namespace/name`, linked to a group that knows the pod (by its uid).
+    pub(crate) fn names_better_than(&self, entity: &Entity) -> bool {
+        self.entity.kind == EntityType::Pod && knowledge(&self.entity) > knowledge(entity)
+    }
+
     /// Keeps the better-known of the group's entity and `candidate`: a pod known by its uid
     /// replaces the same pod known only by `namespace/name`, and either replaces a `host`
     /// (a group opened by node-local events that were linked through an alias).
@@ -316,6 +322,15 @@ impl Groups {
             .group
             .as_mut()
             .expect("a placement points at a live group")
+    }
+
+    /// The open group `key` reaches that an event at `at` may join.
+    pub(crate) fn reached_by(&self, key: &str, at: Timestamp) -> Option<&Group> {
+        let slot = *self.keys.get(key)?;
+        self.slots[slot]
+            .group
+            .as_ref()
+            .filter(|group| group.is_joinable(at, self.limits.window, self.limits.max_duration))
     }
 
     /// Drops the groups no event at `now` or later can join: the last event was more than

@@ -5,11 +5,17 @@
 //!   (largest timestamp seen − `allowed_lateness`) passes them; on `idle_flush` without input
 //!   and at the end of input the buffer flushes. An event older than events already processed
 //!   is processed at once and counted as late.
-//! - An event joins the open group its entity's keys reach (a pod by id and `namespace/name`, a
-//!   node by name, for events about the node itself) when it falls within `window` of the
-//!   group's latest event; a group closes after `max_group_duration`; keys reaching two open
-//!   groups merge them and the older `correlation_id` survives. Events with nothing to link by
-//!   (no entity, or an unresolved `host`) form a group of their own.
+//! - An event joins the open group its keys reach (a pod by id and `namespace/name` and by the
+//!   container ids, cgroups and IPs its events carry; a node by name, for events about the node
+//!   itself) when it falls within `window` of the group's latest event; a group closes after
+//!   `max_group_duration`; keys reaching two open groups merge them and the older
+//!   `correlation_id` survives. Events with nothing to link by (no entity, or an unresolved
+//!   `host` carrying no alias) form a group of their own.
+//! - Aliases count in event time, whatever the arrival order: an event the enricher could not
+//!   resolve because it arrived before the event that teaches its alias (a first `exec` before
+//!   its container's scope unit) joins the pod's group and leaves about the pod. At one instant,
+//!   resolved events are processed before unresolved ones, so such an event is placed after the
+//!   alias is known (`engine.rs`, `Keys`, and `reorder.rs` say why the fix lives here).
 //! - Every event leaves as soon as it is processed, with `correlation.correlation_id`; when a
 //!   group completes a catalog pattern, one summary (`type = "correlation"`) follows at once.
 //! - State is bounded by `max_groups` (least recently active evicted) and `max_group_keys`
@@ -80,7 +86,7 @@ pub struct CorrelateConfig {
     #[serde(default = "default_max_groups")]
     pub max_groups: usize,
     /// Keys one group links by at most (at least 1): its entity's id and `namespace/name`,
-    /// and the container ids and IPs its events carry. Keys come from event data, so a
+    /// and the container ids, cgroups and IPs its events carry. Keys come from event data, so a
     /// long-lived busy group (many restarts, a stream of new addresses) could otherwise collect
     /// them without end. At the bound a new key is not linked, counted
     /// (`tapio_component_evictions_total{state="correlation_group_keys"}`): the group keeps

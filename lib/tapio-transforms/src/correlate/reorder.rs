@@ -1,9 +1,19 @@
 //! The reorder buffer (DESIGN.md section 5, step 1) and the acknowledgements of the events it
 //! holds. Events wait until the watermark (largest timestamp seen − `allowed_lateness`) passes
-//! them and leave in event-time order (arrival order among equal timestamps); at most
-//! `max_events` wait, and beyond that the oldest leaves early (see `max_buffered_events`
-//! in `CorrelateConfig` for why). Held events sit in
-//! a slab; the heap orders small `(time, arrival, slot)` entries, so sifting never moves events.
+//! them and leave in event-time order; at most `max_events` wait, and beyond that the oldest
+//! leaves early (see `max_buffered_events` in `CorrelateConfig` for why). Held events sit in
+//! a slab; the heap orders small `(time, rank, arrival, slot)` entries, so sifting never moves
+//! events.
+//!
+//! Among events of one instant, those whose subject `semantic_enrich` resolved leave before
+//! those it could not (no entity, or a `host`), then in arrival order. An unresolved event links
+//! only through the aliases it carries (a container id, a cgroup, an address), and the event
+//! that ties such an alias to its pod is often stamped with the same instant: a container's
+//! first `exec` and the systemd scope whose slice names the pod. Collectors are independent, so
+//! the exec often arrives first; in arrival order it would open a group of its own and leave
+//! with that group's id before the scope merged it into the pod's. Resolved first, it joins the
+//! pod's group and leaves with the pod's id. Nothing is held longer for it: the rank only orders
+//! events the watermark releases together.
 //!
 //! An input batch's acknowledgement tokens are held in a [`Tickets`] entry counting the batch's
 //! events still inside; when its last event leaves, the tokens travel on with the batch that
@@ -12,7 +22,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use tapio_event::{AckToken, Timestamp, UnifiedEvent};
+use tapio_event::{AckToken, EntityType, Timestamp, UnifiedEvent};
 
 /// Which input batch's acknowledgements an event answers for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +107,8 @@ pub(crate) struct Reorder {
     max_events: usize,
     slots: Vec<Option<Held>>,
     free: Vec<usize>,
-    order: BinaryHeap<Reverse<(Timestamp, u64, usize)>>,
+    /// `(time, rank, arrival, slot)`: see [`instant_rank`].
+    order: BinaryHeap<Reverse<(Timestamp, u8, u64, usize)>>,
     arrivals: u64,
     newest: Option<Timestamp>,
 }
@@ -126,6 +137,7 @@ impl Reorder {
     /// `max_events`, returns the oldest held event, which leaves before the watermark.
     pub(crate) fn push(&mut self, event: UnifiedEvent, ticket: Ticket) -> Option<Held> {
         let at = event.timestamp;
+        let rank = instant_rank(&event);
         self.newest = Some(self.newest.map_or(at, |newest| newest.max(at)));
         let held = Some(Held { event, ticket });
         let slot = match self.free.pop() {
@@ -139,7 +151,7 @@ impl Reorder {
             }
         };
         self.arrivals += 1;
-        self.order.push(Reverse((at, self.arrivals, slot)));
+        self.order.push(Reverse((at, rank, self.arrivals, slot)));
         if self.order.len() > self.max_events {
             return self.pop_oldest();
         }
@@ -149,7 +161,7 @@ impl Reorder {
     /// The oldest held event if the watermark has passed it.
     pub(crate) fn pop_ready(&mut self) -> Option<Held> {
         let watermark = self.newest?.0.saturating_sub(self.lateness);
-        let &Reverse((at, _, _)) = self.order.peek()?;
+        let &Reverse((at, _, _, _)) = self.order.peek()?;
         if at.0 > watermark {
             return None;
         }
@@ -158,8 +170,17 @@ impl Reorder {
 
     /// The oldest held event, watermark or not (idle flush and end of input).
     pub(crate) fn pop_oldest(&mut self) -> Option<Held> {
-        let Reverse((_, _, slot)) = self.order.pop()?;
+        let Reverse((_, _, _, slot)) = self.order.pop()?;
         self.free.push(slot);
         self.slots[slot].take()
+    }
+}
+
+/// Where an event goes among the events of its instant: 0 when its subject is resolved, 1
+/// when it can link only through its aliases (see the module documentation).
+fn instant_rank(event: &UnifiedEvent) -> u8 {
+    match event.entity.as_deref() {
+        Some(entity) if entity.kind != EntityType::Host => 0,
+        _ => 1,
     }
 }

@@ -3,6 +3,7 @@
 //! deterministic replay, acknowledgements and config errors. Events are built here as
 //! `semantic_enrich` leaves them (entities resolved), since sources are a layer below.
 
+mod aliases;
 mod config;
 mod grouping;
 mod runtime;
