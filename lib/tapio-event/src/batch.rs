@@ -117,6 +117,19 @@ impl EventBatch {
         }
     }
 
+    /// When the batch entered the input buffer of the transform holding it, for a transform
+    /// that takes batches apart (a reorder buffer) and times the batches it builds instead.
+    pub fn entered(&self) -> Option<Instant> {
+        self.entered
+    }
+
+    /// This batch, timed as if it had entered the transform's buffer at `at`: a transform that
+    /// builds its own batches gives them the entry time of their earliest input batch.
+    pub fn entered_at(mut self, at: Option<Instant>) -> Self {
+        self.entered = at;
+        self
+    }
+
     /// Marks when the batch entered a component's input buffer.
     pub(crate) fn set_entered(&mut self, at: Instant) {
         self.entered = Some(at);

@@ -6,6 +6,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tapio_event::{
     AckToken, CorrelationContext, Entity, EntityType, EventBatch, Timestamp, UnifiedEvent,
@@ -13,7 +14,7 @@ use tapio_event::{
 
 use super::catalog::Catalog;
 use super::groups::{Groups, Limits, Progress, Related};
-use super::reorder::{Held, Reorder, Ticket, Tickets};
+use super::reorder::{Held, Reorder, Tickets};
 use super::summary::{self, Story};
 
 /// What the correlator has done so far, for logs, metrics and tests. Late events and
@@ -41,6 +42,8 @@ pub(crate) struct Stats {
 pub(crate) struct Output {
     pub(crate) events: Vec<UnifiedEvent>,
     pub(crate) acks: Vec<AckToken>,
+    /// When the earliest input batch of these events entered the transform's buffer.
+    pub(crate) entered: Option<Instant>,
 }
 
 impl Output {
@@ -51,7 +54,7 @@ impl Output {
 
     /// The batch that carries this output downstream.
     pub(crate) fn into_batch(self) -> EventBatch {
-        EventBatch::with_acks(self.events, self.acks)
+        EventBatch::with_acks(self.events, self.acks).entered_at(self.entered)
     }
 }
 
@@ -123,11 +126,19 @@ impl Correlator {
 
     /// Takes in one input batch; what the watermark releases goes to `out`.
     pub(crate) fn push_batch(&mut self, batch: EventBatch, out: &mut Output) {
+        let entered = batch.entered();
         let (events, acks) = batch.into_parts();
         let events = Arc::try_unwrap(events).unwrap_or_else(|shared| shared.as_ref().clone());
         let ticket = self.tickets.open(events.len(), acks, &mut out.acks);
         for event in events {
-            self.push(event, ticket, out);
+            self.push(
+                Held {
+                    event,
+                    ticket,
+                    entered,
+                },
+                out,
+            );
         }
     }
 
@@ -138,12 +149,12 @@ impl Correlator {
         }
     }
 
-    fn push(&mut self, event: UnifiedEvent, ticket: Ticket, out: &mut Output) {
-        if self.clock.is_some_and(|clock| event.timestamp < clock) {
+    fn push(&mut self, held: Held, out: &mut Output) {
+        if self.clock.is_some_and(|clock| held.event.timestamp < clock) {
             self.late += 1;
-            return self.release(Held { event, ticket }, out);
+            return self.release(held, out);
         }
-        if let Some(held) = self.reorder.push(event, ticket) {
+        if let Some(held) = self.reorder.push(held) {
             self.released_early += 1;
             self.release(held, out);
         }
@@ -155,6 +166,10 @@ impl Correlator {
     /// Processes one event that leaves the reorder buffer (or never entered it) and settles
     /// its share of its batch's acknowledgements.
     fn release(&mut self, held: Held, out: &mut Output) {
+        out.entered = match (out.entered, held.entered) {
+            (Some(earlier), Some(entered)) => Some(earlier.min(entered)),
+            (earlier, entered) => earlier.or(entered),
+        };
         self.process(held.event, &mut out.events);
         self.tickets.settle(held.ticket, &mut out.acks);
     }

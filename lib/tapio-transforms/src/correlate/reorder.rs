@@ -21,6 +21,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::time::Instant;
 
 use tapio_event::{AckToken, EntityType, Timestamp, UnifiedEvent};
 
@@ -98,6 +99,9 @@ impl Tickets {
 pub(crate) struct Held {
     pub(crate) event: UnifiedEvent,
     pub(crate) ticket: Ticket,
+    /// When its input batch entered the transform's buffer, so the batch it leaves in is
+    /// timed from its earliest event (the transform's latency metric).
+    pub(crate) entered: Option<Instant>,
 }
 
 /// Events waiting to be processed in event-time order.
@@ -135,11 +139,11 @@ impl Reorder {
 
     /// Holds `event` until the watermark passes it; when that makes one more than
     /// `max_events`, returns the oldest held event, which leaves before the watermark.
-    pub(crate) fn push(&mut self, event: UnifiedEvent, ticket: Ticket) -> Option<Held> {
-        let at = event.timestamp;
-        let rank = instant_rank(&event);
+    pub(crate) fn push(&mut self, held: Held) -> Option<Held> {
+        let at = held.event.timestamp;
+        let rank = instant_rank(&held.event);
         self.newest = Some(self.newest.map_or(at, |newest| newest.max(at)));
-        let held = Some(Held { event, ticket });
+        let held = Some(held);
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.slots[slot] = held;

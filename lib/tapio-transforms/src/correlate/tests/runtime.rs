@@ -266,3 +266,28 @@ async fn replays_give_identical_bytes_whatever_the_batching() {
     assert_eq!(stats.summaries, 100, "one summary per story");
     assert_eq!(stats.late_events, 0);
 }
+
+/// The batches correlate builds from held events are timed from their earliest input batch,
+/// so its latency shows how long the reorder buffer held events (here at least 100 ms).
+#[tokio::test]
+async fn its_latency_counts_the_time_events_were_held() {
+    let mut h = start(&without_idle_flush());
+    let mut script = Script::default();
+    script
+        .socket(0, &API, "connect")
+        .socket(6000, &API, "connect");
+    let mut events = script.events.into_iter();
+    h.input
+        .send(EventBatch::new(events.by_ref().take(1).collect()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.input
+        .send(EventBatch::new(events.collect()))
+        .await
+        .unwrap();
+    assert_eq!(next_delivered(&mut h.output).await.len(), 1);
+    let latency = h.metrics.snapshot().latency;
+    assert_eq!(latency.count, 1, "{latency:?}");
+    assert!(latency.sum_micros >= 100_000, "{latency:?}");
+}
