@@ -40,12 +40,27 @@ if [ ! -x .tools/tansu/bin/tansu ]; then
   cargo install --locked tansu --version 0.6.0 --no-default-features --features dynostore \
     --root .tools/tansu
 fi
-if ! python3 -c 'import confluent_kafka' 2>/dev/null; then
+# Installs Python packages from PyPI, installing pip itself if missing.
+pip_install() {
   python3 -m pip --version >/dev/null 2>&1 \
     || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
   # Debian's own python3 refuses system-wide pip installs (PEP 668) unless told otherwise.
-  python3 -m pip install --quiet confluent-kafka \
-    || python3 -m pip install --quiet --break-system-packages confluent-kafka
+  python3 -m pip install --quiet "$@" || python3 -m pip install --quiet --break-system-packages "$@"
+}
+if ! python3 -c 'import confluent_kafka' 2>/dev/null; then
+  pip_install confluent-kafka
+fi
+
+echo "== packaging checker (cargo-deb)"
+# cargo-deb 3.8.0 builds the .deb, once into the git-ignored .tools/cargo-deb (2-3 min).
+# dpkg-deb and systemd-analyze are Debian's.
+if [ ! -x .tools/cargo-deb/bin/cargo-deb ]; then
+  cargo install --locked cargo-deb --version 3.8.0 --root .tools/cargo-deb
+fi
+if ! command -v systemd-analyze >/dev/null || ! command -v strip >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd binutils >/dev/null \
+    || { apt-get update -qq \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd binutils >/dev/null; }
 fi
 
 echo "== build"
@@ -55,6 +70,9 @@ echo "== tapio validate config/examples/*.toml"
 for example in config/examples/*.toml; do
   ./target/debug/tapio validate --config "$example"
 done
+
+echo "== .deb: cargo deb, dpkg-deb --info, dpkg -x, tapio validate, systemd-analyze verify"
+scripts/check-deb.sh
 
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast
