@@ -87,5 +87,13 @@ echo "== Kubernetes manifests and Helm chart: kubernetes-validate, tapio validat
 python3 -m unittest discover --start-directory scripts --pattern 'test_*.py'
 python3 scripts/check-kubernetes.py
 
+echo "== website: mdbook build, served on localhost, every internal link followed"
+# mdBook 0.5.4, built once into the git-ignored .tools/mdbook; the book goes to website/book/.
+if [ ! -x .tools/mdbook/bin/mdbook ]; then
+  cargo install --locked mdbook --version 0.5.4 --root .tools/mdbook
+fi
+.tools/mdbook/bin/mdbook build website
+python3 scripts/check-website.py
+
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast
