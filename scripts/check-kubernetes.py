@@ -13,7 +13,8 @@
   renders passes the same checks, holds the objects its mode promises, and grants the agent
   exactly the RBAC rules of distribution/kubernetes/rbac.yaml.
 
-Usage: scripts/check-kubernetes.py [--tapio BINARY]   (default: $CARGO_TARGET_DIR or target, /debug/tapio)
+Usage: scripts/check-kubernetes.py [--tapio BINARY]
+BINARY defaults to the debug build, <$CARGO_TARGET_DIR or target>/debug/tapio.
 """
 
 import argparse

@@ -95,7 +95,7 @@ def check_links(book):
             parser = Links()
             parser.feed(body)
             for url in parser.urls:
-                if not is_internal(url) or url.startswith("javascript:"):
+                if not is_internal(url):
                     continue
                 followed += 1
                 target = urllib.parse.urljoin(page_url, url)

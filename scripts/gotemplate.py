@@ -231,9 +231,11 @@ NOT_PIPED = object()
 
 def truth(value):
     """Go's truth: false, 0, nil and empty strings, lists and maps are false."""
-    return value is not None and value is not MISSING and value is not False and (
-        not isinstance(value, (str, list, dict, int)) or bool(value) or value is True
-    )
+    if value is None or value is MISSING:
+        return False
+    if isinstance(value, (bool, int, float, str, list, dict)):
+        return bool(value)
+    return True
 
 
 def _field(value, path, where):
