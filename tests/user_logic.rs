@@ -48,11 +48,13 @@ fn filter_keeps_the_matching_events_and_counts_the_rest_as_filtered() {
         dir.path().join("all.ndjson"),
         dir.path().join("kept.ndjson"),
     );
+    let kept_by_script = dir.path().join("kept_by_script.ndjson");
     let config = assessed_demo(
         &all,
         &format!(
-            "[transforms.severe]\ntype = \"filter\"\ninputs = [\"impact\"]\ncondition = {{ field = \"impact.severity\", in = [\"warning\", \"error\", \"critical\"] }}\n\n{}",
-            file_sink("out", "severe", &kept)
+            "[transforms.severe]\ntype = \"filter\"\ninputs = [\"impact\"]\ncondition = {{ field = \"impact.severity\", in = [\"warning\", \"error\", \"critical\"] }}\n\n[transforms.severe_rhai]\ntype = \"filter\"\ninputs = [\"impact\"]\ncondition = 'event.impact.severity in [\"warning\", \"error\", \"critical\"]'\n\n{}\n{}",
+            file_sink("out", "severe", &kept),
+            file_sink("out_rhai", "severe_rhai", &kept_by_script)
         ),
     );
     let output = run_with_stdin(&write_config(dir.path(), "f.toml", &config), b"");

@@ -119,7 +119,7 @@ pub struct TestOutput {
     /// one such as `route.critical` or `enrich.errors`).
     pub extract_from: String,
     /// Every event that comes out must satisfy all of them (the same forms as `filter`'s
-    /// `condition`).
+    /// `condition`: a field test, or a Rhai expression over `event`).
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// How many events must come out; unset: at least one.
@@ -328,8 +328,11 @@ fn check_output(index: usize, output: &TestOutput, events: &[UnifiedEvent]) -> V
             .conditions
             .iter()
             .enumerate()
-            .filter(|(_, condition)| !condition.matches(event))
-            .map(|(i, _)| format!("conditions[{i}]"))
+            .filter_map(|(i, condition)| match condition.test(&mut event.clone()) {
+                Ok(true) => None,
+                Ok(false) => Some(format!("conditions[{i}]")),
+                Err(error) => Some(format!("conditions[{i}] ({error})")),
+            })
             .collect();
         if !failed.is_empty() {
             failures.push(format!(

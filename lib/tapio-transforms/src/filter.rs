@@ -7,35 +7,71 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use tapio_event::{
     BatchStatus, BufferReceiver, BuildContext, ComponentConfig, ComponentError, ComponentFuture,
-    Transform, TransformContext,
+    ERRORS_OUTPUT, EventBatch, Transform, TransformContext,
 };
 
 use crate::util::condition::Condition;
+use crate::util::split::{Destination, attach_error, send_parts};
 
 /// Why an event is missing downstream of a `filter`, as the dropped counter names it.
 pub(crate) const FILTERED: &str = "filtered";
+/// The error kind of events a Rhai condition failed on (`filter`, `route`).
+pub(crate) const CONDITION_ERROR: &str = "condition";
 
 /// Options of the `filter` transform.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {
-    /// The test an event must pass to be kept, e.g.
-    /// `{ field = "impact.severity", in = ["error", "critical"] }`.
+    /// The test an event must pass to be kept: a field test such as
+    /// `{ field = "impact.severity", in = ["error", "critical"] }`, or a Rhai expression such as
+    /// `'event.impact?.severity == "critical"'`. Events a Rhai expression fails on (it throws,
+    /// hits a bound or is not a boolean) go to `<name>.errors`.
     pub condition: Condition,
 }
 
 impl ComponentConfig for FilterConfig {
     type Component = dyn Transform;
 
-    fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Transform>, ComponentError> {
+    fn build(&self, cx: &BuildContext) -> Result<Box<dyn Transform>, ComponentError> {
         Ok(Box::new(Filter {
             condition: self.condition.clone(),
+            name: cx.name.clone(),
         }))
     }
 }
 
 struct Filter {
     condition: Condition,
+    /// The transform's name, for the events its condition fails on.
+    name: String,
+}
+
+impl Filter {
+    /// Filters `batch` with a Rhai condition: the events it fails on go to `errors`.
+    async fn filter_by_script(&self, mut batch: EventBatch, cx: &mut TransformContext) {
+        let (mut kept, mut failed, mut filtered) = (Vec::new(), Vec::new(), 0);
+        for mut event in batch.take_events() {
+            match self.condition.test(&mut event) {
+                Ok(true) => kept.push(event),
+                Ok(false) => filtered += 1,
+                Err(message) => {
+                    attach_error(&mut event, &self.name, message);
+                    failed.push(event);
+                }
+            }
+        }
+        if filtered > 0 {
+            cx.metrics.add_dropped(FILTERED, filtered);
+        }
+        if !failed.is_empty() {
+            cx.metrics.add_errors(CONDITION_ERROR, failed.len());
+        }
+        let parts = [
+            (Destination::Default, kept),
+            (Destination::Named(ERRORS_OUTPUT), failed),
+        ];
+        send_parts(batch, parts, cx).await;
+    }
 }
 
 impl Transform for Filter {
@@ -46,7 +82,11 @@ impl Transform for Filter {
     ) -> ComponentFuture {
         Box::pin(async move {
             while let Some(mut batch) = input.recv().await {
-                let filtered = batch.retain(|event| self.condition.matches(event));
+                let Some(field) = self.condition.as_field() else {
+                    self.filter_by_script(batch, &mut cx).await;
+                    continue;
+                };
+                let filtered = batch.retain(|event| field.matches(event));
                 if filtered > 0 {
                     cx.metrics.add_dropped(FILTERED, filtered);
                 }
@@ -65,7 +105,7 @@ impl Transform for Filter {
 mod tests {
     use super::*;
     use crate::util::testing::{Rng, random_batches, run};
-    use tapio_event::{AckToken, EventBatch, Severity, Timestamp, UnifiedEvent};
+    use tapio_event::{AckToken, Severity, Timestamp, UnifiedEvent};
 
     fn filter(condition: &str) -> Box<dyn Transform> {
         let config: FilterConfig = toml::from_str(condition).unwrap();
@@ -114,6 +154,37 @@ mod tests {
                 "filtered events are not errors"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_rhai_condition_filters_alike_and_sends_failures_to_errors() {
+        let mut rng = Rng::new(5);
+        let batches = random_batches(&mut rng, 300);
+        let expected: Vec<String> = batches
+            .iter()
+            .flat_map(|b| b.events())
+            .filter(|e| is_severe(e) && e.source != "7")
+            .map(|e| e.source.clone())
+            .collect();
+        let got = run(
+            filter(
+                r#"condition = '(event.source == "7" && event.seven()) || event.impact?.severity in ["error", "critical"]'"#,
+            ),
+            &[ERRORS_OUTPUT],
+            batches,
+        )
+        .await;
+        assert_eq!(got.sources(""), expected);
+        assert_eq!(got.sources(ERRORS_OUTPUT), ["7"]);
+        let failed = &got.outputs[ERRORS_OUTPUT][0].events()[0];
+        let error = failed.application.as_ref().unwrap()["error"].to_string();
+        assert!(error.contains("seven"), "{error}");
+        assert!(error.contains("script line 1, column"), "{error}");
+        assert_eq!(got.metrics.errors.get(CONDITION_ERROR), Some(&1));
+        assert_eq!(
+            got.metrics.dropped.get(FILTERED).copied(),
+            Some(299 - expected.len() as u64)
+        );
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@
 //! routes are evaluated only when their output, or `_unmatched`, is read.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -15,24 +16,26 @@ use tapio_event::{
     ERRORS_OUTPUT, EventBatch, Transform, TransformContext, UnifiedEvent,
 };
 
+use crate::filter::CONDITION_ERROR;
 use crate::util::condition::Condition;
-use crate::util::split::{Destination, send_parts};
+use crate::util::split::{Destination, attach_error, send_parts};
 
 /// The output of the events no route takes.
 pub const UNMATCHED_OUTPUT: &str = "_unmatched";
 
-/// Most routes one transform has: an event's routes are one bit each of a `u64`, the last bit
-/// being `_unmatched`.
-const MAX_ROUTES: usize = 63;
+/// Most routes one transform has: an event's outputs are one bit each of a `u64`, the last two
+/// being `_unmatched` and `errors`.
+const MAX_ROUTES: usize = 62;
 
 /// Options of the `route` transform.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
-    /// Route name → the condition an event must pass to be sent to the output of that name,
-    /// e.g. `{ critical = { field = "impact.severity", equals = "critical" } }`. An event
+    /// Route name → the condition an event must pass to be sent to the output of that name
+    /// (a field test or a Rhai expression, as for `filter`), e.g.
+    /// `{ critical = { field = "impact.severity", equals = "critical" } }`. An event
     /// passing several goes to each. Names use letters, digits, `_` and `-`; `errors` and
-    /// `_unmatched` are taken. At most 63 routes.
+    /// `_unmatched` are taken. At most 62 routes. Events a Rhai condition fails on go to `<name>.errors`.
     #[serde(deserialize_with = "route_table")]
     pub routes: BTreeMap<String, Condition>,
 }
@@ -86,36 +89,42 @@ impl ComponentConfig for RouteConfig {
             .collect()
     }
 
-    fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Transform>, ComponentError> {
+    fn build(&self, cx: &BuildContext) -> Result<Box<dyn Transform>, ComponentError> {
         Ok(Box::new(Route {
             routes: self.routes.clone().into_iter().collect(),
+            name: cx.name.clone(),
         }))
     }
 }
 
 struct Route {
     routes: Vec<(String, Condition)>,
+    name: String,
 }
 
 /// The routes of a running transform, narrowed to what is read downstream.
 struct Router {
     /// `(output index, condition)` of every route worth evaluating.
     evaluated: Vec<(usize, Condition)>,
-    /// Output names by index; `_unmatched` is the last.
+    /// Whether a Rhai condition is among them: those need the events themselves, and may fail.
+    scripted: bool,
+    /// Output names by index: the routes, then `_unmatched`, then `errors`.
     outputs: Vec<String>,
     /// The bits of the routes whose output is read.
     read: u64,
     /// Whether `_unmatched` is read.
     unmatched_read: bool,
+    /// The transform's name, for the events a condition fails on.
+    name: String,
 }
 
 impl Router {
-    fn new(routes: Vec<(String, Condition)>, cx: &TransformContext) -> Self {
+    fn new(route: Route, cx: &TransformContext) -> Self {
         let unmatched_read = cx.out.has_output(UNMATCHED_OUTPUT);
         let mut read = 0;
         let mut evaluated = Vec::new();
         let mut outputs = Vec::new();
-        for (index, (name, condition)) in routes.into_iter().enumerate() {
+        for (index, (name, condition)) in route.routes.into_iter().enumerate() {
             let is_read = cx.out.has_output(&name);
             if is_read {
                 read |= 1 << index;
@@ -125,36 +134,81 @@ impl Router {
             }
             outputs.push(name);
         }
-        outputs.push(UNMATCHED_OUTPUT.to_owned());
+        outputs.extend([UNMATCHED_OUTPUT.to_owned(), ERRORS_OUTPUT.to_owned()]);
         Router {
+            scripted: evaluated.iter().any(|(_, c)| c.as_field().is_none()),
             evaluated,
             outputs,
             read,
             unmatched_read,
+            name: route.name,
         }
     }
 
-    /// The outputs `event` goes to, one bit per output index.
-    fn destinations(&self, event: &UnifiedEvent) -> u64 {
-        let matched = self
-            .evaluated
-            .iter()
-            .filter(|(_, condition)| condition.matches(event))
-            .fold(0, |bits, (index, _)| bits | 1 << index);
-        if matched == 0 && self.unmatched_read {
-            1 << (self.outputs.len() - 1)
+    fn unmatched_bit(&self) -> u64 {
+        1 << (self.outputs.len() - 2)
+    }
+
+    fn errors_bit(&self) -> u64 {
+        1 << (self.outputs.len() - 1)
+    }
+
+    /// The outputs an event goes to, one bit per output index, given how it fares with each
+    /// condition; the first failure stops the tests.
+    fn bits<E>(&self, mut passes: impl FnMut(&Condition) -> Result<bool, E>) -> Result<u64, E> {
+        let mut matched = 0;
+        for (index, condition) in &self.evaluated {
+            if passes(condition)? {
+                matched |= 1 << index;
+            }
+        }
+        Ok(if matched == 0 && self.unmatched_read {
+            self.unmatched_bit()
         } else {
             matched & self.read
+        })
+    }
+
+    /// Where each event of `batch` goes. Field conditions read the shared events; Rhai ones
+    /// get the batch's own copy, and an event they fail on goes to `errors` with the error.
+    fn destinations(&self, batch: &mut EventBatch, cx: &TransformContext) -> Vec<u64> {
+        if !self.scripted {
+            let field_passes = |condition: &Condition, event: &UnifiedEvent| {
+                condition
+                    .as_field()
+                    .is_some_and(|field| field.matches(event))
+            };
+            return batch
+                .events()
+                .iter()
+                .map(|event| {
+                    let Ok(bits) = self.bits::<Infallible>(|c| Ok(field_passes(c, event)));
+                    bits
+                })
+                .collect();
         }
+        let mut failed = 0;
+        let destinations = batch
+            .events_mut()
+            .iter_mut()
+            .map(|event| match self.bits(|c| c.test(event)) {
+                Ok(bits) => bits,
+                Err(message) => {
+                    attach_error(event, &self.name, message);
+                    failed += 1;
+                    self.errors_bit()
+                }
+            })
+            .collect();
+        if failed > 0 {
+            cx.metrics.add_errors(CONDITION_ERROR, failed);
+        }
+        destinations
     }
 
     /// Sends `batch` on to its outputs: whole when its events all go the same way, else split.
     async fn dispatch(&self, mut batch: EventBatch, cx: &mut TransformContext) {
-        let destinations: Vec<u64> = batch
-            .events()
-            .iter()
-            .map(|event| self.destinations(event))
-            .collect();
+        let destinations = self.destinations(&mut batch, cx);
         let Some(&first) = destinations.first() else {
             batch.ack(BatchStatus::Dropped);
             return;
@@ -212,7 +266,7 @@ impl Transform for Route {
         mut cx: TransformContext,
     ) -> ComponentFuture {
         Box::pin(async move {
-            let router = Router::new(self.routes, &cx);
+            let router = Router::new(*self, &cx);
             while let Some(batch) = input.recv().await {
                 router.dispatch(batch, &mut cx).await;
             }
@@ -293,6 +347,37 @@ mod tests {
                 "route sent on its default output"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn rhai_routes_agree_with_field_routes() {
+        let scripted = r#"
+            [routes]
+            critical = 'event.impact?.severity == "critical"'
+            severe = { field = "impact.severity", in = ["error", "critical"] }
+            web = 'event.process.comm == "nginx"'
+        "#;
+        let outputs = ["critical", "severe", "web", UNMATCHED_OUTPUT];
+        let mut rng = Rng::new(9);
+        let batches = random_batches(&mut rng, 300);
+        let by_field = run(build(&route(ROUTES)), &outputs, batches.clone()).await;
+        let by_script = run(build(&route(scripted)), &outputs, batches).await;
+        for output in outputs {
+            assert_eq!(
+                by_script.sources(output),
+                by_field.sources(output),
+                "{output}"
+            );
+        }
+        let failing = route(r#"routes = { bad = 'event.source.len() > 0 && event.nothing()' }"#);
+        let got = run(
+            build(&failing),
+            &["bad", ERRORS_OUTPUT],
+            random_batches(&mut rng, 5),
+        )
+        .await;
+        assert_eq!(got.sources(ERRORS_OUTPUT).len(), 5);
+        assert_eq!(got.metrics.errors.get(CONDITION_ERROR), Some(&5));
     }
 
     #[tokio::test]

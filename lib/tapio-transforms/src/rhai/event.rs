@@ -99,27 +99,31 @@ fn read_context<C: Serialize>(context: Option<&C>) -> Dynamic {
 /// naming the first field whose value the type refuses.
 fn write_context<C: DeserializeOwned>(name: &str, value: Dynamic) -> Result<Option<C>, String> {
     let json = to_json(&value).map_err(|error| format!("{name}: {error}"))?;
-    let fields = match json {
+    let fields = match &json {
         Value::Null => return Ok(None),
         Value::Object(fields) if fields.is_empty() => return Ok(None),
         Value::Object(fields) => fields,
         other => return Err(format!("{name}: must be a map, not {other}")),
     };
-    serde_json::from_value::<C>(Value::Object(fields.clone()))
-        .map_err(|whole| {
-            // Find the field to blame: the first whose value alone the type refuses.
-            fields
-                .iter()
-                .find_map(|(key, value)| {
-                    let single = serde_json::Map::from_iter([(key.clone(), value.clone())]);
-                    serde_json::from_value::<C>(Value::Object(single))
-                        .err()
-                        .filter(|e| !e.to_string().starts_with("missing field"))
-                        .map(|e| format!("{name}.{key}: {e}"))
-                })
-                .unwrap_or_else(|| format!("{name}: {whole}"))
-        })
-        .map(Some)
+    // Read from the map in place; it is looked at again only to blame a field.
+    C::deserialize(&json).map(Some).map_err(|whole| {
+        blame_field::<C>(name, fields).unwrap_or_else(|| format!("{name}: {whole}"))
+    })
+}
+
+/// Which field of a context's map a type refuses, for an error that names it: the first
+/// whose value alone does not deserialize.
+fn blame_field<C: DeserializeOwned>(
+    name: &str,
+    fields: &serde_json::Map<String, Value>,
+) -> Option<String> {
+    fields.iter().find_map(|(key, value)| {
+        let single = Value::Object(serde_json::Map::from_iter([(key.clone(), value.clone())]));
+        C::deserialize(&single)
+            .err()
+            .filter(|e| !e.to_string().starts_with("missing field"))
+            .map(|e| format!("{name}.{key}: {e}"))
+    })
 }
 
 /// Registers the `event` type with a getter and setter per field and context.

@@ -10,7 +10,7 @@
 //! the script left it, with `application.error` saying what failed and where, and is counted
 //! (`tapio_component_errors_total{kind="script"}`); the pipeline goes on.
 
-mod event;
+pub(crate) mod event;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +23,7 @@ use tapio_event::{
     Transform, TransformContext, UnifiedEvent,
 };
 
-use crate::util::split::{Destination, send_parts};
+use crate::util::split::{Destination, attach_error, send_parts};
 use event::ScriptEvent;
 
 /// Why an event is missing downstream of a `rhai` transform whose script called `drop()`.
@@ -84,7 +84,7 @@ impl<'de> Deserialize<'de> for ScriptSource {
 }
 
 /// A compile error with its position in the script.
-fn compile_error(error: &rhai::ParseError) -> String {
+pub(crate) fn compile_error(error: &rhai::ParseError) -> String {
     let position = error.position();
     format!(
         "script line {}, column {}: {}",
@@ -189,20 +189,75 @@ impl TryFrom<RhaiOptions> for RhaiConfig {
     }
 }
 
-/// The engine a script runs in: core packages, the event type, `drop` and `route`, bounds.
-fn sandboxed_engine(options: &RhaiOptions, routed: Arc<AtomicU64>) -> Engine {
+/// How far one run may go before it fails.
+pub(crate) struct Limits {
+    pub(crate) max_operations: u64,
+    pub(crate) max_call_depth: usize,
+    pub(crate) max_expr_depth: usize,
+    pub(crate) max_string_size: usize,
+    pub(crate) max_array_size: usize,
+    pub(crate) max_map_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_operations: default_max_operations(),
+            max_call_depth: default_max_call_depth(),
+            max_expr_depth: default_max_expr_depth(),
+            max_string_size: default_max_size(),
+            max_array_size: default_max_size(),
+            max_map_size: default_max_size(),
+        }
+    }
+}
+
+/// The sandbox every script and script condition runs in: Rhai's core packages and the event
+/// type, no `eval`, `print`/`debug` to the log, and `limits` on every run.
+pub(crate) fn bounded_engine(limits: &Limits) -> Engine {
     let mut engine = Engine::new();
     engine
         .disable_symbol("eval")
-        .set_max_operations(options.max_operations)
-        .set_max_call_levels(options.max_call_depth)
-        .set_max_expr_depths(options.max_expr_depth, options.max_expr_depth)
-        .set_max_string_size(options.max_string_size)
-        .set_max_array_size(options.max_array_size)
-        .set_max_map_size(options.max_map_size)
+        .set_max_operations(limits.max_operations)
+        .set_max_call_levels(limits.max_call_depth)
+        .set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth)
+        .set_max_string_size(limits.max_string_size)
+        .set_max_array_size(limits.max_array_size)
+        .set_max_map_size(limits.max_map_size)
         .on_print(|text| tracing::info!(target: "tapio::rhai", "{text}"))
         .on_debug(|text, _, position| tracing::debug!(target: "tapio::rhai", %position, "{text}"));
     event::register(&mut engine);
+    engine
+}
+
+/// Runs `evaluate` with `event` as the variable `event` of a fresh scope, and gives the event
+/// back as the script left it, or says the script replaced it.
+pub(crate) fn with_event_in_scope<R>(
+    event: &mut UnifiedEvent,
+    evaluate: impl FnOnce(&mut Scope<'_>) -> Result<R, String>,
+) -> Result<R, String> {
+    let mut scope = Scope::new();
+    let placeholder =
+        UnifiedEvent::new(tapio_event::EventType::Application, "", Default::default());
+    scope.push("event", ScriptEvent(std::mem::replace(event, placeholder)));
+    let result = evaluate(&mut scope);
+    match scope.remove::<ScriptEvent>("event") {
+        Some(ScriptEvent(back)) => *event = back,
+        None => return Err("the script assigned something other than an event to `event`".into()),
+    }
+    result
+}
+
+/// The engine a script runs in: the sandbox plus `drop` and `route`.
+fn sandboxed_engine(options: &RhaiOptions, routed: Arc<AtomicU64>) -> Engine {
+    let mut engine = bounded_engine(&Limits {
+        max_operations: options.max_operations,
+        max_call_depth: options.max_call_depth,
+        max_expr_depth: options.max_expr_depth,
+        max_string_size: options.max_string_size,
+        max_array_size: options.max_array_size,
+        max_map_size: options.max_map_size,
+    });
     engine.register_fn("drop", || -> Result<(), Box<EvalAltResult>> {
         Err(Box::new(EvalAltResult::ErrorRuntime(
             Dynamic::from(Dropped),
@@ -240,35 +295,22 @@ enum Outcome {
 }
 
 impl Script {
-    /// Runs the script on `event`, returning the event as the script left it.
-    fn run(&self, event: UnifiedEvent, scope: &mut Scope<'_>) -> (UnifiedEvent, Outcome) {
+    /// Runs the script on `event`, leaving the event as the script left it.
+    fn run(&self, event: &mut UnifiedEvent) -> Outcome {
         self.routed.store(0, Ordering::Relaxed);
-        scope.push("event", ScriptEvent(event));
-        let result = self.engine.run_ast_with_scope(scope, &self.ast);
-        let event = scope
-            .remove::<ScriptEvent>("event")
-            .map(|ScriptEvent(event)| event);
-        scope.clear();
-        let outcome = match result {
-            Ok(()) => Outcome::Kept {
+        let result = with_event_in_scope(event, |scope| {
+            match self.engine.run_ast_with_scope(scope, &self.ast) {
+                Ok(()) => Ok(false),
+                Err(error) if is_drop(&error) => Ok(true),
+                Err(error) => Err(describe(&error)),
+            }
+        });
+        match result {
+            Ok(false) => Outcome::Kept {
                 routed: self.routed.load(Ordering::Relaxed),
             },
-            Err(error) if is_drop(&error) => Outcome::Dropped,
-            Err(error) => Outcome::Failed(describe(&error)),
-        };
-        match event {
-            Some(event) => (event, outcome),
-            // The script replaced `event` with another value: that is the script's failure.
-            None => (
-                UnifiedEvent::new(
-                    tapio_event::EventType::Application,
-                    "rhai",
-                    Default::default(),
-                ),
-                Outcome::Failed(
-                    "the script assigned something other than an event to `event`".into(),
-                ),
-            ),
+            Ok(true) => Outcome::Dropped,
+            Err(message) => Outcome::Failed(message),
         }
     }
 }
@@ -282,7 +324,7 @@ fn is_drop(error: &EvalAltResult) -> bool {
 }
 
 /// The failure with the script position it happened at.
-fn describe(error: &EvalAltResult) -> String {
+pub(crate) fn describe(error: &EvalAltResult) -> String {
     let position = error.position();
     let message = error.to_string();
     // Rhai's own text ends with the position; give it once, in the script's words.
@@ -323,16 +365,15 @@ impl Transform for Rhai {
     ) -> ComponentFuture {
         Box::pin(async move {
             let script = &self.script;
-            let mut scope = Scope::new();
             while let Some(mut batch) = input.recv().await {
                 // Default output first, then each declared output, then errors.
                 let mut parts: Vec<Vec<UnifiedEvent>> = vec![Vec::new(); script.outputs.len() + 2];
                 let errors = parts.len() - 1;
                 let mut dropped = 0;
-                for event in batch.take_events() {
-                    match script.run(event, &mut scope) {
-                        (event, Outcome::Kept { routed: 0 }) => parts[0].push(event),
-                        (event, Outcome::Kept { routed }) => {
+                for mut event in batch.take_events() {
+                    match (script.run(&mut event), event) {
+                        (Outcome::Kept { routed: 0 }, event) => parts[0].push(event),
+                        (Outcome::Kept { routed }, event) => {
                             let mut remaining = routed;
                             while remaining != 0 {
                                 let index = remaining.trailing_zeros() as usize;
@@ -344,8 +385,8 @@ impl Transform for Rhai {
                                 parts[index + 1].push(event.clone());
                             }
                         }
-                        (_, Outcome::Dropped) => dropped += 1,
-                        (mut event, Outcome::Failed(message)) => {
+                        (Outcome::Dropped, _) => dropped += 1,
+                        (Outcome::Failed(message), mut event) => {
                             attach_error(&mut event, &self.name, message);
                             parts[errors].push(event);
                         }
@@ -365,14 +406,6 @@ impl Transform for Rhai {
             Ok(())
         })
     }
-}
-
-/// Records on a failed event what failed, as sources do for what they cannot decode:
-/// `application.error` (the message with the script position) and `application.error_component`.
-fn attach_error(event: &mut UnifiedEvent, component: &str, message: String) {
-    let application = event.application.get_or_insert_with(Default::default);
-    application.insert("error".into(), message.into());
-    application.insert("error_component".into(), component.into());
 }
 
 #[cfg(test)]

@@ -223,3 +223,30 @@ async fn routing_to_an_undeclared_output_fails_the_event() {
             .contains("no such output")
     );
 }
+
+#[tokio::test]
+async fn the_documented_recipes_do_what_they_say() {
+    let mut event = process_event("cni", 1, "x");
+    event.process.as_mut().unwrap().filename = Some("/secret".into());
+    let got = run_script(
+        &script("event.process.filename = ();"),
+        &[],
+        vec![event.clone()],
+    )
+    .await;
+    assert_eq!(
+        events_on(&got, "")[0].process.as_ref().unwrap().filename,
+        None
+    );
+    let source = r#"if event.source == "cni" { event.source = "network-plugin"; }"#;
+    let got = run_script(&script(source), &[], vec![event.clone()]).await;
+    assert_eq!(events_on(&got, "")[0].source, "network-plugin");
+    let mut payments = event.clone();
+    let mut entity = tapio_event::Entity::new(tapio_event::EntityType::Pod, "uid");
+    entity.attributes.insert("team".into(), "payments".into());
+    payments.entity = Some(Box::new(entity));
+    let source = r#"if event.entity.attributes?.team != "payments" { drop(); }"#;
+    let got = run_script(&script(source), &[], vec![event, payments]).await;
+    assert_eq!(events_on(&got, "").len(), 1);
+    assert!(events_on(&got, "")[0].entity.is_some());
+}

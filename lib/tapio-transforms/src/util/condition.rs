@@ -1,10 +1,13 @@
-//! The `condition` of `filter` and `route`: a test of one event. The field form
-//! (`{ field = "impact.severity", in = ["error", "critical"] }`) covers the common case without a
-//! script engine: its path is resolved and its pattern compiled when the config is read, so a
-//! test per event is a field read and a comparison, with no allocation for text and numeric
-//! fields.
+//! The `condition` of `filter` and `route`: a test of one event, in one of two forms checked
+//! when the config is read. The field form (`{ field = "impact.severity", in = ["error",
+//! "critical"] }`) covers the common case without a script engine: its path is resolved and
+//! its pattern compiled up front, so a test per event is a field read and a comparison, with no
+//! allocation for text and numeric fields, and it cannot fail. The Rhai form
+//! (`'event.impact?.severity == "critical"'`) is an expression compiled once and run in the
+//! same sandbox as the `rhai` transform; it needs the event itself, and may fail.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use regex::Regex;
 use schemars::JsonSchema;
@@ -12,25 +15,63 @@ use serde::Deserialize;
 use tapio_event::UnifiedEvent;
 use tapio_event::field::FieldPath;
 
+use crate::rhai::{Limits, bounded_engine, compile_error, describe, with_event_in_scope};
+
 /// A test of one event, checked when the config is read.
 #[derive(Debug, Clone)]
 pub enum Condition {
     /// A test of one field, evaluated without a script engine.
     Field(FieldCondition),
+    /// A Rhai expression over `event`.
+    Script(ScriptCondition),
 }
 
 impl Condition {
-    /// Whether `event` passes.
-    pub fn matches(&self, event: &UnifiedEvent) -> bool {
+    /// Whether `event` passes, or why the test failed (a Rhai expression that throws, hits a
+    /// bound or is not a boolean). Only a script may change the event.
+    pub fn test(&self, event: &mut UnifiedEvent) -> Result<bool, String> {
         match self {
-            Condition::Field(condition) => condition.matches(event),
+            Condition::Field(condition) => Ok(condition.matches(event)),
+            Condition::Script(condition) => condition.test(event),
+        }
+    }
+
+    /// The field form, which can be tested on a shared event and never fails.
+    pub fn as_field(&self) -> Option<&FieldCondition> {
+        match self {
+            Condition::Field(condition) => Some(condition),
+            Condition::Script(_) => None,
         }
     }
 }
 
 impl<'de> Deserialize<'de> for Condition {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        FieldCondition::deserialize(deserializer).map(Condition::Field)
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Condition;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a Rhai expression or a field test such as { field = \"impact.severity\", equals = \"critical\" }",
+                )
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Condition, E> {
+                ScriptCondition::compile(text)
+                    .map(Condition::Script)
+                    .map_err(E::custom)
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Condition, A::Error> {
+                FieldCondition::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(Condition::Field)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
     }
 }
 
@@ -40,7 +81,52 @@ impl JsonSchema for Condition {
     }
 
     fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        FieldConditionOptions::json_schema(generator)
+        let field = generator.subschema_for::<FieldConditionOptions>();
+        schemars::json_schema!({
+            "anyOf": [
+                {
+                    "type": "string",
+                    "description": "A Rhai expression over `event` that is true for the events that pass."
+                },
+                field
+            ]
+        })
+    }
+}
+
+/// A Rhai expression compiled once, with the engine that runs it.
+#[derive(Clone)]
+pub struct ScriptCondition {
+    compiled: Arc<(rhai::Engine, rhai::AST)>,
+}
+
+impl std::fmt::Debug for ScriptCondition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScriptCondition")
+    }
+}
+
+impl ScriptCondition {
+    fn compile(text: &str) -> Result<Self, String> {
+        let engine = bounded_engine(&Limits::default());
+        let ast = engine
+            .compile_expression(text)
+            .map_err(|error| compile_error(&error))?;
+        Ok(ScriptCondition {
+            compiled: Arc::new((engine, ast)),
+        })
+    }
+
+    fn test(&self, event: &mut UnifiedEvent) -> Result<bool, String> {
+        let (engine, ast) = &*self.compiled;
+        with_event_in_scope(event, |scope| {
+            let value = engine
+                .eval_ast_with_scope::<rhai::Dynamic>(scope, ast)
+                .map_err(|error| describe(&error))?;
+            value
+                .as_bool()
+                .map_err(|kind| format!("the condition is a {kind}, not a boolean"))
+        })
     }
 }
 
@@ -234,9 +320,48 @@ mod tests {
         ];
         for (text, expected) in cases {
             let condition = condition(text).unwrap();
-            let got = [&critical, &info, &unassessed].map(|e| condition.matches(e));
+            let got =
+                [&critical, &info, &unassessed].map(|e| condition.test(&mut e.clone()).unwrap());
             assert_eq!(got, expected, "{text}");
         }
+    }
+
+    #[test]
+    fn rhai_expressions_agree_with_the_field_form() {
+        let pairs = [
+            (
+                r#"condition = { field = "impact.severity", in = ["error", "critical"] }"#,
+                r#"condition = 'event.impact?.severity in ["error", "critical"]'"#,
+            ),
+            (
+                r#"condition = { field = "process.exit_code", equals = 137 }"#,
+                r#"condition = 'event.process.exit_code == 137'"#,
+            ),
+            (
+                r#"condition = { field = "impact.severity", exists = false }"#,
+                r#"condition = 'event.impact.severity == ()'"#,
+            ),
+        ];
+        let events = [
+            event(Some(Severity::Critical), "nginx", 137),
+            event(Some(Severity::Info), "kworker/0:1", 0),
+            event(None, "bash", -1),
+        ];
+        for (field, script) in pairs {
+            let (field, script) = (condition(field).unwrap(), condition(script).unwrap());
+            for event in &events {
+                let mut copy = event.clone();
+                assert_eq!(
+                    script.test(&mut copy),
+                    field.test(&mut event.clone()),
+                    "{script:?} on {event:?}"
+                );
+                assert_eq!(&copy, event, "testing changed the event");
+            }
+        }
+        let not_bool = condition("condition = 'event.source'").unwrap();
+        let error = not_bool.test(&mut events[0].clone()).unwrap_err();
+        assert!(error.contains("not a boolean"), "{error}");
     }
 
     #[test]
@@ -262,6 +387,8 @@ mod tests {
                 r#"condition = { field = "source", equal = "a" }"#,
                 "unknown field `equal`",
             ),
+            ("condition = 'event.source == '", "script line 1, column"),
+            ("condition = 'eval(\"true\")'", "script line 1"),
         ] {
             let error = condition(text).unwrap_err();
             assert!(error.contains(expected), "{text}: {error}");

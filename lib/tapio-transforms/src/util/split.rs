@@ -41,3 +41,12 @@ pub(crate) async fn send_parts<'a>(
         BatchStatus::Dropped
     });
 }
+
+/// Records on an event sent to `errors` what failed, as sources do for what they cannot
+/// decode: `application.error` (the message, with the script position where there is one) and
+/// `application.error_component` (the transform's name).
+pub(crate) fn attach_error(event: &mut UnifiedEvent, component: &str, message: String) {
+    let application = event.application.get_or_insert_with(Default::default);
+    application.insert("error".into(), message.into());
+    application.insert("error_component".into(), component.into());
+}
