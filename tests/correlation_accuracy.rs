@@ -8,7 +8,8 @@ mod common;
 mod scenarios;
 
 use common::*;
-use scenarios::{Generated, deployments, generate, score};
+use scenarios::score::score;
+use scenarios::{Generated, deployments, generate};
 
 /// The chain's output for the generated stream, every event checked for an impact assessment.
 fn run_chain(generated: &Generated) -> Vec<serde_json::Value> {
