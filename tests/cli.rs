@@ -250,11 +250,7 @@ fn a_config_from_the_flag_or_the_environment_is_announced_first() {
             reproducible_demo(3)
         ),
     );
-    let output = tapio()
-        .args(["run", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let output = run_config(&config);
     assert_success(&output);
     let first = first_log_line(&output);
     assert!(
@@ -288,11 +284,7 @@ fn unusable_environment_exits_69_and_a_failing_sink_exits_70() {
             blocked.display()
         ),
     );
-    let output = tapio()
-        .args(["run", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let output = run_config(&config);
     assert_eq!(
         output.status.code(),
         Some(69),
@@ -371,11 +363,7 @@ fn a_sink_with_dead_letters_needs_a_writable_data_dir_before_anything_runs() {
             blocked.display()
         ),
     );
-    let output = tapio()
-        .args(["run", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let output = run_config(&config);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(69), "{stderr}");
     assert!(stderr.contains("data_dir: "), "{stderr}");
@@ -399,11 +387,7 @@ fn an_option_refused_when_building_exits_78() {
         "build-check.toml",
         "[sources.in]\ntype = \"demo\"\nnodes = 0\n\n[sinks.out]\ntype = \"blackhole\"\ninputs = [\"in\"]\n",
     );
-    let output = tapio()
-        .args(["run", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let output = run_config(&config);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(78), "{stderr}");
     assert!(

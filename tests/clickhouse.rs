@@ -358,11 +358,7 @@ fn an_unreachable_server_at_start_is_one_clear_error() {
             clickhouse_sink(free_port(), "demo", "events", "")
         ),
     );
-    let output = tapio()
-        .args(["run", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let output = run_config(&config);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(69), "{stderr}");
     let errors: Vec<_> = stderr

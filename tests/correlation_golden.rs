@@ -195,11 +195,7 @@ fn the_demo_shows_all_five_patterns() {
         &out,
     );
     let config = write_config(dir.path(), "demo.toml", &pipeline);
-    let output = tapio()
-        .args(["run", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let output = run_config(&config);
     assert_success(&output);
     let text = std::fs::read_to_string(&out).unwrap();
     let patterns: std::collections::BTreeSet<String> = parse_ndjson(&text)

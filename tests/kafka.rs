@@ -212,11 +212,7 @@ fn an_unreachable_broker_at_start_is_one_clear_error() {
             kafka_sink(&format!("127.0.0.1:{}", free_port()), "demo", "")
         ),
     );
-    let output = tapio()
-        .args(["run", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let output = run_config(&config);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(69), "{stderr}");
     let errors: Vec<_> = stderr

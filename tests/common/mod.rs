@@ -83,6 +83,15 @@ path = "{}"
     )
 }
 
+/// Runs `tapio run --config <config>` to completion, capturing what it prints.
+pub fn run_config(config: &Path) -> Output {
+    tapio()
+        .args(["run", "--config"])
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
 /// Runs `tapio run --summary --config <config>` to completion with `stdin` as input.
 pub fn run_with_stdin(config: &Path, stdin: &[u8]) -> Output {
     let mut child = tapio()

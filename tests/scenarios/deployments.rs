@@ -24,16 +24,8 @@ const BEYOND_WINDOW: i64 = 70_000 * NS_PER_MS;
 /// pod whose container does not exec while another pod's does, every third with a pod whose
 /// first exec comes beyond the window; arrival up to ~4 s out of event-time order.
 pub fn generate(seed: u64, waves: usize) -> Generated {
-    let mut b = Builder {
-        rng: Rng(seed),
-        events: Vec::new(),
-        next_id: 0,
-        pods: 0,
-        max_delay_ms: 3000,
-    };
+    let (mut b, peer) = Builder::with_peer(seed);
     let mut truths = Vec::new();
-    let peer = b.pod();
-    b.listed(START, &peer);
     let mut clock = START + LISTED_BEFORE;
     for wave in 0..waves {
         let node = format!("node-{}", wave % NODES + 1);

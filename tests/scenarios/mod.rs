@@ -112,6 +112,21 @@ struct Builder {
 }
 
 impl Builder {
+    /// A generator for `seed`, with the pod every scenario's client talks to already listed at
+    /// [`START`].
+    fn with_peer(seed: u64) -> (Builder, Pod) {
+        let mut builder = Builder {
+            rng: Rng(seed),
+            events: Vec::new(),
+            next_id: 0,
+            pods: 0,
+            max_delay_ms: 3000,
+        };
+        let peer = builder.pod();
+        builder.listed(START, &peer);
+        (builder, peer)
+    }
+
     fn pod(&mut self) -> Pod {
         self.pods += 1;
         let n = self.pods;
@@ -367,16 +382,8 @@ impl Builder {
 /// `positives` incident scenarios (cycling through the five patterns) and `negatives` of each
 /// negative kind, interleaved, with noise, arriving up to 3 s out of order.
 pub fn generate(seed: u64, positives: usize, negatives: usize) -> Generated {
-    let mut b = Builder {
-        rng: Rng(seed),
-        events: Vec::new(),
-        next_id: 0,
-        pods: 0,
-        max_delay_ms: 3000,
-    };
+    let (mut b, peer) = Builder::with_peer(seed);
     let mut truths = Vec::new();
-    let peer = b.pod();
-    b.listed(START, &peer);
     // Scenarios start 400 ms apart, so a dozen are in flight at any time; node incidents use
     // their own node names so two never share a node within the window.
     let mut clock = START + LISTED_BEFORE + 1_000 * NS_PER_MS;
