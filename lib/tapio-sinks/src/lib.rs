@@ -10,7 +10,7 @@ pub mod file;
 pub mod kafka;
 mod util;
 
-pub use util::dead_letter::dead_letter_path;
+pub use util::dead_letter::{dead_letter_dir, dead_letter_path};
 
 tapio_event::component_registry! {
     /// Every sink type, as written in `tapio.toml` (`type = "..."`). Deserialized externally

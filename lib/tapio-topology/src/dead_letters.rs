@@ -13,7 +13,7 @@ use tapio_event::{
     AckReceiver, AckToken, BuildContext, ComponentError, ComponentFuture, ComponentKind,
     ComponentMetrics, EventBatch, Fanout, Outputs, Source, SourceContext, UnifiedEvent,
 };
-use tapio_sinks::dead_letter_path;
+use tapio_sinks::{dead_letter_dir, dead_letter_path};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use crate::config::Config;
@@ -38,11 +38,7 @@ const REPLAYING: &str = ".replaying";
 
 /// Every sink with dead letters under the config's `data_dir`, configured sinks first.
 pub fn list(config: &Config) -> std::io::Result<Vec<DeadLetterFile>> {
-    let dir = dead_letter_path(&config.data_dir, "x")
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let entries = match std::fs::read_dir(&dir) {
+    let entries = match std::fs::read_dir(dead_letter_dir(&config.data_dir)) {
         Ok(entries) => entries,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(error) => return Err(error),

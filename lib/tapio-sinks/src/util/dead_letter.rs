@@ -15,10 +15,15 @@ pub(crate) struct DeadLetter {
     path: PathBuf,
 }
 
-/// The dead-letter file of sink `name` under `data_dir`: where the sink writes rejections and
-/// where `tapio dead-letter` finds them.
+/// The directory of every sink's dead-letter file under `data_dir`, where `tapio dead-letter`
+/// looks for them.
+pub fn dead_letter_dir(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("dead_letter")
+}
+
+/// The dead-letter file of sink `name` under `data_dir`: where the sink writes rejections.
 pub fn dead_letter_path(data_dir: &std::path::Path, name: &str) -> PathBuf {
-    data_dir.join("dead_letter").join(format!("{name}.ndjson"))
+    dead_letter_dir(data_dir).join(format!("{name}.ndjson"))
 }
 
 impl DeadLetter {
