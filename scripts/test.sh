@@ -94,10 +94,16 @@ echo "== Dockerfile: hadolint"
 hadolint --failure-threshold style distribution/docker/Dockerfile
 
 echo "== Kubernetes manifests and Helm chart: kubernetes-validate, tapio validate"
+# Debian's chromium, for the website check and the tests of its browser check (scripts/test_*.py).
+if ! command -v chromium >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+    || { apt-get update -qq \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+fi
 python3 -m unittest discover --start-directory scripts --pattern 'test_*.py'
 python3 scripts/check-kubernetes.py
 
-echo "== website: mdbook build, served on localhost, every internal link followed"
+echo "== website: mdbook build, served on localhost, every internal link followed, Chromium screenshots"
 # mdBook 0.5.4, built once into the git-ignored .tools/mdbook (7 min on the busy 2-core
 # development machine) with search but without `serve` and `watch` (an HTTP server and a file
 # watcher, tokio and axum among them), which CI does not use; the book goes to website/book/.
@@ -106,7 +112,9 @@ if [ ! -x .tools/mdbook/bin/mdbook ]; then
     --root .tools/mdbook
 fi
 .tools/mdbook/bin/mdbook build website
-python3 scripts/check-website.py
+# The home page and a reference page are opened in headless Chromium, saved as PNGs in a
+# temporary folder (printed, for a person to look at) and measured there for layout problems.
+python3 scripts/check-website.py --screenshots "$(mktemp -d /tmp/tapio-website-XXXXXX)"
 
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast

@@ -12,6 +12,11 @@
 //! and [`update`] rewrites what is between them. The registries (`SourceConfig`,
 //! `TransformConfig`, `SinkConfig`) are walked, so a new component type gets its table without a
 //! change here; a type without its markers in the page is an error that says where to add them.
+//!
+//! The docs site shows each component on a page of its own, cut from its section of that file
+//! (the `pages` module), and lists those pages in its sidebar between the `reference-pages` markers of
+//! `website/src/SUMMARY.md`; [`generate`] makes all three, so `website/components.md` stays the
+//! one place where a component is documented.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,6 +28,10 @@ use tapio_transforms::TransformConfig;
 
 use crate::config::BufferOptions;
 
+mod pages;
+
+pub use pages::{PAGES_DIR, Page};
+
 /// Opens a generated block; the text up to ` -->` is the block's key.
 const BEGIN: &str = "<!-- generated:";
 /// Closes a generated block.
@@ -32,10 +41,52 @@ const SINK_BUFFER: &str = "sinks.*.buffer";
 /// The key of the block describing the value types the tables name (`duration`, `size`, …).
 const VALUE_TYPES: &str = "value-types";
 
+/// The key of the block of `website/src/SUMMARY.md` that lists the component pages.
+const SUMMARY_PAGES: &str = "reference-pages";
+
+/// What [`generate`] makes: every generated file of the reference.
+pub struct Reference {
+    /// `website/components.md` with every table current.
+    pub components: String,
+    /// `website/src/SUMMARY.md` listing every component page.
+    pub summary: String,
+    /// The page of each component type, by path under `website/src/`.
+    pub pages: Vec<Page>,
+}
+
+/// The reference made from the committed `website/components.md` (`components`) and
+/// `website/src/SUMMARY.md` (`summary`): the first with its tables current, the page of every
+/// registered component type cut from it, the second listing those pages. An error names the
+/// file to fix and, for a new component, what it needs.
+pub fn generate(components: &str, summary: &str) -> Result<Reference, String> {
+    let new_component = "a new component needs its own `### `<type>`` section under `## Sources`, \
+        `## Transforms` or `## Sinks` there, with a line of prose and the two marker lines \
+        `<!-- generated:<kind>.<type> -->` and `<!-- /generated -->`; then \
+        `TAPIO_BLESS=1 cargo test -p tapio-topology --test reference` writes its table, its page \
+        on the site and the site's sidebar entry";
+    let components = update(components)
+        .map_err(|error| format!("website/components.md: {error}.\nHint: {new_component}"))?;
+    let types = [
+        ("sources", SourceConfig::TYPES),
+        ("transforms", TransformConfig::TYPES),
+        ("sinks", SinkConfig::TYPES),
+    ];
+    let pages = pages::pages(&components, &types)
+        .map_err(|error| format!("website/components.md: {error}.\nHint: {new_component}"))?;
+    let list = BTreeMap::from([(SUMMARY_PAGES.to_owned(), pages::summary(&pages))]);
+    let summary =
+        splice(summary, &list).map_err(|error| format!("website/src/SUMMARY.md: {error}"))?;
+    Ok(Reference {
+        components,
+        summary,
+        pages,
+    })
+}
+
 /// `markdown` with the content of every generated block replaced by the current tables. Fails
 /// when a block has no markers in `markdown`, or a marker names no block, so that no table goes
 /// missing or stale silently.
-pub fn update(markdown: &str) -> Result<String, String> {
+fn update(markdown: &str) -> Result<String, String> {
     splice(markdown, &blocks()?)
 }
 
