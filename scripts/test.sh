@@ -93,14 +93,16 @@ scripts/check-deb.sh
 echo "== Dockerfile: hadolint"
 hadolint --failure-threshold style distribution/docker/Dockerfile
 
-echo "== Kubernetes manifests and Helm chart: kubernetes-validate, tapio validate"
-# Debian's chromium, for the website check and the tests of its browser check (scripts/test_*.py).
+echo "== the checkers' own tests (scripts/test_*.py)"
+# Debian's chromium, for the website check and the tests of its browser check.
 if ! command -v chromium >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
     || { apt-get update -qq \
       && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 fi
 python3 -m unittest discover --start-directory scripts --pattern 'test_*.py'
+
+echo "== Kubernetes manifests and Helm chart: kubernetes-validate, tapio validate"
 python3 scripts/check-kubernetes.py
 
 echo "== website: mdbook build, served on localhost, every internal link followed, Chromium screenshots"

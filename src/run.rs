@@ -28,8 +28,8 @@ const DEFAULT_DEMO_CONFIG: &str = include_str!("../config/examples/default-demo.
 const SYSTEM_CONFIG: &str = "/etc/tapio/tapio.toml";
 
 /// Which pipeline runs and why, decided before anything is logged: the first line `tapio run`
-/// logs names the pipeline and the reason (the README promises it), so nothing found or done
-/// while choosing may be logged before it.
+/// logs names the pipeline and the reason (the quick start promises it), so nothing found or
+/// done while choosing may be logged before it.
 enum PipelineChoice {
     /// A config file, and what named it (`--config`, `$TAPIO_CONFIG`, the system default).
     File {
