@@ -240,7 +240,7 @@ fn a_script_syntax_error_is_a_config_error_with_the_script_position() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains(&format!(
-            "{}:10: transforms.script.source: script line 2, column 9: Unexpected ';'",
+            "{}:12: transforms.script.source: 2:9: Unexpected ';'",
             path.display()
         )),
         "{stderr}"
