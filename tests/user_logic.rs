@@ -240,9 +240,38 @@ fn a_script_syntax_error_is_a_config_error_with_the_script_position() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains(&format!(
-            "{}:10: transforms.script.source: script line 2, column 9: Unexpected ';'",
+            "{}:12: transforms.script.source: 2:9: Unexpected ';'",
             path.display()
         )),
         "{stderr}"
     );
+}
+
+/// The recipes of the Rhai page are whole configs with their own `[[tests]]`: each must pass
+/// `tapio test`, so the page cannot promise what the transform does not do.
+#[test]
+fn the_rhai_pages_recipes_pass_their_own_tests() {
+    let page = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("website/src/rhai.md"),
+    )
+    .unwrap();
+    let recipes: Vec<&str> = page
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|block| block.split_once("\n```").map(|(toml, _)| toml))
+        .filter(|toml| toml.contains("[[tests]]"))
+        .collect();
+    assert!(recipes.len() >= 5, "found {} recipes", recipes.len());
+    let dir = tempfile::tempdir().unwrap();
+    for (index, recipe) in recipes.iter().enumerate() {
+        let path = write_config(dir.path(), &format!("recipe-{index}.toml"), recipe);
+        let output = tapio().arg("test").arg(&path).output().unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "recipe {index}:\n{recipe}\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }

@@ -137,6 +137,21 @@ impl ShutdownTrigger {
 /// could not process, each event carrying its error; every transform has one.
 pub const ERRORS_OUTPUT: &str = "errors";
 
+/// How a config error inside a text option (an inline script) gives its position, so the
+/// loader can turn the text's line into the config file's line: `script 3:5: message`.
+/// Options that fail this way are free-form text, so this is the one shape the loader reads.
+pub fn error_in_option_text(line: usize, column: usize, message: &str) -> String {
+    format!("script {line}:{column}: {message}")
+}
+
+/// The `(line, column, message)` of an error made by [`error_in_option_text`].
+pub fn position_in_option_text(error: &str) -> Option<(usize, usize, &str)> {
+    let rest = error.strip_prefix("script ")?;
+    let (line, rest) = rest.split_once(':')?;
+    let (column, message) = rest.split_once(": ")?;
+    Some((line.parse().ok()?, column.parse().ok()?, message))
+}
+
 /// A source's or transform's outputs: the default one and any named ones (`errors`), each
 /// fanning out to the components that list it in their `inputs`.
 pub struct Outputs {

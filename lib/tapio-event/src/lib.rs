@@ -8,6 +8,7 @@ pub mod batch;
 pub mod buffer;
 pub mod codec;
 pub mod component;
+pub mod config_dir;
 pub mod event;
 pub mod field;
 pub mod id;
@@ -24,7 +25,7 @@ pub use buffer::{BufferReceiver, BufferSender, Fanout, WhenFull};
 pub use component::{
     BuildContext, ComponentConfig, ComponentError, ComponentFuture, ERRORS_OUTPUT, ErrorKind,
     Outputs, ShutdownSignal, ShutdownTrigger, Sink, SinkContext, Source, SourceContext, Transform,
-    TransformContext,
+    TransformContext, error_in_option_text, position_in_option_text,
 };
 pub use event::*;
 pub use metrics::{ComponentKind, ComponentMetrics, MetricsSnapshot};

@@ -67,6 +67,19 @@ impl<'a> Diagnostics<'a> {
             + 1
     }
 
+    /// The file line of line `inner` (1-based) of the string value at `span`. TOML drops the
+    /// newline right after a multi-line string's opening delimiter, so such a string's first
+    /// line is the file's next one.
+    pub fn line_inside(&self, span: &Range<usize>, inner: usize) -> usize {
+        let value = self.text.get(span.clone()).unwrap_or("");
+        let after_delimiter = ["'''", "\"\"\""]
+            .iter()
+            .find_map(|delimiter| value.strip_prefix(delimiter));
+        let skipped =
+            after_delimiter.is_some_and(|rest| rest.starts_with('\n') || rest.starts_with("\r\n"));
+        self.line_of(span.start) + inner.saturating_sub(1) + usize::from(skipped)
+    }
+
     /// Records an error at `span` (a byte range of the file, if known).
     pub fn error(
         &mut self,

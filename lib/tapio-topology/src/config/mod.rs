@@ -139,11 +139,17 @@ pub struct Loaded {
     pub diagnostics: Vec<Diagnostic>,
 }
 
-/// Reads and validates the config at `path`, interpolating from the process environment.
+/// Reads and validates the config at `path`, interpolating from the process environment;
+/// files its options name (a script's `file`) are found relative to `path`'s directory.
 pub fn load_file(path: &Path) -> Loaded {
     let file = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(text) => load_str(&file, &text, |name| std::env::var(name).ok()),
+        Ok(text) => {
+            let dir = path.parent().unwrap_or(Path::new(""));
+            tapio_event::config_dir::with_config_dir(dir, || {
+                load_str(&file, &text, |name| std::env::var(name).ok())
+            })
+        }
         Err(error) => Loaded {
             config: None,
             diagnostics: vec![Diagnostic {
@@ -507,7 +513,15 @@ impl Parser<'_, '_> {
                     None => key.to_owned(),
                 };
                 let message = error.message().trim().replace("variant", "value");
-                self.diags.error(span, full_key, message);
+                match (tapio_event::position_in_option_text(&message), &span) {
+                    (Some((line, column, text)), Some(span)) => {
+                        let file_line = self.diags.line_inside(span, line);
+                        let message = format!("{line}:{column}: {text}");
+                        self.diags
+                            .push(Severity::Error, Some(file_line), full_key, message);
+                    }
+                    _ => self.diags.error(span, full_key, message),
+                }
                 None
             }
         }

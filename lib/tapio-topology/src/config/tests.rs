@@ -283,3 +283,68 @@ inputs = ["split.network"]
         "the type's own output looked unknown: {found:?}"
     );
 }
+
+#[test]
+fn a_script_error_names_the_config_line_it_is_on() {
+    let head = "[sources.in]\ntype = \"stdin\"\n\n";
+    let tail =
+        "inputs = [\"in\"]\n\n[sinks.out]\ntype = \"blackhole\"\ninputs = [\"shape\", \"keep\"]\n";
+    // Line 6 opens the script; TOML drops the newline after ''', so its line 3 is file line 9.
+    let multi_line = format!(
+        "{head}[transforms.shape]\ntype = \"rhai\"\nsource = '''\nlet a = 1;\nlet b = 2;\nlet c = ;\n'''\n{tail}"
+    );
+    assert_has(
+        &problems(&multi_line),
+        "t.toml:9: transforms.shape.source: 3:9: Unexpected ';'",
+    );
+    let same_line = format!(
+        "{head}[transforms.shape]\ntype = \"rhai\"\nsource = '''let a = 1;\nlet b = evnt;'''\n{tail}"
+    );
+    assert_has(
+        &problems(&same_line),
+        "t.toml:7: transforms.shape.source: 2:9: Undefined variable: evnt",
+    );
+    let condition = format!(
+        "{head}[transforms.keep]\ntype = \"filter\"\ncondition = 'event.source == '\n{tail}"
+    );
+    let found = problems(&condition);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("t.toml:6: transforms.keep.condition: 1:")),
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn a_script_file_is_found_next_to_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("scripts")).unwrap();
+    std::fs::write(dir.path().join("scripts/ok.rhai"), "let a = 1;\n").unwrap();
+    std::fs::write(
+        dir.path().join("scripts/bad.rhai"),
+        "let a = 1;\nlet b = ;\n",
+    )
+    .unwrap();
+    let config = |script: &str| {
+        format!(
+            "[sources.in]\ntype = \"stdin\"\n\n[transforms.shape]\ntype = \"rhai\"\ninputs = [\"in\"]\nfile = \"scripts/{script}\"\n\n[sinks.out]\ntype = \"blackhole\"\ninputs = [\"shape\"]\n"
+        )
+    };
+    let path = dir.path().join("tapio.toml");
+    std::fs::write(&path, config("ok.rhai")).unwrap();
+    let loaded = load_file(&path);
+    assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+    std::fs::write(&path, config("bad.rhai")).unwrap();
+    let found: Vec<String> = load_file(&path)
+        .diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let expected = format!(
+        "{}:7: transforms.shape.file: {}:2:9: Unexpected ';'",
+        path.display(),
+        dir.path().join("scripts/bad.rhai").display()
+    );
+    assert_has(&found, &expected);
+}

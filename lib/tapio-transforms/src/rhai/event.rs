@@ -88,9 +88,10 @@ pub(crate) fn to_json(value: &Dynamic) -> Result<Value, String> {
 }
 
 /// A context as the map a script reads: its fields, or none when the event lacks it.
+/// Serialized straight into Rhai values, without a JSON tree in between.
 fn read_context<C: Serialize>(context: Option<&C>) -> Dynamic {
     match context {
-        Some(context) => to_dynamic(serde_json::to_value(context).unwrap_or(Value::Null)),
+        Some(context) => rhai::serde::to_dynamic(context).unwrap_or(Dynamic::UNIT),
         None => Map::new().into(),
     }
 }
@@ -98,6 +99,15 @@ fn read_context<C: Serialize>(context: Option<&C>) -> Dynamic {
 /// The typed context a script assigned, `None` for `()` or a map without fields, or an error
 /// naming the first field whose value the type refuses.
 fn write_context<C: DeserializeOwned>(name: &str, value: Dynamic) -> Result<Option<C>, String> {
+    // Straight from the Rhai map in the common case; through JSON when that fails, since
+    // JSON's rules are the event's (an integer where a float goes) and it can blame a field.
+    if value
+        .read_lock::<Map>()
+        .is_some_and(|fields| !fields.is_empty())
+        && let Ok(context) = rhai::serde::from_dynamic::<C>(&value)
+    {
+        return Ok(Some(context));
+    }
     let json = to_json(&value).map_err(|error| format!("{name}: {error}"))?;
     let fields = match &json {
         Value::Null => return Ok(None),

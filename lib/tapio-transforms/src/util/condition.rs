@@ -15,7 +15,7 @@ use serde::Deserialize;
 use tapio_event::UnifiedEvent;
 use tapio_event::field::FieldPath;
 
-use crate::rhai::{Limits, bounded_engine, compile_error, describe, with_event_in_scope};
+use crate::rhai::{Limits, bounded_engine, describe, with_event_in_scope};
 
 /// A test of one event, checked when the config is read.
 #[derive(Debug, Clone)]
@@ -109,9 +109,14 @@ impl std::fmt::Debug for ScriptCondition {
 impl ScriptCondition {
     fn compile(text: &str) -> Result<Self, String> {
         let engine = bounded_engine(&Limits::default());
-        let ast = engine
-            .compile_expression(text)
-            .map_err(|error| compile_error(&error))?;
+        let ast = engine.compile_expression(text).map_err(|error| {
+            let position = error.position();
+            tapio_event::error_in_option_text(
+                position.line().unwrap_or(0),
+                position.position().unwrap_or(0),
+                &error.err_type().to_string(),
+            )
+        })?;
         Ok(ScriptCondition {
             compiled: Arc::new((engine, ast)),
         })
@@ -119,7 +124,7 @@ impl ScriptCondition {
 
     fn test(&self, event: &mut UnifiedEvent) -> Result<bool, String> {
         let (engine, ast) = &*self.compiled;
-        with_event_in_scope(event, |scope| {
+        with_event_in_scope(&mut rhai::Scope::new(), event, None, |scope| {
             let value = engine
                 .eval_ast_with_scope::<rhai::Dynamic>(scope, ast)
                 .map_err(|error| describe(&error))?;
@@ -387,8 +392,8 @@ mod tests {
                 r#"condition = { field = "source", equal = "a" }"#,
                 "unknown field `equal`",
             ),
-            ("condition = 'event.source == '", "script line 1, column"),
-            ("condition = 'eval(\"true\")'", "script line 1"),
+            ("condition = 'event.source == '", "script 1:"),
+            ("condition = 'eval(\"true\")'", "script 1:"),
         ] {
             let error = condition(text).unwrap_err();
             assert!(error.contains(expected), "{text}: {error}");

@@ -108,7 +108,7 @@ pub(crate) fn random_batches(rng: &mut Rng, count: usize) -> Vec<EventBatch> {
         Some(Severity::Critical),
     ];
     const COMMS: [&str; 3] = ["nginx", "curl", "kworker/0:1"];
-    let mut events: Vec<UnifiedEvent> = (0..count)
+    let events: Vec<UnifiedEvent> = (0..count)
         .map(|i| {
             let mut event = UnifiedEvent::new(EventType::Process, i.to_string(), Timestamp(1));
             event.impact = SEVERITIES[rng.below(SEVERITIES.len())].map(|severity| {
@@ -126,10 +126,10 @@ pub(crate) fn random_batches(rng: &mut Rng, count: usize) -> Vec<EventBatch> {
         })
         .collect();
     let mut batches = Vec::new();
-    while !events.is_empty() {
-        let size = (1 + rng.below(8)).min(events.len());
-        let rest = events.split_off(size);
-        batches.push(EventBatch::new(std::mem::replace(&mut events, rest)));
+    let mut events = events.into_iter().peekable();
+    while events.peek().is_some() {
+        let size = 1 + rng.below(8);
+        batches.push(EventBatch::new(events.by_ref().take(size).collect()));
     }
     batches
 }
