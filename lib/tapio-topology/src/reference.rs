@@ -14,9 +14,10 @@
 //! change here; a type without its markers in the page is an error that says where to add them.
 //!
 //! The docs site shows each component on a page of its own, cut from its section of that file
-//! (the `pages` module), and lists those pages in its sidebar between the `reference-pages` markers of
-//! `website/src/SUMMARY.md`; [`generate`] makes all three, so `website/components.md` stays the
-//! one place where a component is documented.
+//! (the `pages` module), and lists those pages in its sidebar between the `reference-pages`
+//! markers of `website/src/SUMMARY.md` (and in `README.md`, between its `components` markers);
+//! [`generate`] makes them all, so `website/components.md` stays the one place where a component
+//! is documented.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -43,6 +44,8 @@ const VALUE_TYPES: &str = "value-types";
 
 /// The key of the block of `website/src/SUMMARY.md` that lists the component pages.
 const SUMMARY_PAGES: &str = "reference-pages";
+/// The key of the block of `README.md` that links the component pages.
+const README_COMPONENTS: &str = "components";
 
 /// What [`generate`] makes: every generated file of the reference.
 pub struct Reference {
@@ -50,15 +53,17 @@ pub struct Reference {
     pub components: String,
     /// `website/src/SUMMARY.md` listing every component page.
     pub summary: String,
+    /// `README.md` linking every component page.
+    pub readme: String,
     /// The page of each component type, by path under `website/src/`.
     pub pages: Vec<Page>,
 }
 
-/// The reference made from the committed `website/components.md` (`components`) and
-/// `website/src/SUMMARY.md` (`summary`): the first with its tables current, the page of every
-/// registered component type cut from it, the second listing those pages. An error names the
-/// file to fix and, for a new component, what it needs.
-pub fn generate(components: &str, summary: &str) -> Result<Reference, String> {
+/// The reference made from the committed `website/components.md` (`components`),
+/// `website/src/SUMMARY.md` (`summary`) and `README.md` (`readme`): the first with its tables
+/// current, the page of every registered component type cut from it, the other two listing
+/// those pages. An error names the file to fix and, for a new component, what it needs.
+pub fn generate(components: &str, summary: &str, readme: &str) -> Result<Reference, String> {
     let new_component = "a new component needs its own `### `<type>`` section under `## Sources`, \
         `## Transforms` or `## Sinks` there, with a line of prose and the two marker lines \
         `<!-- generated:<kind>.<type> -->` and `<!-- /generated -->`; then \
@@ -76,9 +81,12 @@ pub fn generate(components: &str, summary: &str) -> Result<Reference, String> {
     let list = BTreeMap::from([(SUMMARY_PAGES.to_owned(), pages::summary(&pages))]);
     let summary =
         splice(summary, &list).map_err(|error| format!("website/src/SUMMARY.md: {error}"))?;
+    let list = BTreeMap::from([(README_COMPONENTS.to_owned(), pages::readme_list(&pages))]);
+    let readme = splice(readme, &list).map_err(|error| format!("README.md: {error}"))?;
     Ok(Reference {
         components,
         summary,
+        readme,
         pages,
     })
 }

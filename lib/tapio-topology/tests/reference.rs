@@ -1,6 +1,6 @@
 //! The option tables of `website/components.md` are generated from the config structs, and the
 //! docs site's page of each component (`website/src/reference/<kind>/<type>.md`, listed in
-//! `website/src/SUMMARY.md`) from that file's section of the component: a change to an option
+//! `website/src/SUMMARY.md` and `README.md`) from that file's section of the component: a change to an option
 //! (its name, type, default or doc comment), to a component's prose, or a new component, that
 //! forgets any of them fails here. Regenerate with
 //! `TAPIO_BLESS=1 cargo test -p tapio-topology --test reference`.
@@ -22,7 +22,8 @@ fn committed_reference_matches_the_config_types() {
     };
     let components = website.join("components.md");
     let summary = website.join("src/SUMMARY.md");
-    let generated = reference::generate(&read(&components), &read(&summary))
+    let readme = website.with_file_name("README.md");
+    let generated = reference::generate(&read(&components), &read(&summary), &read(&readme))
         .unwrap_or_else(|error| panic!("{error}"));
 
     // Every file the reference consists of, with what it must hold; `None` for a page under
@@ -30,6 +31,7 @@ fn committed_reference_matches_the_config_types() {
     let mut wanted: BTreeMap<PathBuf, Option<String>> = BTreeMap::new();
     wanted.insert(components, Some(generated.components));
     wanted.insert(summary, Some(generated.summary));
+    wanted.insert(readme, Some(generated.readme));
     let pages_dir = website.join("src").join(reference::PAGES_DIR);
     for existing in markdown_files(&pages_dir) {
         wanted.insert(existing, None);

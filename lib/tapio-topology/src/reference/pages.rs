@@ -24,9 +24,11 @@ const KINDS: [(&str, &str, &str); 3] = [
 ];
 
 /// One generated page: its path under `website/src/`, and its Markdown.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub struct Page {
+    /// Where it is written, relative to `website/src/` (`reference/sinks/kafka.md`).
     pub path: String,
+    /// What it holds.
     pub markdown: String,
 }
 
@@ -73,6 +75,26 @@ pub fn summary(pages: &[Page]) -> String {
         }
     }
     list.push('\n');
+    list
+}
+
+/// The list of `pages` for the repository's `README.md`: a line per kind, linking each page
+/// where the repository keeps it.
+pub fn readme_list(pages: &[Page]) -> String {
+    let mut list = String::new();
+    for (kind, title, _) in KINDS {
+        let prefix = format!("{PAGES_DIR}/{kind}/");
+        let links: Vec<String> = pages
+            .iter()
+            .filter_map(|page| {
+                let name = page.path.strip_prefix(&prefix)?.trim_end_matches(".md");
+                Some(format!("[{name}](website/src/{})", page.path))
+            })
+            .collect();
+        if !links.is_empty() {
+            list.push_str(&format!("- {title}: {}\n", links.join(", ")));
+        }
+    }
     list
 }
 

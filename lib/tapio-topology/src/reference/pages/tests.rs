@@ -101,3 +101,13 @@ fn a_component_without_a_section_of_its_own_is_an_error_saying_what_it_needs() {
         "{error}"
     );
 }
+
+#[test]
+fn the_readme_links_each_page_where_the_repository_keeps_it() {
+    let pages = pages(COMPONENTS, &TYPES).unwrap();
+    assert_eq!(
+        readme_list(&pages),
+        "- Sources: [tail](website/src/reference/sources/tail.md)\n\
+         - Sinks: [null](website/src/reference/sinks/null.md)\n"
+    );
+}
