@@ -1,8 +1,10 @@
 //! The transforms users program in `tapio.toml` on one core, each against the same stream with
-//! no transform at all: `filter` with the field form, `route` with two field routes, and a
-//! five-line `rhai` script (two field reads, a condition, a tag push). The demo's realistic mix
-//! is fed in batches of 1000 through the runtime's own buffers on a single-threaded runtime, and
-//! every output (default and named) is read, so events/s here is per core.
+//! no transform at all: `filter` with the field form and with the same test as a Rhai
+//! expression, `route` with two field routes, and a
+//! five-line `rhai` script (two field reads, a condition, a tag push), on one core
+//! (`concurrency = 1`) and on all of them. The demo's realistic mix is fed in batches of 1000
+//! through the runtime's own buffers on a single-threaded runtime, and every output (default
+//! and named) is read, so events/s here is per core except in the `_all_cores` case.
 
 mod support;
 
@@ -28,6 +30,10 @@ const CASES: &[(&str, Option<&str>)] = &[
         Some(r#"filter = { condition = { field = "type", in = ["process", "network"] } }"#),
     ),
     (
+        "filter_rhai",
+        Some(r#"filter = { condition = 'event.type == "process" || event.type == "network"' }"#),
+    ),
+    (
         "route_field",
         Some(
             r#"route = { routes = { net = { field = "type", equals = "network" }, k8s = { field = "source", equals = "kubernetes" } } }"#,
@@ -35,6 +41,17 @@ const CASES: &[(&str, Option<&str>)] = &[
     ),
     (
         "rhai_five_lines",
+        Some(
+            r#"rhai = { concurrency = 1, source = '''
+let comm = event.process.comm;
+let namespace = event.entity.namespace;
+if comm == "nginx" || namespace == "payments" {
+    event.semantic.tags.push("watched");
+}''' }"#,
+        ),
+    ),
+    (
+        "rhai_five_lines_all_cores",
         Some(
             r#"rhai = { source = '''
 let comm = event.process.comm;

@@ -136,6 +136,43 @@ fn blame_field<C: DeserializeOwned>(
     })
 }
 
+/// `text` as a script string, reusing the one made for the previous call on this thread when
+/// the text is the same: an event's type and source repeat from event to event, and a script
+/// string is an allocation each time it is made.
+fn repeated_text(text: &str) -> ImmutableString {
+    thread_local! {
+        static LAST: std::cell::RefCell<[ImmutableString; 2]> = Default::default();
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some(found) = last.iter().find(|s| s.as_str() == text) {
+            return found.clone();
+        }
+        let made = ImmutableString::from(text);
+        last.rotate_right(1);
+        last[0] = made.clone();
+        made
+    })
+}
+
+/// The semantic context of a map holding only `tags` (strings), built without the
+/// deserializer: pushing a tag onto an event without semantics is the write scripts make most.
+fn tags_only(value: &Dynamic) -> Option<tapio_event::SemanticContext> {
+    let fields = value.read_lock::<Map>()?;
+    let tags = match fields.len() {
+        1 => fields.get("tags")?.read_lock::<Array>()?,
+        _ => return None,
+    };
+    let tags = tags
+        .iter()
+        .map(|tag| tag.read_lock::<ImmutableString>().map(|s| s.to_string()))
+        .collect::<Option<Vec<String>>>()?;
+    Some(tapio_event::SemanticContext {
+        tags,
+        ..Default::default()
+    })
+}
+
 /// Registers the `event` type with a getter and setter per field and context.
 pub(crate) fn register(engine: &mut rhai::Engine) {
     engine.register_type_with_name::<ScriptEvent>("Event");
@@ -146,12 +183,12 @@ pub(crate) fn register(engine: &mut rhai::Engine) {
     );
     engine.register_get_set(
         "source",
-        |e: &mut ScriptEvent| -> ImmutableString { e.0.source.as_str().into() },
+        |e: &mut ScriptEvent| repeated_text(&e.0.source),
         |e: &mut ScriptEvent, source: ImmutableString| e.0.source = source.to_string(),
     );
     engine.register_get_set(
         "type",
-        |e: &mut ScriptEvent| -> ImmutableString { e.0.kind.as_str().into() },
+        |e: &mut ScriptEvent| repeated_text(e.0.kind.as_str()),
         |e: &mut ScriptEvent, kind: ImmutableString| -> Result<(), Box<EvalAltResult>> {
             e.0.kind = serde_json::from_value::<EventType>(Value::String(kind.to_string()))
                 .map_err(|error| field_error(format!("type: {error}")))?;
@@ -197,8 +234,10 @@ pub(crate) fn register(engine: &mut rhai::Engine) {
             semantic
         },
         |e: &mut ScriptEvent, value: Dynamic| -> Result<(), Box<EvalAltResult>> {
-            let semantic: Option<tapio_event::SemanticContext> =
-                write_context("semantic", value).map_err(field_error)?;
+            let semantic = match tags_only(&value) {
+                Some(tagged) => Some(tagged),
+                None => write_context("semantic", value).map_err(field_error)?,
+            };
             e.0.semantic = semantic
                 .filter(|s| *s != tapio_event::SemanticContext::default())
                 .map(Box::new);

@@ -123,14 +123,21 @@ impl ScriptCondition {
     }
 
     fn test(&self, event: &mut UnifiedEvent) -> Result<bool, String> {
+        // One scope per thread serves every test: a condition is evaluated once per event,
+        // and a fresh scope is an allocation each time.
+        thread_local! {
+            static SCOPE: std::cell::RefCell<rhai::Scope<'static>> = Default::default();
+        }
         let (engine, ast) = &*self.compiled;
-        with_event_in_scope(&mut rhai::Scope::new(), event, None, |scope| {
-            let value = engine
-                .eval_ast_with_scope::<rhai::Dynamic>(scope, ast)
-                .map_err(|error| describe(&error))?;
-            value
-                .as_bool()
-                .map_err(|kind| format!("the condition is a {kind}, not a boolean"))
+        SCOPE.with(|scope| {
+            with_event_in_scope(&mut scope.borrow_mut(), event, None, |scope| {
+                let value = engine
+                    .eval_ast_with_scope::<rhai::Dynamic>(scope, ast)
+                    .map_err(|error| describe(&error))?;
+                value
+                    .as_bool()
+                    .map_err(|kind| format!("the condition is a {kind}, not a boolean"))
+            })
         })
     }
 }
