@@ -398,6 +398,11 @@ pub struct CorrelationContext {
     /// list still tells how big the story was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub related_events_omitted: Option<u64>,
+    /// On recurrence summaries: the correlation ids of the groups the occurrences were in (the
+    /// ids those groups' own summaries carry), oldest first, so a repeated incident links to
+    /// each time it happened before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub related_correlations: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_cause: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -18,6 +18,24 @@
 //! forbidden = { "process.operation" = "oom_kill" }
 //! ```
 //!
+//! A pattern of `kind = "recurrence"` has no steps: it fires when the same fact (its `match`)
+//! happens to the same entity `count` times within `within` (defaults 3 and 30 minutes), once
+//! per episode, and its summary links the correlation ids of the occurrences' groups:
+//!
+//! ```toml
+//! [[patterns]]
+//! name = "repeated-oom-kill"
+//! kind = "recurrence"
+//! count = 3
+//! within = "30m"
+//! match = { source = "ebpf", "process.operation" = "oom_kill" }
+//! key = "entity.id"                   # what recurs; the default
+//! root_cause = "memory-limit-exceeded"
+//! recommended_action = "raise-memory-limit-or-fix-leak"
+//! confidence = 0.9
+//! summary = "keeps being OOM-killed"  # "{key}" in it becomes the key's value
+//! ```
+//!
 //! A `match` is a table of field predicates that must all hold, or a list of such tables of
 //! which one must hold. Keys are the event's field paths (as in templates: `kubernetes.reason`,
 //! `entity.attributes.<key>`); a value is a value to equal, a list of values (one of them),
@@ -30,8 +48,8 @@ use schemars::JsonSchema;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
-use tapio_event::UnifiedEvent;
 use tapio_event::template::FieldPath;
+use tapio_event::{ConfigDuration, UnifiedEvent};
 
 /// The built-in catalog (DESIGN.md section 5), embedded so the binary needs no data file.
 const BUILTIN: &str = include_str!("catalog.toml");
@@ -62,12 +80,86 @@ pub struct PatternConfig {
     /// none of them has fired.
     #[serde(default)]
     pub fallback: bool,
-    /// The steps, all required, in any order.
-    #[serde(deserialize_with = "non_empty_steps")]
+    /// `sequence`: `steps` that one correlation group must hold; `recurrence`: the fact in
+    /// `match` happening to one entity `count` times within `within`.
+    #[serde(default)]
+    pub kind: PatternKind,
+    /// The steps of a sequence, all required, in any order.
+    #[serde(default)]
     pub steps: Vec<StepConfig>,
-    /// Events that rule the pattern out: it never fires in a group holding one.
+    /// Events that rule a sequence out: it never fires in a group holding one.
     #[serde(default)]
     pub forbidden: Option<Matcher>,
+    /// The fact a recurrence counts.
+    #[serde(default, rename = "match")]
+    pub matcher: Option<Matcher>,
+    /// How many times the fact must happen for a recurrence to fire (default 3).
+    #[serde(default)]
+    pub count: Option<u32>,
+    /// The event time a recurrence's occurrences must fall within (default `"30m"`).
+    #[serde(default)]
+    pub within: Option<ConfigDuration>,
+    /// The field naming what recurs (default `entity.id`: the pod, node or unit the event is
+    /// about); events without it are not counted.
+    #[serde(default)]
+    pub key: Option<FieldPath>,
+}
+
+/// The two kinds of story a pattern tells.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PatternKind {
+    /// Steps inside one correlation group.
+    #[default]
+    Sequence,
+    /// One fact, repeated on one entity over a longer horizon.
+    Recurrence,
+}
+
+impl PatternConfig {
+    /// What is wrong with the fields this pattern's kind takes, or does not take.
+    fn check(&self) -> Result<(), String> {
+        let name = &self.name;
+        match self.kind {
+            PatternKind::Sequence => {
+                if self.steps.is_empty() {
+                    return Err(format!("pattern `{name}` needs at least one step"));
+                }
+                let recurrence_only = [
+                    ("match", self.matcher.is_some()),
+                    ("count", self.count.is_some()),
+                    ("within", self.within.is_some()),
+                    ("key", self.key.is_some()),
+                ];
+                if let Some((field, _)) = recurrence_only.iter().find(|(_, set)| *set) {
+                    return Err(format!(
+                        "pattern `{name}`: `{field}` belongs to `kind = \"recurrence\"`; a sequence has `steps`"
+                    ));
+                }
+            }
+            PatternKind::Recurrence => {
+                if self.matcher.is_none() {
+                    return Err(format!(
+                        "pattern `{name}`: a recurrence needs `match`, the fact it counts"
+                    ));
+                }
+                if !self.steps.is_empty() || self.forbidden.is_some() || self.fallback {
+                    return Err(format!(
+                        "pattern `{name}`: a recurrence has `match`, `count` and `within`, not `steps`, `forbidden` or `fallback`"
+                    ));
+                }
+                if self.count.is_some_and(|count| count < 2) {
+                    return Err(format!(
+                        "pattern `{name}`: a recurrence's `count` must be at least 2"
+                    ));
+                }
+                if self.within.is_some_and(|within| within.0.is_zero()) {
+                    return Err(format!("pattern `{name}`: `within` must be longer than 0s"));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One required step of a pattern.
@@ -486,22 +578,13 @@ fn at_least_one<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Er
     Ok(count)
 }
 
-fn non_empty_steps<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Vec<StepConfig>, D::Error> {
-    let steps = Vec::<StepConfig>::deserialize(deserializer)?;
-    if steps.is_empty() {
-        return Err(de::Error::custom("a pattern needs at least one step"));
-    }
-    Ok(steps)
-}
-
-/// Reads a list of patterns whose names are unique.
+/// Reads a list of patterns whose names are unique, each with the fields of its kind.
 pub(crate) fn unique_names<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Vec<PatternConfig>, D::Error> {
     let patterns = Vec::<PatternConfig>::deserialize(deserializer)?;
     for (index, pattern) in patterns.iter().enumerate() {
+        pattern.check().map_err(de::Error::custom)?;
         if patterns[..index].iter().any(|p| p.name == pattern.name) {
             return Err(de::Error::custom(format!(
                 "pattern `{}` is defined twice",
@@ -518,6 +601,32 @@ pub(crate) fn unique_names<'de, D: Deserializer<'de>>(
 struct CatalogFile {
     #[serde(deserialize_with = "unique_names")]
     patterns: Vec<PatternConfig>,
+}
+
+impl Recurrence {
+    fn from_config(config: PatternConfig) -> Result<Recurrence, String> {
+        let key = match config.key {
+            Some(key) => key,
+            None => FieldPath::parse("entity.id").map_err(|e| e.to_string())?,
+        };
+        let within = config
+            .within
+            .map_or(Ok(DEFAULT_HORIZON_NANOS), |within| {
+                i64::try_from(within.0.as_nanos())
+            })
+            .map_err(|_| format!("pattern `{}`: `within` is too long", config.name))?;
+        Ok(Recurrence {
+            name: config.name,
+            root_cause: config.root_cause,
+            recommended_action: config.recommended_action,
+            confidence: config.confidence,
+            summary: config.summary,
+            matcher: config.matcher.ok_or("a recurrence needs `match`")?,
+            count: config.count.unwrap_or(DEFAULT_RECURRENCES),
+            within,
+            key,
+        })
+    }
 }
 
 /// A required step of a compiled pattern.
@@ -550,12 +659,34 @@ impl Pattern {
     }
 }
 
+/// A recurrence ready to count occurrences.
+#[derive(Debug)]
+pub(crate) struct Recurrence {
+    pub(crate) name: String,
+    pub(crate) root_cause: String,
+    pub(crate) recommended_action: String,
+    pub(crate) confidence: f64,
+    pub(crate) summary: String,
+    pub(crate) matcher: Matcher,
+    pub(crate) count: u32,
+    /// Nanoseconds of event time the occurrences must fall within.
+    pub(crate) within: i64,
+    pub(crate) key: FieldPath,
+}
+
+/// The default `count` of a recurrence.
+const DEFAULT_RECURRENCES: u32 = 3;
+/// The default `within` of a recurrence: 30 minutes.
+const DEFAULT_HORIZON_NANOS: i64 = 30 * 60 * 1_000_000_000;
+
 /// The patterns in the order they are tried, and the distinct steps they use: an event is
-/// matched against each step once, whatever number of patterns share it.
+/// matched against each step once, whatever number of patterns share it. Recurrences are
+/// apart: they count facts per entity, not steps per group.
 #[derive(Debug)]
 pub(crate) struct Catalog {
     patterns: Vec<Pattern>,
     steps: Vec<Matcher>,
+    recurrences: Vec<Recurrence>,
 }
 
 impl Catalog {
@@ -579,8 +710,14 @@ impl Catalog {
         let mut catalog = Catalog {
             patterns: Vec::with_capacity(configs.len()),
             steps: Vec::new(),
+            recurrences: Vec::new(),
         };
         for config in configs {
+            config.check()?;
+            if config.kind == PatternKind::Recurrence {
+                catalog.recurrences.push(Recurrence::from_config(config)?);
+                continue;
+            }
             let required = config
                 .steps
                 .into_iter()
@@ -618,6 +755,24 @@ impl Catalog {
     /// The patterns in the order they are tried.
     pub(crate) fn patterns(&self) -> &[Pattern] {
         &self.patterns
+    }
+
+    /// The recurrences, in priority order.
+    pub(crate) fn recurrences(&self) -> &[Recurrence] {
+        &self.recurrences
+    }
+
+    /// Appends to `matched` the index of every recurrence whose fact `event` is.
+    pub(crate) fn match_recurrences(&self, event: &UnifiedEvent, matched: &mut Vec<usize>) {
+        if self.recurrences.is_empty() {
+            return;
+        }
+        let present = present_contexts(event);
+        for (index, recurrence) in self.recurrences.iter().enumerate() {
+            if recurrence.matcher.matches(event, present) {
+                matched.push(index);
+            }
+        }
     }
 
     /// How many distinct steps the patterns use.

@@ -14,6 +14,7 @@ use tapio_event::{
 
 use super::catalog::Catalog;
 use super::groups::{Groups, Limits, Progress, Related};
+use super::recurrence::Recurrences;
 use super::reorder::{Held, Reorder, Tickets};
 use super::summary::{self, Story};
 
@@ -31,6 +32,8 @@ pub(crate) struct Stats {
     /// Events released before the watermark passed them because `max_buffered_events` were
     /// already held.
     pub(crate) released_early: u64,
+    /// Recurrence series dropped, least recently seen first, to stay within `max_groups`.
+    pub(crate) evicted_recurrences: u64,
     pub(crate) summaries: u64,
     pub(crate) open_groups: usize,
     pub(crate) held_events: usize,
@@ -62,6 +65,7 @@ impl Output {
 pub(crate) struct Correlator {
     catalog: Catalog,
     groups: Groups,
+    recurrences: Recurrences,
     reorder: Reorder,
     tickets: Tickets,
     max_related: usize,
@@ -74,6 +78,9 @@ pub(crate) struct Correlator {
     /// Scratch, reused for every event: matched steps, completed patterns, linking keys.
     matched: Vec<usize>,
     completed: Vec<usize>,
+    /// Scratch: the recurrences an event is a fact of, and the summaries of those it fires.
+    recurring: Vec<usize>,
+    recurred: Vec<UnifiedEvent>,
     keys: Keys,
     /// Scratch: a socket event's destination key.
     destination: String,
@@ -91,6 +98,7 @@ impl Correlator {
         Correlator {
             catalog,
             groups: Groups::new(limits),
+            recurrences: Recurrences::new(limits.max_groups),
             reorder: Reorder::new(lateness, max_buffered),
             tickets: Tickets::default(),
             max_related: limits.max_related,
@@ -101,6 +109,8 @@ impl Correlator {
             summaries: 0,
             matched: Vec::new(),
             completed: Vec::new(),
+            recurring: Vec::new(),
+            recurred: Vec::new(),
             keys: Keys::default(),
             destination: String::new(),
         }
@@ -113,6 +123,7 @@ impl Correlator {
             evicted_groups: self.groups.evicted(),
             refused_keys: self.groups.refused_keys(),
             released_early: self.released_early,
+            evicted_recurrences: self.recurrences.evicted(),
             summaries: self.summaries,
             open_groups: self.groups.len(),
             held_events: self.reorder.len(),
@@ -183,6 +194,8 @@ impl Correlator {
         self.processed += 1;
         self.matched.clear();
         self.catalog.match_steps(&event, &mut self.matched);
+        self.recurring.clear();
+        self.catalog.match_recurrences(&event, &mut self.recurring);
         self.keys.collect(&event);
         let retargeted = self.prefer_destination(&event, at);
         let Some(entity) = event.entity.as_deref().filter(|_| !self.keys.is_empty()) else {
@@ -205,6 +218,13 @@ impl Correlator {
         }
         tag(&mut event, group.id.clone());
         out.push(event);
+        self.summaries += recur(
+            &mut self.recurrences,
+            &self.catalog,
+            &self.recurring,
+            &mut self.recurred,
+            out,
+        );
         if !evidence && !placement.merged {
             return;
         }
@@ -284,8 +304,33 @@ impl Correlator {
         }
         tag(&mut event, correlation_id);
         out.push(event);
+        self.summaries += recur(
+            &mut self.recurrences,
+            &self.catalog,
+            &self.recurring,
+            &mut self.recurred,
+            out,
+        );
         out.append(&mut summaries);
     }
+}
+
+/// Counts the event just emitted (the last of `out`) towards the `recurring` recurrences it
+/// is a fact of (found before it was placed); the summaries of those that fire follow it,
+/// through `scratch`. Returns how many fired.
+fn recur(
+    recurrences: &mut Recurrences,
+    catalog: &Catalog,
+    recurring: &[usize],
+    scratch: &mut Vec<UnifiedEvent>,
+    out: &mut Vec<UnifiedEvent>,
+) -> u64 {
+    let Some(event) = out.last().filter(|_| !recurring.is_empty()) else {
+        return 0;
+    };
+    let fired = recurrences.observe(catalog, recurring, event, scratch);
+    out.append(scratch);
+    fired
 }
 
 /// Appends the summaries of the `completed` patterns of `story`; returns how many.

@@ -31,6 +31,7 @@
 mod catalog;
 mod engine;
 mod groups;
+mod recurrence;
 mod reorder;
 mod summary;
 #[cfg(test)]
@@ -289,6 +290,7 @@ fn report_progress(name: &str, stats: Stats, logged: &mut Stats, metrics: &Compo
         && stats.evicted_groups == logged.evicted_groups
         && stats.refused_keys == logged.refused_keys
         && stats.released_early == logged.released_early
+        && stats.evicted_recurrences == logged.evicted_recurrences
     {
         return;
     }
@@ -303,6 +305,10 @@ fn report_progress(name: &str, stats: Stats, logged: &mut Stats, metrics: &Compo
     metrics.add_evicted(
         "reorder_buffer_events",
         stats.released_early - logged.released_early,
+    );
+    metrics.add_evicted(
+        "recurrence_series",
+        stats.evicted_recurrences - logged.evicted_recurrences,
     );
     tracing::debug!(
         component = %name,

@@ -56,6 +56,7 @@ pub(crate) fn summary(pattern: &Pattern, story: &Story<'_>) -> UnifiedEvent {
         root_cause: Some(pattern.root_cause.clone()),
         recommended_action: Some(pattern.recommended_action.clone()),
         confidence: Some(pattern.confidence),
+        ..CorrelationContext::default()
     }));
     event
 }
@@ -80,7 +81,7 @@ fn narrative(pattern: &Pattern, entity: Option<&Entity>, counts: &[u32]) -> Stri
 }
 
 /// How a narrative names the group's entity.
-fn subject(entity: Option<&Entity>) -> String {
+pub(crate) fn subject(entity: Option<&Entity>) -> String {
     let Some(entity) = entity else {
         return "An unidentified subject".to_owned();
     };

@@ -6,6 +6,7 @@
 mod aliases;
 mod config;
 mod grouping;
+mod recurrence;
 mod runtime;
 
 use tapio_event::{

@@ -164,7 +164,7 @@ fn bad_patterns_are_config_errors_with_their_line() {
             ),
             "unknown field path `kubernetes.reasn`",
         ),
-        (with_steps("[]", ""), "a pattern needs at least one step"),
+        (with_steps("[]", ""), "needs at least one step"),
         (
             with_steps(r#"[{ label = "x", match = {} }]"#, ""),
             "a match needs at least one field",
