@@ -62,6 +62,11 @@ echo "== OTLP collector (rotel) and Python OTLP peers for the otlp sink and sour
 if [ ! -x .tools/rotel/rotel/rotel-agent ]; then
   pip_install --pre --no-deps --target .tools/rotel rotel==0.0.1a15
 fi
+# The TLS test makes its private CA and certificate with Debian's openssl command.
+if ! command -v openssl >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null; }
+fi
 if ! python3 -c 'import grpc, google.rpc.status_pb2, opentelemetry.proto, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc' 2>/dev/null; then
   pip_install grpcio==1.85.1 opentelemetry-proto==1.45.2 opentelemetry-sdk==1.45.2 \
     opentelemetry-exporter-otlp-proto-grpc==1.45.2

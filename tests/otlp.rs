@@ -662,3 +662,146 @@ fn the_otlp_source_reads_otlp_http_with_gzip() {
     assert_eq!(exec["application"]["attributes"]["tapio.id"], "evt_1");
     assert_eq!(exec["application"]["resource"]["process.pid"], 42);
 }
+
+/// A private CA and a certificate it signed for 127.0.0.1 (made with the openssl command),
+/// under `dir`: (ca, crt, key).
+fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let file = |name: &str| dir.join(name);
+    let openssl = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the openssl command");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-subj",
+        "/CN=tapio test CA",
+        "-days",
+        "1",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        file("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ]);
+    (file("ca.pem"), file("server.pem"), file("server.key"))
+}
+
+/// TLS both ways, over both transports: the otlp sink to `https://` endpoints trusting a
+/// private CA (`tls.ca_file`), into the otlp source's gRPC and HTTP receivers serving a
+/// certificate that CA signed (`tls.crt_file`, `tls.key_file`); every record arrives once per
+/// transport. A sink trusting only the built-in roots is refused by the healthcheck (exit 69).
+#[test]
+fn the_sink_and_the_source_speak_tls_over_grpc_and_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, crt, key) = certificates(dir.path());
+    let out = dir.path().join("events.ndjson");
+    let (grpc, http) = (free_port(), free_port());
+    let sink = |name: &str, protocol: &str, port: u16| {
+        format!(
+            "[sinks.{name}]\ntype = \"otlp\"\ninputs = [\"in\"]\nprotocol = \"{protocol}\"\nendpoint = \"https://127.0.0.1:{port}\"\ntls = {{ ca_file = \"{}\" }}\nhealthcheck = false\ntraces = false\nservice_name = \"{name}\"\n\n",
+            ca.display()
+        )
+    };
+    let config = write_config(
+        dir.path(),
+        "tapio.toml",
+        &format!(
+            "data_dir = \"{dir}\"\n[sources.in]\ntype = \"stdin\"\n\n{}{}[sources.receive]\ntype = \"otlp\"\ngrpc_address = \"127.0.0.1:{grpc}\"\nhttp_address = \"127.0.0.1:{http}\"\ntls = {{ crt_file = \"{crt}\", key_file = \"{key}\" }}\n\n[sinks.out]\ntype = \"file\"\ninputs = [\"receive\"]\npath = \"{out}\"\n",
+            sink("over_grpc", "grpc", grpc),
+            sink("over_http", "http/protobuf", http),
+            dir = dir.path().display(),
+            crt = crt.display(),
+            key = key.display(),
+            out = out.display()
+        ),
+    );
+    let mut tapio = common::tapio()
+        .args(["run", "--summary", "--config"])
+        .arg(&config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut tapio.stdin.take().unwrap(), incident().as_bytes()).unwrap();
+    let events = eventually(Duration::from_secs(30), || {
+        let events = parse_ndjson(&std::fs::read_to_string(&out).unwrap_or_default());
+        (events.len() >= 8).then_some(events)
+    })
+    .expect("every record over both transports");
+    // Without the private CA the receiver's certificate is not trusted.
+    let untrusting = write_config(
+        dir.path(),
+        "untrusting.toml",
+        &format!(
+            "[sources.in]\ntype = \"stdin\"\n\n[sinks.otel]\ntype = \"otlp\"\ninputs = [\"in\"]\nendpoint = \"https://127.0.0.1:{grpc}\"\n"
+        ),
+    );
+    let refused = run_with_stdin(&untrusting, b"");
+    signal(tapio.id(), libc::SIGTERM);
+    assert_success(&wait_with_timeout(tapio, Duration::from_secs(30)));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(69), "{stderr}");
+    assert!(stderr.contains("otlp healthcheck"), "{stderr}");
+    for service in ["over_grpc", "over_http"] {
+        let ids: BTreeSet<&str> = events
+            .iter()
+            .filter(|e| e["application"]["resource"]["service.name"] == service)
+            .map(|e| e["application"]["attributes"]["tapio.id"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            ids,
+            BTreeSet::from(["evt_1", "evt_2", "evt_3", "sum_1"]),
+            "{service}"
+        );
+    }
+}
