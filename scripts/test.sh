@@ -53,6 +53,25 @@ if ! python3 -c 'import confluent_kafka' 2>/dev/null; then
   pip_install confluent-kafka
 fi
 
+echo "== OTLP collector (rotel) and Python OTLP peers for the otlp sink and source tests"
+# tests/otlp.rs starts its own private collector: rotel, an OpenTelemetry collector in Rust that
+# PyPI ships only as a pre-release, pinned, installed with pip --target into the git-ignored
+# .tools/rotel (the wheel carries the binary, .tools/rotel/rotel/rotel-agent; nothing else of it
+# is used). The independent receiver and sender (tests/otlp/*.py) use grpcio, opentelemetry-proto
+# and the OpenTelemetry SDK with its OTLP/gRPC exporter from PyPI, pinned.
+if [ ! -x .tools/rotel/rotel/rotel-agent ]; then
+  pip_install --pre --no-deps --target .tools/rotel rotel==0.0.1a15
+fi
+# The TLS test makes its private CA and certificate with Debian's openssl command.
+if ! command -v openssl >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null; }
+fi
+if ! python3 -c 'import grpc, google.rpc.status_pb2, opentelemetry.proto, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc' 2>/dev/null; then
+  pip_install grpcio==1.85.1 opentelemetry-proto==1.45.2 opentelemetry-sdk==1.45.2 \
+    opentelemetry-exporter-otlp-proto-grpc==1.45.2
+fi
+
 echo "== packaging and deployment checkers (cargo-deb, hadolint, kubernetes-validate)"
 # cargo-deb 3.8.0 builds the .deb; it is built once into the git-ignored .tools/cargo-deb (6 min
 # on the busy 2-core development machine). hadolint (the Dockerfile linter, a Haskell binary

@@ -8,6 +8,7 @@ pub mod clickhouse;
 pub mod console;
 pub mod file;
 pub mod kafka;
+pub mod otlp;
 mod util;
 
 pub use util::dead_letter::{dead_letter_dir, dead_letter_path};
@@ -23,5 +24,6 @@ tapio_event::component_registry! {
         "console" => Console(console::ConsoleConfig),
         "file" => File(file::FileSinkConfig),
         "kafka" => Kafka(kafka::KafkaSinkConfig),
+        "otlp" => Otlp(otlp::OtlpSinkConfig),
     }
 }

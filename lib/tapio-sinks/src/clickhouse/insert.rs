@@ -3,11 +3,8 @@
 //! `Content-Encoding: gzip`. No compressed response is ever asked for. This is the documented
 //! HTTP behaviour ClickHouse 18.16 and current releases share.
 
-use std::io::Write as _;
 use std::time::Duration;
 
-use flate2::Compression as GzipLevel;
-use flate2::write::GzEncoder;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::header::HeaderValue;
@@ -17,6 +14,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::{Auth, Compression};
+use crate::util::gzip::gzip;
 
 /// Why a request did not succeed, sorted by what the sink does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -288,15 +286,6 @@ fn percent_encode(text: &str) -> String {
     out
 }
 
-/// `data` compressed as one gzip member.
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut encoder = GzEncoder::new(Vec::with_capacity(data.len() / 4), GzipLevel::fast());
-    encoder
-        .write_all(data)
-        .expect("writing to memory cannot fail");
-    encoder.finish().expect("writing to memory cannot fail")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,17 +401,5 @@ mod tests {
             percent_encode("INSERT INTO `db`.`t` FORMAT JSONEachRow"),
             "INSERT%20INTO%20%60db%60.%60t%60%20FORMAT%20JSONEachRow"
         );
-    }
-
-    #[test]
-    fn gzip_round_trips() {
-        let data = b"{\"a\":1}\n".repeat(100);
-        let mut decoded = Vec::new();
-        std::io::Read::read_to_end(
-            &mut flate2::read::GzDecoder::new(&gzip(&data)[..]),
-            &mut decoded,
-        )
-        .unwrap();
-        assert_eq!(decoded, data);
     }
 }
