@@ -18,6 +18,11 @@
 //! forbidden = { "process.operation" = "oom_kill" }
 //! ```
 //!
+//! A pattern with `variant_of = "<pattern>"` tells the same story from other evidence (the
+//! cluster-side `crash-loop-cluster` recognises a crash loop from the kubelet's reports when
+//! the kernel's exits are not there): its summaries carry the name of the pattern it is a
+//! variant of, and a group fires at most one of a pattern and its variants.
+//!
 //! A `match` is a table of field predicates that must all hold, or a list of such tables of
 //! which one must hold. Keys are the event's field paths (as in templates: `kubernetes.reason`,
 //! `entity.attributes.<key>`); a value is a value to equal, a list of values (one of them),
@@ -62,6 +67,10 @@ pub struct PatternConfig {
     /// none of them has fired.
     #[serde(default)]
     pub fallback: bool,
+    /// Another pattern this one is a variant of: the same story told from other evidence.
+    /// Its summaries carry that pattern's name, and a group fires at most one of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant_of: Option<String>,
     /// The steps, all required, in any order.
     #[serde(deserialize_with = "non_empty_steps")]
     pub steps: Vec<StepConfig>,
@@ -512,6 +521,31 @@ pub(crate) fn unique_names<'de, D: Deserializer<'de>>(
     Ok(patterns)
 }
 
+/// For each (sorted) pattern, the name its summaries carry and the index of the pattern whose
+/// firing it shares; a variant must name a pattern that is not itself a variant.
+fn families(configs: &[PatternConfig]) -> Result<Vec<(String, usize)>, String> {
+    configs
+        .iter()
+        .enumerate()
+        .map(|(index, config)| {
+            let Some(original) = &config.variant_of else {
+                return Ok((config.name.clone(), index));
+            };
+            match configs.iter().position(|c| &c.name == original) {
+                Some(at) if configs[at].variant_of.is_none() => Ok((original.clone(), at)),
+                Some(_) => Err(format!(
+                    "pattern `{}` is a variant of `{original}`, which is itself a variant",
+                    config.name
+                )),
+                None => Err(format!(
+                    "pattern `{}` is a variant of `{original}`, which is not in the catalog",
+                    config.name
+                )),
+            }
+        })
+        .collect()
+}
+
 /// The layout of `catalog.toml`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -532,7 +566,11 @@ pub(crate) struct Required {
 /// A pattern ready to be checked against a group's step counts.
 #[derive(Debug)]
 pub(crate) struct Pattern {
+    /// The name summaries carry: the pattern's own, or for a variant the one it varies.
     pub(crate) name: String,
+    /// The catalog index of the pattern whose firing this one shares: its own, or for a
+    /// variant its original's.
+    pub(crate) family: usize,
     pub(crate) root_cause: String,
     pub(crate) recommended_action: String,
     pub(crate) confidence: f64,
@@ -576,11 +614,12 @@ impl Catalog {
             }
         }
         configs.sort_by_key(|c| (c.fallback, c.priority));
+        let families = families(&configs)?;
         let mut catalog = Catalog {
             patterns: Vec::with_capacity(configs.len()),
             steps: Vec::new(),
         };
-        for config in configs {
+        for (config, (name, family)) in configs.into_iter().zip(families) {
             let required = config
                 .steps
                 .into_iter()
@@ -592,7 +631,8 @@ impl Catalog {
                 .collect();
             let forbidden = config.forbidden.map(|matcher| catalog.step_index(matcher));
             catalog.patterns.push(Pattern {
-                name: config.name,
+                name,
+                family,
                 root_cause: config.root_cause,
                 recommended_action: config.recommended_action,
                 confidence: config.confidence,
@@ -605,6 +645,7 @@ impl Catalog {
         Ok(catalog)
     }
 
+    /// Reads one config's step into the catalog's distinct steps.
     fn step_index(&mut self, matcher: Matcher) -> usize {
         match self.steps.iter().position(|known| *known == matcher) {
             Some(index) => index,
