@@ -166,7 +166,10 @@ fn running_pod(namespace: &str, name: &str, node: &str, id: &str) -> Value {
 fn the_initial_list_only_fills_state_unless_emit_initial_and_is_read_in_pages() {
     let server = FakeApiServer::start();
     for i in 0..1200 {
-        server.put("pods", running_pod("shop", &format!("api-{i}"), "worker-1", &format!("c{i:04}")));
+        server.put(
+            "pods",
+            running_pod("shop", &format!("api-{i}"), "worker-1", &format!("c{i:04}")),
+        );
     }
     server.put("nodes", node("worker-1", true, false));
     let mut run = Run::start(&server.kubeconfig(), "");
@@ -184,22 +187,39 @@ fn the_initial_list_only_fills_state_unless_emit_initial_and_is_read_in_pages() 
     server.put("pods", changed);
     let events = run.wait_for("the change", |e| !e.is_empty());
     std::thread::sleep(Duration::from_millis(500));
-    let events = if run.events().len() > events.len() { run.events() } else { events };
+    let events = if run.events().len() > events.len() {
+        run.events()
+    } else {
+        events
+    };
     assert_eq!(summary(&events), [triple("Pod", "modified", "")]);
     assert_eq!(events[0]["kubernetes"]["pod_ip"], "10.244.9.9");
     let requests = server.requests();
     let pages: Vec<&String> = requests
         .iter()
-        .filter(|r| r.starts_with("GET /api/v1/pods?") && !r.contains("watch=true") && r.contains("limit=500"))
+        .filter(|r| {
+            r.starts_with("GET /api/v1/pods?")
+                && !r.contains("watch=true")
+                && r.contains("limit=500")
+        })
         .collect();
     assert_eq!(pages.len(), 3, "1200 pods in pages of 500: {pages:?}");
     assert!(pages[1].contains("continue="), "{pages:?}");
     assert_eq!(run.stop(), Some(0), "{}", run.log());
 
-    let run = Run::start(&server.kubeconfig(), "emit_initial = true\nresources = [\"pods\", \"nodes\"]");
+    let run = Run::start(
+        &server.kubeconfig(),
+        "emit_initial = true\nresources = [\"pods\", \"nodes\"]",
+    );
     let events = run.wait_for("1201 added events", |e| e.len() >= 1201);
     assert!(events.iter().all(|e| e["kubernetes"]["action"] == "added"));
-    assert_eq!(events.iter().filter(|e| e["kubernetes"]["kind"] == "Node").count(), 1);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["kubernetes"]["kind"] == "Node")
+            .count(),
+        1
+    );
 }
 
 #[test]
@@ -208,11 +228,18 @@ fn a_pods_life_from_pending_to_oom_killed_crash_loop_and_deletion() {
     server.put("replicasets", replicaset("shop"));
     let run = Run::start(&server.kubeconfig(), "");
     eventually(WAIT, || {
-        server.requests().iter().any(|r| r.contains("/api/v1/pods?") && r.contains("watch=true")).then_some(())
+        server
+            .requests()
+            .iter()
+            .any(|r| r.contains("/api/v1/pods?") && r.contains("watch=true"))
+            .then_some(())
     })
     .unwrap();
     let uid = "uid-api-x";
-    server.put("pods", pod("shop", "api-7d9f8b6c5-x2k4q", uid, "worker-1", "Pending"));
+    server.put(
+        "pods",
+        pod("shop", "api-7d9f8b6c5-x2k4q", uid, "worker-1", "Pending"),
+    );
     let running_pod = with_containers(
         pod("shop", "api-7d9f8b6c5-x2k4q", uid, "worker-1", "Running"),
         vec![container_status("aaa111", 0, running(), json!({}))],
@@ -224,7 +251,12 @@ fn a_pods_life_from_pending_to_oom_killed_crash_loop_and_deletion() {
     server.put("pods", relabelled);
     let oom = with_containers(
         pod("shop", "api-7d9f8b6c5-x2k4q", uid, "worker-1", "Running"),
-        vec![container_status("aaa111", 0, terminated("aaa111", "OOMKilled", 137), json!({}))],
+        vec![container_status(
+            "aaa111",
+            0,
+            terminated("aaa111", "OOMKilled", 137),
+            json!({}),
+        )],
     );
     server.put("pods", oom);
     let back_off = with_containers(
@@ -232,7 +264,10 @@ fn a_pods_life_from_pending_to_oom_killed_crash_loop_and_deletion() {
         vec![container_status(
             "aaa111",
             1,
-            waiting("CrashLoopBackOff", "back-off 10s restarting failed container=app"),
+            waiting(
+                "CrashLoopBackOff",
+                "back-off 10s restarting failed container=app",
+            ),
             terminated("aaa111", "OOMKilled", 137),
         )],
     );
@@ -240,7 +275,12 @@ fn a_pods_life_from_pending_to_oom_killed_crash_loop_and_deletion() {
     // Restarted, then it crashes straight into a back-off: only lastState shows the exit.
     let restarted = with_containers(
         pod("shop", "api-7d9f8b6c5-x2k4q", uid, "worker-1", "Running"),
-        vec![container_status("bbb222", 1, running(), terminated("aaa111", "OOMKilled", 137))],
+        vec![container_status(
+            "bbb222",
+            1,
+            running(),
+            terminated("aaa111", "OOMKilled", 137),
+        )],
     );
     server.put("pods", restarted);
     let crashed = with_containers(
@@ -248,7 +288,10 @@ fn a_pods_life_from_pending_to_oom_killed_crash_loop_and_deletion() {
         vec![container_status(
             "bbb222",
             2,
-            waiting("CrashLoopBackOff", "back-off 20s restarting failed container=app"),
+            waiting(
+                "CrashLoopBackOff",
+                "back-off 20s restarting failed container=app",
+            ),
             terminated("bbb222", "Error", 1),
         )],
     );
@@ -276,8 +319,17 @@ fn a_pods_life_from_pending_to_oom_killed_crash_loop_and_deletion() {
     assert_eq!(oom["entity"]["attributes"]["exit_code"], "137");
     assert_eq!(oom["entity"]["attributes"]["workload"], "api");
     assert_eq!(oom["entity"]["attributes"]["workload_kind"], "Deployment");
-    assert_eq!(oom["kubernetes"]["container_id"], "aaa111", "the runtime scheme is stripped");
-    assert!(oom["kubernetes"]["pod_ip"].as_str().unwrap().starts_with("10.244.1."), "{oom}");
+    assert_eq!(
+        oom["kubernetes"]["container_id"], "aaa111",
+        "the runtime scheme is stripped"
+    );
+    assert!(
+        oom["kubernetes"]["pod_ip"]
+            .as_str()
+            .unwrap()
+            .starts_with("10.244.1."),
+        "{oom}"
+    );
     assert_eq!(oom["kubernetes"]["node"], "worker-1");
     assert_eq!(oom["kubernetes"]["labels"]["app"], "api");
     assert_eq!(events[0]["kubernetes"]["phase"], "Pending");
@@ -286,8 +338,13 @@ fn a_pods_life_from_pending_to_oom_killed_crash_loop_and_deletion() {
     assert_eq!(error["entity"]["attributes"]["exit_code"], "1");
     assert_eq!(error["kubernetes"]["container_id"], "bbb222");
     assert_eq!(error["entity"]["attributes"]["restarts"], "2");
-    let annotations = events.iter().any(|e| e.to_string().contains("restartedAt") || e.to_string().contains("managedFields"));
-    assert!(!annotations, "annotations and managedFields are not carried");
+    let annotations = events
+        .iter()
+        .any(|e| e.to_string().contains("restartedAt") || e.to_string().contains("managedFields"));
+    assert!(
+        !annotations,
+        "annotations and managedFields are not carried"
+    );
 }
 
 #[test]
@@ -297,37 +354,65 @@ fn core_events_and_node_conditions_become_events_about_their_subject() {
     server.put("nodes", node("worker-1", true, false));
     let run = Run::start(&server.kubeconfig(), "");
     eventually(WAIT, || {
-        server.requests().iter().any(|r| r.contains("/api/v1/events?") && r.contains("watch=true")).then_some(())
+        server
+            .requests()
+            .iter()
+            .any(|r| r.contains("/api/v1/events?") && r.contains("watch=true"))
+            .then_some(())
     })
     .unwrap();
-    let mut back_off = pod_event("shop", "api-1", "uid-api-1", "BackOff", "Back-off restarting failed container app", 1);
+    let mut back_off = pod_event(
+        "shop",
+        "api-1",
+        "uid-api-1",
+        "BackOff",
+        "Back-off restarting failed container app",
+        1,
+    );
     server.put("events", back_off.clone());
     back_off["count"] = json!(2);
     server.put("events", back_off);
     server.put("nodes", node("worker-1", false, false));
     server.put("nodes", node("worker-1", false, true));
     let events = run.wait_for("two Events and two node transitions", |e| e.len() >= 4);
+    // Each kind is its own watch: order holds within a kind, not across kinds.
+    let of_kind = |kind: &str| -> Vec<Value> {
+        events
+            .iter()
+            .filter(|e| e["kubernetes"]["kind"] == kind)
+            .cloned()
+            .collect()
+    };
+    let (pods, nodes) = (of_kind("Pod"), of_kind("Node"));
     assert_eq!(
-        summary(&events),
+        summary(&pods),
+        [triple("Pod", "", "BackOff"), triple("Pod", "", "BackOff")]
+    );
+    assert_eq!(
+        summary(&nodes),
         [
-            triple("Pod", "", "BackOff"),
-            triple("Pod", "", "BackOff"),
             triple("Node", "modified", "NodeNotReady"),
             triple("Node", "modified", "NodeHasDiskPressure"),
         ]
     );
-    let first = &events[0];
+    let first = &pods[0];
     assert_eq!(first["entity"]["type"], "pod");
     assert_eq!(first["entity"]["id"], "uid-api-1");
     assert_eq!(first["entity"]["name"], "api-1");
     assert_eq!(first["entity"]["attributes"]["count"], "1");
     assert_eq!(first["entity"]["attributes"]["event_type"], "Warning");
     assert_eq!(first["kubernetes"]["node"], "worker-1");
-    assert_eq!(first["kubernetes"]["message"], "Back-off restarting failed container app");
-    assert_eq!(events[1]["entity"]["attributes"]["count"], "2");
-    assert_eq!(events[2]["entity"]["type"], "node");
-    assert_eq!(events[2]["entity"]["id"], "worker-1");
-    assert_eq!(events[2]["kubernetes"]["message"], "container runtime is down");
+    assert_eq!(
+        first["kubernetes"]["message"],
+        "Back-off restarting failed container app"
+    );
+    assert_eq!(pods[1]["entity"]["attributes"]["count"], "2");
+    assert_eq!(nodes[0]["entity"]["type"], "node");
+    assert_eq!(nodes[0]["entity"]["id"], "worker-1");
+    assert_eq!(
+        nodes[0]["kubernetes"]["message"],
+        "container runtime is down"
+    );
 }
 
 #[test]
@@ -356,11 +441,14 @@ fn a_watch_that_ends_resumes_from_the_last_resource_version() {
         .and_then(|rest| rest.split('&').next())
         .and_then(|rv| rv.parse().ok())
         .unwrap_or_else(|| panic!("no resourceVersion in {resumed}"));
-    assert!(from >= version, "resumed from {from}, before the last change {version}");
+    assert!(
+        from >= version,
+        "resumed from {from}, before the last change {version}"
+    );
     let lists = server
         .requests()
         .iter()
-        .filter(|r| r.starts_with("GET /api/v1/pods?") && !r.contains("watch=true") && !r.contains("limit=1&"))
+        .filter(|r| r.starts_with("GET /api/v1/pods?") && r.contains("limit=500"))
         .count();
     assert_eq!(lists, 1, "a resumed watch needs no new list");
     let mut again = running_pod("shop", "api-1", "worker-2", "c1");
@@ -376,11 +464,18 @@ fn a_watch_that_ends_resumes_from_the_last_resource_version() {
 fn an_outage_with_compaction_relists_and_emits_only_what_changed() {
     let mut server = FakeApiServer::start();
     for name in ["a", "b", "c"] {
-        server.put("pods", running_pod("shop", name, "worker-1", &format!("id{name}")));
+        server.put(
+            "pods",
+            running_pod("shop", name, "worker-1", &format!("id{name}")),
+        );
     }
     let mut run = Run::start(&server.kubeconfig(), "resources = [\"pods\"]");
     eventually(WAIT, || {
-        server.requests().iter().any(|r| r.contains("watch=true")).then_some(())
+        server
+            .requests()
+            .iter()
+            .any(|r| r.contains("watch=true"))
+            .then_some(())
     })
     .unwrap();
     // First an outage the watch resumes from (the history is intact): nothing is lost.
@@ -390,7 +485,9 @@ fn an_outage_with_compaction_relists_and_emits_only_what_changed() {
     server.put("pods", moved);
     std::thread::sleep(Duration::from_secs(2));
     server.resume();
-    run.wait_for("the change made while the server was away", |e| e.len() == 1);
+    run.wait_for("the change made while the server was away", |e| {
+        e.len() == 1
+    });
     run.wait_for_log("retrying with backoff");
     // Then one with a compaction: the resumed watch gets 410 Gone and the source relists.
     server.stop();
@@ -401,7 +498,7 @@ fn an_outage_with_compaction_relists_and_emits_only_what_changed() {
     server.put("pods", running_pod("shop", "d", "worker-1", "idd"));
     server.expire_history();
     server.resume();
-    let events = run.wait_for("the relist's changes", |e| e.len() >= 4);
+    run.wait_for("the relist's changes", |e| e.len() >= 4);
     std::thread::sleep(Duration::from_secs(1));
     let events = run.events();
     let mut seen: Vec<(String, String)> = events[1..]
@@ -441,11 +538,18 @@ fn an_api_server_down_at_start_is_one_clear_error_or_a_warning_when_not_required
         "{log}"
     );
 
-    let run = Run::start(&server.kubeconfig(), "required = false\nresources = [\"pods\"]");
+    let run = Run::start(
+        &server.kubeconfig(),
+        "required = false\nresources = [\"pods\"]",
+    );
     run.wait_for_log("retrying with backoff (required = false)");
     server.resume();
     eventually(WAIT, || {
-        server.requests().iter().any(|r| r.contains("watch=true")).then_some(())
+        server
+            .requests()
+            .iter()
+            .any(|r| r.contains("watch=true"))
+            .then_some(())
     })
     .expect("the source did not recover");
     server.put("pods", running_pod("shop", "late", "worker-1", "c9"));
@@ -468,13 +572,24 @@ fn a_refused_token_is_one_clear_error_and_validate_never_connects() {
     );
     let validated = common::validate(&config);
     common::assert_success(&validated);
-    assert!(server.requests().is_empty(), "validate connected: {:?}", server.requests());
+    assert!(
+        server.requests().is_empty(),
+        "validate connected: {:?}",
+        server.requests()
+    );
 
     let mut run = Run::start(&wrong, "");
     assert_eq!(run.exit_code(), Some(69), "{}", run.log());
     let log = run.log();
-    assert!(log.contains("refused the credentials (401 Unauthorized"), "{log}");
-    assert_eq!(log.lines().filter(|l| l.contains("ERROR")).count(), 1, "{log}");
+    assert!(
+        log.contains("refused the credentials (401 Unauthorized"),
+        "{log}"
+    );
+    assert_eq!(
+        log.lines().filter(|l| l.contains("ERROR")).count(),
+        1,
+        "{log}"
+    );
 }
 
 #[test]
@@ -494,8 +609,14 @@ fn node_name_filter_watches_only_that_nodes_pods_and_the_node() {
         .iter()
         .map(|e| e["kubernetes"]["name"].as_str().unwrap())
         .collect();
-    assert!(names.contains(&"here") && names.contains(&"worker-1"), "{names:?}");
-    assert!(!names.contains(&"elsewhere") && !names.contains(&"worker-2"), "{names:?}");
+    assert!(
+        names.contains(&"here") && names.contains(&"worker-1"),
+        "{names:?}"
+    );
+    assert!(
+        !names.contains(&"elsewhere") && !names.contains(&"worker-2"),
+        "{names:?}"
+    );
     let requests = server.requests();
     assert!(
         requests.iter().any(|r| r.starts_with("GET /api/v1/pods?")
@@ -503,7 +624,8 @@ fn node_name_filter_watches_only_that_nodes_pods_and_the_node() {
         "{requests:#?}"
     );
     assert!(
-        requests.iter().any(|r| r.starts_with("GET /api/v1/nodes?") && r.contains("fieldSelector=metadata.name=worker-1")),
+        requests.iter().any(|r| r.starts_with("GET /api/v1/nodes?")
+            && r.contains("fieldSelector=metadata.name=worker-1")),
         "{requests:#?}"
     );
 }
@@ -534,25 +656,43 @@ fn a_kernel_event_from_a_pods_container_resolves_to_the_pod_through_semantic_enr
         "[sources.kernel]\ntype = \"file\"\ninclude = [\"{}\"]\n\n[transforms.last]\ntype = \"semantic_enrich\"\ninputs = [\"cluster\", \"kernel\"]\n",
         kernel.display()
     );
-    let run = Run::start_pipeline(&server.kubeconfig(), "resources = [\"pods\", \"replicasets\"]", Some(&transforms));
+    let run = Run::start_pipeline(
+        &server.kubeconfig(),
+        "resources = [\"pods\", \"replicasets\"]",
+        Some(&transforms),
+    );
     eventually(WAIT, || {
-        server.requests().iter().any(|r| r.contains("/api/v1/pods?") && r.contains("watch=true")).then_some(())
+        server
+            .requests()
+            .iter()
+            .any(|r| r.contains("/api/v1/pods?") && r.contains("watch=true"))
+            .then_some(())
     })
     .unwrap();
     server.put(
         "pods",
         with_containers(
-            pod("shop", "api-7d9f8b6c5-x2k4q", "uid-api-x", "worker-1", "Running"),
+            pod(
+                "shop",
+                "api-7d9f8b6c5-x2k4q",
+                "uid-api-x",
+                "worker-1",
+                "Running",
+            ),
             vec![container_status("bbb222", 0, running(), json!({}))],
         ),
     );
-    run.wait_for("the pod event", |e| e.iter().any(|e| e["source"] == "kubernetes"));
+    run.wait_for("the pod event", |e| {
+        e.iter().any(|e| e["source"] == "kubernetes")
+    });
     std::fs::write(
         &kernel,
         "{\"type\":\"process\",\"source\":\"ebpf\",\"entity\":{\"type\":\"host\",\"id\":\"worker-1\",\"node\":\"worker-1\"},\"process\":{\"operation\":\"exec\",\"pid\":4242,\"comm\":\"api\",\"cgroup_id\":77,\"container_id\":\"bbb222\"}}\n",
     )
     .unwrap();
-    let events = run.wait_for("the kernel event", |e| e.iter().any(|e| e["source"] == "ebpf"));
+    let events = run.wait_for("the kernel event", |e| {
+        e.iter().any(|e| e["source"] == "ebpf")
+    });
     let exec = events.iter().find(|e| e["source"] == "ebpf").unwrap();
     assert_eq!(exec["entity"]["type"], "pod", "{exec}");
     assert_eq!(exec["entity"]["name"], "api-7d9f8b6c5-x2k4q");
@@ -578,13 +718,36 @@ fn play_crash_loop(server: &FakeApiServer, name: &str, reason: &str, code: i32, 
         server.put("pods", at(&id, restart, last.clone(), json!({})));
         server.put(
             "pods",
-            at(&id, restart + 1, waiting("CrashLoopBackOff", "back-off restarting failed container=app"), last.clone()),
+            at(
+                &id,
+                restart + 1,
+                waiting(
+                    "CrashLoopBackOff",
+                    "back-off restarting failed container=app",
+                ),
+                last.clone(),
+            ),
         );
         server.put(
             "events",
-            pod_event("shop", name, &uid, "BackOff", "Back-off restarting failed container app", restart + 1),
+            pod_event(
+                "shop",
+                name,
+                &uid,
+                "BackOff",
+                "Back-off restarting failed container app",
+                restart + 1,
+            ),
         );
-        server.put("pods", at(&format!("{name}-{}", restart + 1), restart + 1, running(), last));
+        server.put(
+            "pods",
+            at(
+                &format!("{name}-{}", restart + 1),
+                restart + 1,
+                running(),
+                last,
+            ),
+        );
     }
 }
 
@@ -602,7 +765,10 @@ fn a_crash_loop_seen_only_by_the_cluster_is_one_incident_naming_the_pod_and_its_
     });
     assert_eq!(run.stop(), Some(0), "{}", run.log());
     let events = run.events();
-    let summaries: Vec<&Value> = events.iter().filter(|e| e["type"] == "correlation").collect();
+    let summaries: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "correlation")
+        .collect();
     let mut found: Vec<(&str, &str, &str)> = summaries
         .iter()
         .map(|s| {
@@ -618,7 +784,11 @@ fn a_crash_loop_seen_only_by_the_cluster_is_one_incident_naming_the_pod_and_its_
         found,
         [
             ("api-7d9f8b6c5-err", "crash-loop", "application-crash"),
-            ("api-7d9f8b6c5-oom", "oom-kill-cascade", "memory-limit-exceeded"),
+            (
+                "api-7d9f8b6c5-oom",
+                "oom-kill-cascade",
+                "memory-limit-exceeded"
+            ),
         ],
         "one summary per pod, from the kubernetes source alone"
     );
@@ -638,7 +808,12 @@ fn measure_10k_pods_listed_then_updates() {
     let pods = 10_000;
     let server = FakeApiServer::start();
     let pod_at = |i: usize, ip: usize| {
-        let mut p = running_pod("shop", &format!("api-{i}"), &format!("worker-{}", i % 50), &format!("{i:08x}"));
+        let mut p = running_pod(
+            "shop",
+            &format!("api-{i}"),
+            &format!("worker-{}", i % 50),
+            &format!("{i:08x}"),
+        );
         p["status"]["podIP"] = json!(format!("10.{}.{}.{}", ip % 250, (i / 250) % 250, i % 250));
         p
     };
@@ -646,14 +821,24 @@ fn measure_10k_pods_listed_then_updates() {
         server.put("pods", pod_at(i, 0));
     }
     let started = std::time::Instant::now();
-    let run = Run::start(&server.kubeconfig(), "emit_initial = true\nresources = [\"pods\"]");
-    let count = || std::fs::read_to_string(&run.out).map(|t| t.lines().count()).unwrap_or(0);
+    let run = Run::start(
+        &server.kubeconfig(),
+        "emit_initial = true\nresources = [\"pods\"]",
+    );
+    let count = || {
+        std::fs::read_to_string(&run.out)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
     eventually(Duration::from_secs(120), || (count() >= pods).then_some(())).expect("the list");
     let listed = started.elapsed();
     std::thread::sleep(Duration::from_secs(1));
     let pid = run.child.as_ref().unwrap().id();
     let rss_listed = common::rss_kib(pid);
-    eprintln!("initial list of {pods} pods: {listed:?} to the last event; RSS {} MiB", rss_listed / 1024);
+    eprintln!(
+        "initial list of {pods} pods: {listed:?} to the last event; RSS {} MiB",
+        rss_listed / 1024
+    );
 
     let before = count();
     let steady = std::time::Instant::now();
@@ -666,9 +851,15 @@ fn measure_10k_pods_listed_then_updates() {
             std::thread::sleep(rest);
         }
     }
-    let caught_up = eventually(Duration::from_secs(60), || (count() >= before + 10_000).then(|| steady.elapsed()))
-        .expect("the updates");
-    eprintln!("10k updates at 1k/s: all {} emitted {:?} after the first", count() - before, caught_up);
+    let caught_up = eventually(Duration::from_secs(60), || {
+        (count() >= before + 10_000).then(|| steady.elapsed())
+    })
+    .expect("the updates");
+    eprintln!(
+        "10k updates at 1k/s: all {} emitted {:?} after the first",
+        count() - before,
+        caught_up
+    );
 
     let before = count();
     let burst = 50_000;
@@ -677,8 +868,10 @@ fn measure_10k_pods_listed_then_updates() {
         server.put("pods", pod_at(i % pods, 20 + i / pods));
     }
     let put_time = put_start.elapsed();
-    let done = eventually(Duration::from_secs(300), || (count() >= before + burst).then(|| put_start.elapsed()))
-        .expect("the burst");
+    let done = eventually(Duration::from_secs(300), || {
+        (count() >= before + burst).then(|| put_start.elapsed())
+    })
+    .expect("the burst");
     eprintln!(
         "burst of {burst} updates (the fake served them in {put_time:?}): emitted in {done:?} = {:.0} events/s; RSS {} MiB",
         burst as f64 / done.as_secs_f64(),

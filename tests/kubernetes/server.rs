@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::server::conn::http1;
@@ -127,9 +127,7 @@ impl FakeApiServer {
             .enable_all()
             .build()
             .unwrap();
-        let listener = runtime
-            .block_on(TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
+        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
         let address = listener.local_addr().unwrap();
         let state = State {
             version: 100,
@@ -208,8 +206,8 @@ impl FakeApiServer {
                         let shared = shared.clone();
                         async move { Ok::<_, Infallible>(shared.handle(request)) }
                     });
-                    let connection = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service);
+                    let connection =
+                        http1::Builder::new().serve_connection(TokioIo::new(stream), service);
                     tokio::select! {
                         _ = connection => {}
                         _ = closing.changed() => {}
@@ -325,7 +323,11 @@ impl Drop for FakeApiServer {
 }
 
 fn change_kind(change: &str) -> &'static str {
-    if change == "ADDED" { "ADDED" } else { "MODIFIED" }
+    if change == "ADDED" {
+        "ADDED"
+    } else {
+        "MODIFIED"
+    }
 }
 
 fn kind_of(plural: &str) -> (&'static str, &'static str, &'static str, bool) {
@@ -347,13 +349,15 @@ fn key_of(object: &Value) -> String {
 /// Watch events carry `kind` and `apiVersion`; list items do not.
 fn with_kind(mut object: Value, kind: &str, plural: &str) -> Value {
     let (_, prefix, _, _) = kind_of(plural);
-    let api_version = prefix.trim_start_matches("/api/").trim_start_matches("/apis/");
+    let api_version = prefix
+        .trim_start_matches("/api/")
+        .trim_start_matches("/apis/");
     object["kind"] = json!(kind);
     object["apiVersion"] = json!(api_version);
     object
 }
 
-type Body = BoxBody<Bytes, Infallible>;
+type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// What every connection shares.
 #[derive(Clone)]
@@ -374,7 +378,7 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())).boxed())
+        .body(Full::new(Bytes::from(body.to_string())).boxed_unsync())
         .unwrap()
 }
 
@@ -450,7 +454,11 @@ fn selected(object: &Value, target: &Target) -> bool {
     {
         return false;
     }
-    let fields = target.query.get("fieldSelector").map(String::as_str).unwrap_or("");
+    let fields = target
+        .query
+        .get("fieldSelector")
+        .map(String::as_str)
+        .unwrap_or("");
     for term in fields.split(',').filter(|t| !t.is_empty()) {
         let (path, want, equal) = match term.split_once("!=") {
             Some((path, value)) => (path, value, false),
@@ -467,7 +475,11 @@ fn selected(object: &Value, target: &Target) -> bool {
             return false;
         }
     }
-    let labels = target.query.get("labelSelector").map(String::as_str).unwrap_or("");
+    let labels = target
+        .query
+        .get("labelSelector")
+        .map(String::as_str)
+        .unwrap_or("");
     for term in labels.split(',').filter(|t| !t.is_empty()) {
         let (key, want) = term.split_once('=').expect("an equality label selector");
         if meta["labels"][key].as_str() != Some(want) {
@@ -483,7 +495,9 @@ impl Shared {
         let query = request.uri().query().unwrap_or("").to_owned();
         let authorized = {
             let mut state = self.state.lock().unwrap();
-            state.requests.push(format!("{} {path}?{}", request.method(), decode(&query)));
+            state
+                .requests
+                .push(format!("{} {path}?{}", request.method(), decode(&query)));
             let expected = format!("Bearer {}", state.token);
             request
                 .headers()
@@ -509,10 +523,18 @@ impl Shared {
         let Some(target) = parse_target(&path, &query) else {
             return json_response(
                 StatusCode::NOT_FOUND,
-                &status(404, "NotFound", &format!("the server could not find {path}")),
+                &status(
+                    404,
+                    "NotFound",
+                    &format!("the server could not find {path}"),
+                ),
             );
         };
-        if target.query.get("watch").is_some_and(|w| w == "1" || w == "true") {
+        if target
+            .query
+            .get("watch")
+            .is_some_and(|w| w == "1" || w == "true")
+        {
             self.watch(target)
         } else {
             self.list(&target)
@@ -527,7 +549,10 @@ impl Shared {
             .get("limit")
             .and_then(|l| l.parse().ok())
             .unwrap_or(0);
-        let from_cache = target.query.get("resourceVersion").is_some_and(|rv| rv == "0");
+        let from_cache = target
+            .query
+            .get("resourceVersion")
+            .is_some_and(|rv| rv == "0");
         let (version, mut items) = match target.query.get("continue").filter(|c| !c.is_empty()) {
             Some(token) => match state.pages.remove(token) {
                 Some(page) => page,
@@ -553,7 +578,11 @@ impl Shared {
         let mut metadata = json!({"resourceVersion": version.to_string()});
         if limit > 0 && !from_cache && items.len() > limit {
             let rest = items.split_off(limit);
-            let token = format!("{}-{version}-{}", target.plural, state.pages.len() + state.requests.len());
+            let token = format!(
+                "{}-{version}-{}",
+                target.plural,
+                state.pages.len() + state.requests.len()
+            );
             metadata["continue"] = json!(token);
             metadata["remainingItemCount"] = json!(rest.len());
             state.pages.insert(token, (version, rest));
@@ -597,7 +626,9 @@ impl Shared {
                 })
             };
             if let Some(gone) = expired {
-                let _ = tx.send(line(json!({"type": "ERROR", "object": gone}))).await;
+                let _ = tx
+                    .send(line(json!({"type": "ERROR", "object": gone})))
+                    .await;
                 return;
             }
             let (_, _, kind, _) = kind_of(target.plural);
@@ -649,7 +680,7 @@ impl Shared {
         Response::builder()
             .status(StatusCode::OK)
             .header("content-type", "application/json")
-            .body(BodyExt::boxed(body))
+            .body(BodyExt::boxed_unsync(body))
             .unwrap()
     }
 }
@@ -718,7 +749,14 @@ pub fn with_containers(mut pod: Value, statuses: Vec<Value>) -> Value {
 }
 
 /// A core/v1 Event about a pod, as the kubelet writes it.
-pub fn pod_event(namespace: &str, pod: &str, pod_uid: &str, reason: &str, message: &str, count: u32) -> Value {
+pub fn pod_event(
+    namespace: &str,
+    pod: &str,
+    pod_uid: &str,
+    reason: &str,
+    message: &str,
+    count: u32,
+) -> Value {
     json!({
         "metadata": {"name": format!("{pod}.{}", reason.to_lowercase()), "namespace": namespace},
         "involvedObject": {"kind": "Pod", "namespace": namespace, "name": pod, "uid": pod_uid,

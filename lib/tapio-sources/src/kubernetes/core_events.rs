@@ -114,9 +114,13 @@ impl Kind for Events {
             _ => workload_entity(cluster, kind, &key),
         };
         if let Some(entity) = entity.as_deref_mut() {
-            entity.attributes.insert("count".into(), new.count.to_string());
+            entity
+                .attributes
+                .insert("count".into(), new.count.to_string());
             if let Some(event_type) = &new.event_type {
-                entity.attributes.insert("event_type".into(), event_type.to_string());
+                entity
+                    .attributes
+                    .insert("event_type".into(), event_type.to_string());
             }
         }
         let mut event = out.event();

@@ -26,7 +26,9 @@ use std::path::PathBuf;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
-use tapio_event::{BuildContext, ComponentConfig, ComponentError, ComponentFuture, Source, SourceContext};
+use tapio_event::{
+    BuildContext, ComponentConfig, ComponentError, ComponentFuture, Source, SourceContext,
+};
 
 /// Watches the Kubernetes API: pods, events, nodes and workloads as `kubernetes` events.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -75,7 +77,7 @@ pub struct KubernetesConfig {
 }
 
 /// A kind of object the source can watch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Resource {
     Pods,
@@ -148,7 +150,10 @@ impl ComponentConfig for KubernetesConfig {
         }
         let namespaces = &self.namespaces;
         if !namespaces.include.is_empty()
-            && namespaces.include.iter().all(|ns| namespaces.exclude.contains(ns))
+            && namespaces
+                .include
+                .iter()
+                .all(|ns| namespaces.exclude.contains(ns))
         {
             return Err(ComponentError::config(
                 "`namespaces.exclude` leaves out every namespace of `namespaces.include`: nothing would be watched",

@@ -12,10 +12,26 @@ use super::watch::{Cluster, Emitter, Kind};
 /// The conditions followed, with the reasons for becoming true and becoming false.
 const CONDITIONS: [(&str, &str, &str); 5] = [
     ("Ready", "NodeReady", "NodeNotReady"),
-    ("MemoryPressure", "NodeHasInsufficientMemory", "NodeHasSufficientMemory"),
-    ("DiskPressure", "NodeHasDiskPressure", "NodeHasNoDiskPressure"),
-    ("PIDPressure", "NodeHasInsufficientPID", "NodeHasSufficientPID"),
-    ("NetworkUnavailable", "NodeNetworkUnavailable", "NodeNetworkAvailable"),
+    (
+        "MemoryPressure",
+        "NodeHasInsufficientMemory",
+        "NodeHasSufficientMemory",
+    ),
+    (
+        "DiskPressure",
+        "NodeHasDiskPressure",
+        "NodeHasNoDiskPressure",
+    ),
+    (
+        "PIDPressure",
+        "NodeHasInsufficientPID",
+        "NodeHasSufficientPID",
+    ),
+    (
+        "NetworkUnavailable",
+        "NodeNetworkUnavailable",
+        "NodeNetworkAvailable",
+    ),
 ];
 
 /// The facts kept of a node.
@@ -97,7 +113,12 @@ impl Kind for Nodes {
                 None if index == 0 => *when_false,
                 None => continue,
             };
-            out_node(out, new, KubeAction::Modified, Some((reason, message.as_deref())));
+            out_node(
+                out,
+                new,
+                KubeAction::Modified,
+                Some((reason, message.as_deref())),
+            );
         }
     }
 

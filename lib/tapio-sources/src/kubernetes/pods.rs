@@ -341,7 +341,9 @@ pub(super) fn pod_entity(cluster: &Cluster, pod: &PodFacts) -> Box<Entity> {
     entity.namespace = Some(pod.namespace.to_string());
     entity.node = pod.node.as_deref().map(str::to_owned);
     if let Some((kind, name)) = workload(cluster, pod) {
-        entity.attributes.insert("workload_kind".into(), kind.to_owned());
+        entity
+            .attributes
+            .insert("workload_kind".into(), kind.to_owned());
         entity.attributes.insert("workload".into(), name.to_owned());
     }
     Box::new(entity)
@@ -381,7 +383,9 @@ fn pod_event(
             .attributes
             .insert("restarts".into(), t.container.restarts.to_string());
         if let Some(code) = t.exit_code {
-            entity.attributes.insert("exit_code".into(), code.to_string());
+            entity
+                .attributes
+                .insert("exit_code".into(), code.to_string());
         }
     }
     event.entity = Some(entity);

@@ -49,9 +49,15 @@ fn selectors_combine_namespaces_the_users_and_the_node_filter() {
         ),
         "{p}"
     );
-    assert!(p.contains("node_fields: Some(\"metadata.name=worker-1\")"), "{p}");
+    assert!(
+        p.contains("node_fields: Some(\"metadata.name=worker-1\")"),
+        "{p}"
+    );
     let included = plan("namespaces = { include = [\"shop\", \"pay\"], exclude = [\"pay\"] }");
-    assert!(included.contains("namespaces: [Some(\"shop\")]"), "{included}");
+    assert!(
+        included.contains("namespaces: [Some(\"shop\")]"),
+        "{included}"
+    );
     assert!(included.contains("namespaced_fields: None"), "{included}");
 }
 
@@ -83,7 +89,10 @@ fn a_relist_reports_only_changes_and_the_objects_gone_from_its_own_scope() {
     store.finish_list(1);
 
     assert!(store.begin_list(0), "a second list is a relist");
-    assert_eq!(store.listed(0, "a", &Versioned("1", "10")), Listed::Unchanged);
+    assert_eq!(
+        store.listed(0, "a", &Versioned("1", "10")),
+        Listed::Unchanged
+    );
     assert_eq!(store.listed(0, "c", &Versioned("3", "13")), Listed::Changed);
     assert_eq!(
         store.finish_list(0),
@@ -131,7 +140,11 @@ fn changes<K: Kind>(old: Option<&K::Object>, new: &K::Object) -> Vec<(KubeAction
                 .as_deref()
                 .and_then(|e| e.attributes.get("exit_code").cloned())
                 .unwrap_or_default();
-            (k.action.unwrap(), k.reason.clone().unwrap_or_default(), code)
+            (
+                k.action.unwrap(),
+                k.reason.clone().unwrap_or_default(),
+                code,
+            )
         })
         .collect()
 }
@@ -149,7 +162,10 @@ fn pod_terminations_are_read_from_state_and_from_last_state_once_each() {
     let up = pod("Running", status("c1", 0, running.clone(), json!({})));
     let killed = pod("Running", status("c1", 0, oom.clone(), json!({})));
     let backing_off = pod("Running", status("c1", 1, back_off.clone(), oom.clone()));
-    assert_eq!(changes::<Pods>(Some(&up), &killed), [modified("OOMKilled", "137")]);
+    assert_eq!(
+        changes::<Pods>(Some(&up), &killed),
+        [modified("OOMKilled", "137")]
+    );
     assert_eq!(
         changes::<Pods>(Some(&killed), &backing_off),
         [modified("CrashLoopBackOff", "")],
@@ -158,15 +174,43 @@ fn pod_terminations_are_read_from_state_and_from_last_state_once_each() {
     // A restart seen only through lastState (the termination fell between two updates).
     assert_eq!(
         changes::<Pods>(Some(&up), &backing_off),
-        [modified("OOMKilled", "137"), modified("CrashLoopBackOff", "")]
+        [
+            modified("OOMKilled", "137"),
+            modified("CrashLoopBackOff", "")
+        ]
     );
-    let longer = pod("Running", status("c1", 1, json!({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s"}}), oom.clone()));
-    assert!(changes::<Pods>(Some(&backing_off), &longer).is_empty(), "only the message changed");
-    let exited = pod("Running", status("c1", 0, json!({"terminated": {"exitCode": 2}}), json!({})));
-    assert_eq!(changes::<Pods>(Some(&up), &exited), [modified("Error", "2")]);
+    let longer = pod(
+        "Running",
+        status(
+            "c1",
+            1,
+            json!({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s"}}),
+            oom.clone(),
+        ),
+    );
+    assert!(
+        changes::<Pods>(Some(&backing_off), &longer).is_empty(),
+        "only the message changed"
+    );
+    let exited = pod(
+        "Running",
+        status("c1", 0, json!({"terminated": {"exitCode": 2}}), json!({})),
+    );
+    assert_eq!(
+        changes::<Pods>(Some(&up), &exited),
+        [modified("Error", "2")]
+    );
     let mut relabelled = up.clone();
-    relabelled.metadata.labels.as_mut().unwrap().insert("x".into(), "y".into());
-    assert!(changes::<Pods>(Some(&up), &relabelled).is_empty(), "labels alone do not matter");
+    relabelled
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("x".into(), "y".into());
+    assert!(
+        changes::<Pods>(Some(&up), &relabelled).is_empty(),
+        "labels alone do not matter"
+    );
     let pending = pod("Pending", json!([]));
     assert_eq!(
         changes::<Pods>(None, &pending),
@@ -180,7 +224,10 @@ fn a_pod_event_names_its_deployment_and_bare_container_ids_and_keeps_no_annotati
     use super::pods::Pods;
     let cluster = Cluster::default();
     let mut out = emitter();
-    let up = pod("Running", status("c1", 0, json!({"running": {}}), json!({})));
+    let up = pod(
+        "Running",
+        status("c1", 0, json!({"running": {}}), json!({})),
+    );
     Pods::changed(&cluster, None, &Pods::facts(&up), &mut out);
     let event = out.take().remove(0);
     let entity = event.entity.as_deref().unwrap();
@@ -191,7 +238,10 @@ fn a_pod_event_names_its_deployment_and_bare_container_ids_and_keeps_no_annotati
     let k = event.kubernetes.as_deref().unwrap();
     assert_eq!(k.container_id.as_deref(), Some("c1"));
     assert_eq!(k.node.as_deref(), Some("worker-1"));
-    assert!(!format!("{:?}", Pods::facts(&up)).contains("\"a\""), "annotations are not kept");
+    assert!(
+        !format!("{:?}", Pods::facts(&up)).contains("\"a\""),
+        "annotations are not kept"
+    );
 }
 
 fn node(ready: &str, disk: &str) -> Node {
@@ -212,14 +262,20 @@ fn node_condition_transitions_carry_the_kubelets_reasons() {
     assert_eq!(changes::<Nodes>(Some(&healthy), &healthy), []);
     assert_eq!(
         changes::<Nodes>(Some(&healthy), &node("False", "True")),
-        [modified("NodeNotReady", ""), modified("NodeHasDiskPressure", "")]
+        [
+            modified("NodeNotReady", ""),
+            modified("NodeHasDiskPressure", "")
+        ]
     );
     assert_eq!(
         changes::<Nodes>(Some(&healthy), &node("Unknown", "False")),
         [modified("NodeNotReady", "")],
         "a node that stopped reporting is not ready"
     );
-    assert_eq!(changes::<Nodes>(Some(&node("False", "False")), &healthy), [modified("NodeReady", "")]);
+    assert_eq!(
+        changes::<Nodes>(Some(&node("False", "False")), &healthy),
+        [modified("NodeReady", "")]
+    );
 }
 
 #[test]
@@ -241,6 +297,9 @@ fn deployment_rollouts_report_their_progress() {
         changes::<Deployments>(Some(&start), &deployment("ProgressDeadlineExceeded", 2)),
         [modified("ProgressDeadlineExceeded", "")]
     );
-    assert_eq!(changes::<Deployments>(Some(&start), &deployment("ReplicaSetUpdated", 3)), [modified("", "")]);
+    assert_eq!(
+        changes::<Deployments>(Some(&start), &deployment("ReplicaSetUpdated", 3)),
+        [modified("", "")]
+    );
     assert_eq!(changes::<Deployments>(Some(&start), &start), []);
 }

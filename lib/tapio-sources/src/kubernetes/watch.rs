@@ -20,7 +20,9 @@ use kube::runtime::watcher::{self, Event, ListSemantic};
 use kube::{Client, ResourceExt};
 use serde::de::DeserializeOwned;
 use tapio_event::id::IdGenerator;
-use tapio_event::{ComponentError, ComponentMetrics, EventBatch, SourceContext, Timestamp, UnifiedEvent};
+use tapio_event::{
+    ComponentError, ComponentMetrics, EventBatch, SourceContext, Timestamp, UnifiedEvent,
+};
 
 use super::store::{Facts, Listed, Store};
 use super::{KubernetesConfig, Resource, connect};
@@ -105,13 +107,14 @@ impl Plan {
                 (&self.namespaced_fields, &self.labels)
             }
         };
-        let mut settings = watcher::Config::default();
         // A consistent, paged list: the most recent state, 500 objects a page, so a large
         // cluster's list never sits in memory whole.
-        settings.list_semantic = ListSemantic::MostRecent;
-        settings.label_selector.clone_from(labels);
-        settings.field_selector.clone_from(fields);
-        settings
+        watcher::Config {
+            list_semantic: ListSemantic::MostRecent,
+            label_selector: labels.clone(),
+            field_selector: fields.clone(),
+            ..watcher::Config::default()
+        }
     }
 
     /// The namespaces a kind is watched in (Nodes are cluster-scoped).
@@ -128,7 +131,10 @@ impl Plan {
         &self,
         client: &Client,
     ) -> Vec<(String, BoxFuture<'static, Result<(), kube::Error>>)> {
-        fn probe<K>(api: Api<K>, settings: &watcher::Config) -> BoxFuture<'static, Result<(), kube::Error>>
+        fn probe<K>(
+            api: Api<K>,
+            settings: &watcher::Config,
+        ) -> BoxFuture<'static, Result<(), kube::Error>>
         where
             K: kube::Resource + Clone + DeserializeOwned + Debug + Send + 'static,
         {
@@ -165,19 +171,33 @@ impl Plan {
             for namespace in self.scopes(resource) {
                 let scope = streams.len();
                 let stream = match resource {
-                    Resource::Pods => watch(api(client, namespace), settings.clone(), scope, Change::Pod),
-                    Resource::Events => {
-                        watch(api(client, namespace), settings.clone(), scope, Change::Event)
+                    Resource::Pods => {
+                        watch(api(client, namespace), settings.clone(), scope, Change::Pod)
                     }
-                    Resource::Nodes => {
-                        watch(Api::all(client.clone()), settings.clone(), scope, Change::Node)
-                    }
-                    Resource::Deployments => {
-                        watch(api(client, namespace), settings.clone(), scope, Change::Deployment)
-                    }
-                    Resource::Replicasets => {
-                        watch(api(client, namespace), settings.clone(), scope, Change::ReplicaSet)
-                    }
+                    Resource::Events => watch(
+                        api(client, namespace),
+                        settings.clone(),
+                        scope,
+                        Change::Event,
+                    ),
+                    Resource::Nodes => watch(
+                        Api::all(client.clone()),
+                        settings.clone(),
+                        scope,
+                        Change::Node,
+                    ),
+                    Resource::Deployments => watch(
+                        api(client, namespace),
+                        settings.clone(),
+                        scope,
+                        Change::Deployment,
+                    ),
+                    Resource::Replicasets => watch(
+                        api(client, namespace),
+                        settings.clone(),
+                        scope,
+                        Change::ReplicaSet,
+                    ),
                 };
                 streams.push(stream);
             }
@@ -284,7 +304,8 @@ impl Emitter {
     /// changes within moments, and one clock keeps the order `correlate` relies on (objects'
     /// own times come from the clocks of whichever component wrote them).
     pub(super) fn event(&mut self) -> UnifiedEvent {
-        let mut event = UnifiedEvent::new(tapio_event::EventType::Kubernetes, "kubernetes", self.now);
+        let mut event =
+            UnifiedEvent::new(tapio_event::EventType::Kubernetes, "kubernetes", self.now);
         event.id = self.ids.next_id(self.now);
         event
     }

@@ -22,11 +22,17 @@ pub(super) struct DeploymentFacts {
     name: Box<str>,
     /// Desired, updated, available and unavailable replicas.
     replicas: [i32; 4],
-    /// The `Progressing` condition's reason and message.
-    progressing: Option<(Box<str>, Option<Box<str>>)>,
-    /// The `Available` condition's status, reason and message.
-    available: Option<(bool, Option<Box<str>>, Option<Box<str>>)>,
+    progressing: Option<Condition>,
+    available: Option<Condition>,
     labels: StringMap,
+}
+
+/// What is kept of a Deployment condition.
+#[derive(Debug, Clone, PartialEq)]
+struct Condition {
+    status: bool,
+    reason: Option<Box<str>>,
+    message: Option<Box<str>>,
 }
 
 impl Facts for DeploymentFacts {
@@ -54,6 +60,11 @@ impl Kind for Deployments {
                 .into_iter()
                 .flatten()
                 .find(|c| c.type_ == kind)
+                .map(|c| Condition {
+                    status: c.status == "True",
+                    reason: c.reason.as_deref().map(Box::from),
+                    message: c.message.as_deref().map(Box::from),
+                })
         };
         DeploymentFacts {
             uid: deployment.uid().unwrap_or_default().into(),
@@ -61,22 +72,17 @@ impl Kind for Deployments {
             namespace: deployment.namespace().unwrap_or_default().into(),
             name: deployment.name_any().into(),
             replicas: [
-                deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+                deployment
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.replicas)
+                    .unwrap_or(1),
                 status.and_then(|s| s.updated_replicas).unwrap_or(0),
                 status.and_then(|s| s.available_replicas).unwrap_or(0),
                 status.and_then(|s| s.unavailable_replicas).unwrap_or(0),
             ],
-            progressing: condition("Progressing").and_then(|c| {
-                let reason = c.reason.as_deref()?;
-                Some((reason.into(), c.message.as_deref().map(Box::from)))
-            }),
-            available: condition("Available").map(|c| {
-                (
-                    c.status == "True",
-                    c.reason.as_deref().map(Box::from),
-                    c.message.as_deref().map(Box::from),
-                )
-            }),
+            progressing: condition("Progressing"),
+            available: condition("Available"),
             labels: deployment.labels().clone(),
         }
     }
@@ -92,22 +98,28 @@ impl Kind for Deployments {
     /// One event per change of the rollout: a new `Progressing` reason first (it names the
     /// step: `NewReplicaSetCreated`, `NewReplicaSetAvailable`, `ProgressDeadlineExceeded`),
     /// else a change of `Available`, else of the replica counts.
-    fn changed(_: &Cluster, old: Option<&DeploymentFacts>, new: &DeploymentFacts, out: &mut Emitter) {
+    fn changed(
+        _: &Cluster,
+        old: Option<&DeploymentFacts>,
+        new: &DeploymentFacts,
+        out: &mut Emitter,
+    ) {
         let Some(old) = old else {
             out_deployment(out, new, KubeAction::Added, None);
             return;
         };
-        let progressed = new
-            .progressing
-            .as_ref()
-            .filter(|(reason, _)| old.progressing.as_ref().map(|(r, _)| r) != Some(reason))
-            .map(|(reason, message)| (&**reason, message.as_deref()));
+        // A condition's change: the Progressing reason moved on, or Available flipped.
+        let progressed = new.progressing.as_ref().filter(|c| {
+            c.reason.as_ref() != old.progressing.as_ref().and_then(|o| o.reason.as_ref())
+        });
         let availability = new
             .available
             .as_ref()
-            .filter(|(status, _, _)| old.available.as_ref().map(|a| a.0) != Some(*status))
-            .and_then(|(_, reason, message)| Some((reason.as_deref()?, message.as_deref())));
-        match progressed.or(availability) {
+            .filter(|c| Some(c.status) != old.available.as_ref().map(|o| o.status));
+        let change = progressed
+            .or(availability)
+            .and_then(|c| Some((c.reason.as_deref()?, c.message.as_deref())));
+        match change {
             Some(change) => out_deployment(out, new, KubeAction::Modified, Some(change)),
             None if old.replicas != new.replicas => {
                 out_deployment(out, new, KubeAction::Modified, None);
@@ -232,7 +244,12 @@ impl Kind for ReplicaSets {
 
     /// A new ReplicaSet of a Deployment is a step of its rollout; later changes of the
     /// ReplicaSet show in the Deployment's own counts.
-    fn changed(_: &Cluster, old: Option<&ReplicaSetFacts>, new: &ReplicaSetFacts, out: &mut Emitter) {
+    fn changed(
+        _: &Cluster,
+        old: Option<&ReplicaSetFacts>,
+        new: &ReplicaSetFacts,
+        out: &mut Emitter,
+    ) {
         if old.is_none() {
             out_replicaset(out, new, KubeAction::Added);
         }
@@ -250,9 +267,13 @@ fn out_replicaset(out: &mut Emitter, rs: &ReplicaSetFacts, action: KubeAction) {
         return;
     };
     let mut entity = deployment_entity(uid, deployment, &rs.namespace);
-    entity.attributes.insert("replicaset".into(), rs.name.to_string());
+    entity
+        .attributes
+        .insert("replicaset".into(), rs.name.to_string());
     if let Some(revision) = rs.annotations.get(KEPT_ANNOTATIONS[0]) {
-        entity.attributes.insert("revision".into(), revision.clone());
+        entity
+            .attributes
+            .insert("revision".into(), revision.clone());
     }
     let mut event = out.event();
     event.entity = Some(entity);

@@ -69,7 +69,7 @@ pub struct PatternConfig {
     pub fallback: bool,
     /// Another pattern this one is a variant of: the same story told from other evidence.
     /// Its summaries carry that pattern's name, and a group fires at most one of them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub variant_of: Option<String>,
     /// The steps, all required, in any order.
     #[serde(deserialize_with = "non_empty_steps")]

@@ -100,7 +100,9 @@ impl Script {
         self.kube(ms, pod, reason);
         let event = self.events.last_mut().unwrap();
         let entity = event.entity.as_deref_mut().unwrap();
-        entity.attributes.insert("exit_code".into(), code.to_string());
+        entity
+            .attributes
+            .insert("exit_code".into(), code.to_string());
         self
     }
 
@@ -600,7 +602,10 @@ fn the_cluster_alone_tells_an_oom_kill_and_a_crash_loop() {
         "raise-memory-limit-or-fix-leak",
         "uid-api",
     );
-    assert!(narrative.contains("container terminated OOMKilled"), "{narrative}");
+    assert!(
+        narrative.contains("container terminated OOMKilled"),
+        "{narrative}"
+    );
 
     let mut crashes = Script::default();
     crashes
@@ -615,7 +620,10 @@ fn the_cluster_alone_tells_an_oom_kill_and_a_crash_loop() {
         "inspect-application-logs",
         "uid-api",
     );
-    assert!(narrative.contains("3 container terminations with a non-zero exit"), "{narrative}");
+    assert!(
+        narrative.contains("3 container terminations with a non-zero exit"),
+        "{narrative}"
+    );
 
     let mut clean = Script::default();
     clean
@@ -640,7 +648,10 @@ fn with_the_kernels_evidence_too_each_story_is_told_once_by_the_original() {
         "inspect-application-logs",
         "uid-api",
     );
-    assert!(narrative.contains("3 non-zero exits"), "the kernel's story: {narrative}");
+    assert!(
+        narrative.contains("3 non-zero exits"),
+        "the kernel's story: {narrative}"
+    );
 
     let mut oom = Script::default();
     oom_kill(&mut oom, &API, 0);

@@ -141,7 +141,8 @@ impl Resolver {
                 && let (Some(kind), Some(name)) =
                     (attributes.get(WORKLOAD_KIND), attributes.get(WORKLOAD))
             {
-                self.cache.pod_mut(pod).workload = Some((kind.as_str().into(), name.as_str().into()));
+                self.cache.pod_mut(pod).workload =
+                    Some((kind.as_str().into(), name.as_str().into()));
             }
         }
         Some(pod)

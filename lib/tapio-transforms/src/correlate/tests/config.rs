@@ -309,7 +309,12 @@ fn a_variant_must_vary_a_pattern_of_the_catalog() {
         .unwrap()
     };
     let unknown = variant("no-such-pattern").correlator().err().unwrap();
-    assert!(unknown.message().contains("`no-such-pattern`, which is not in the catalog"), "{unknown}");
+    assert!(
+        unknown
+            .message()
+            .contains("`no-such-pattern`, which is not in the catalog"),
+        "{unknown}"
+    );
     let nested = variant("crash-loop-cluster").correlator().err().unwrap();
     assert!(nested.message().contains("itself a variant"), "{nested}");
     assert!(variant("crash-loop").correlator().is_ok());

@@ -285,17 +285,29 @@ fn source_pod_update(pod: &Pod, sidecar: &str) -> Value {
 fn a_kubernetes_pod_update_resolves_the_kernel_events_of_each_of_its_containers() {
     let mut e = enricher("");
     let sidecar = "5eed5eed";
-    let unknown = process(API.node, "exec", json!({ "pid": 90, "comm": "envoy", "container_id": sidecar }));
+    let unknown = process(
+        API.node,
+        "exec",
+        json!({ "pid": 90, "comm": "envoy", "container_id": sidecar }),
+    );
     assert_eq!(entity(&one(&mut e, unknown.clone())).0, EntityType::Host);
     one(&mut e, source_pod_update(&API, sidecar));
     for id in [API.container, sidecar] {
         let exec = one(
             &mut e,
-            process(API.node, "exec", json!({ "pid": 91, "comm": "app", "container_id": id })),
+            process(
+                API.node,
+                "exec",
+                json!({ "pid": 91, "comm": "app", "container_id": id }),
+            ),
         );
         let resolved = exec.entity.as_deref().unwrap();
         assert_eq!(
-            (resolved.kind, resolved.name.as_deref(), resolved.namespace.as_deref()),
+            (
+                resolved.kind,
+                resolved.name.as_deref(),
+                resolved.namespace.as_deref()
+            ),
             (EntityType::Pod, Some(API.name), Some(API.namespace)),
             "container {id}"
         );
