@@ -878,3 +878,16 @@ fn measure_10k_pods_listed_then_updates() {
         common::rss_kib(pid) / 1024
     );
 }
+
+#[test]
+fn a_plain_http_server_with_a_bearer_token_works_as_with_kubectl() {
+    let server = FakeApiServer::start_plain();
+    server.put("pods", running_pod("shop", "api-1", "worker-1", "c1"));
+    let run = Run::start(
+        &server.kubeconfig(),
+        "resources = [\"pods\"]\nemit_initial = true",
+    );
+    // The fake answers 401 to a request without the token, which would stop the source.
+    let events = run.wait_for("the listed pod", |e| !e.is_empty());
+    assert_eq!(events[0]["kubernetes"]["name"], "api-1");
+}

@@ -86,7 +86,8 @@ pub struct FakeApiServer {
     /// Stops the listener and every connection when set (or dropped).
     serving: Option<watch::Sender<bool>>,
     address: SocketAddr,
-    tls: TlsAcceptor,
+    /// `None`: plain HTTP, as a local or proxied API server may be reached.
+    tls: Option<TlsAcceptor>,
     dir: tempfile::TempDir,
 }
 
@@ -94,6 +95,15 @@ impl FakeApiServer {
     /// Starts a server on a free loopback port accepting `token`, and writes its CA and a
     /// kubeconfig pointing at it into a temporary directory.
     pub fn start_with_token(token: &str) -> FakeApiServer {
+        FakeApiServer::start_with(token, true)
+    }
+
+    /// A server speaking plain HTTP (`server: http://…` in its kubeconfig, a bearer token).
+    pub fn start_plain() -> FakeApiServer {
+        FakeApiServer::start_with("tapio-test-token", false)
+    }
+
+    fn start_with(token: &str, https: bool) -> FakeApiServer {
         let dir = tempfile::tempdir().unwrap();
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -142,7 +152,7 @@ impl FakeApiServer {
             runtime,
             serving: None,
             address,
-            tls: TlsAcceptor::from(Arc::new(tls)),
+            tls: https.then(|| TlsAcceptor::from(Arc::new(tls))),
             dir,
         };
         server.serve(listener);
@@ -164,10 +174,16 @@ impl FakeApiServer {
     /// Writes a kubeconfig named `name` with `token` as its credentials; returns its path.
     pub fn write_kubeconfig(&self, name: &str, token: &str) -> PathBuf {
         let path = self.dir.path().join(name);
+        let cluster = match self.tls {
+            Some(_) => format!(
+                "server: https://127.0.0.1:{}\n    certificate-authority: {}",
+                self.address.port(),
+                self.dir.path().join("ca.crt").display()
+            ),
+            None => format!("server: http://127.0.0.1:{}", self.address.port()),
+        };
         let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: https://127.0.0.1:{port}\n    certificate-authority: {ca}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: tapio\n    namespace: default\ncurrent-context: fake\nusers:\n- name: tapio\n  user:\n    token: {token}\n",
-            port = self.address.port(),
-            ca = self.dir.path().join("ca.crt").display(),
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    {cluster}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: tapio\n    namespace: default\ncurrent-context: fake\nusers:\n- name: tapio\n  user:\n    token: {token}\n",
         );
         std::fs::write(&path, text).unwrap();
         path
@@ -198,18 +214,27 @@ impl FakeApiServer {
                 let tls = tls.clone();
                 let shared = shared.clone();
                 let mut closing = stopped.clone();
+                let service = service_fn(move |request| {
+                    let shared = shared.clone();
+                    async move { Ok::<_, Infallible>(shared.handle(request)) }
+                });
                 tokio::spawn(async move {
-                    let Ok(stream) = tls.accept(tcp).await else {
-                        return;
+                    let http = http1::Builder::new();
+                    let served = async {
+                        match tls {
+                            Some(tls) => {
+                                if let Ok(stream) = tls.accept(tcp).await {
+                                    let _ =
+                                        http.serve_connection(TokioIo::new(stream), service).await;
+                                }
+                            }
+                            None => {
+                                let _ = http.serve_connection(TokioIo::new(tcp), service).await;
+                            }
+                        }
                     };
-                    let service = service_fn(move |request| {
-                        let shared = shared.clone();
-                        async move { Ok::<_, Infallible>(shared.handle(request)) }
-                    });
-                    let connection =
-                        http1::Builder::new().serve_connection(TokioIo::new(stream), service);
                     tokio::select! {
-                        _ = connection => {}
+                        () = served => {}
                         _ = closing.changed() => {}
                     }
                 });

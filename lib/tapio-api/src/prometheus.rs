@@ -205,6 +205,26 @@ mod tests {
     }
 
     #[test]
+    fn exposes_warnings_as_counters_and_state_sizes_as_gauges() {
+        let metrics = ComponentMetrics::new("cluster", "kubernetes", ComponentKind::Source);
+        metrics.add_warning("relist");
+        metrics.add_warning("relist");
+        metrics.set_state_size("pods", 7);
+        metrics.set_state_size("pods", 5);
+        let text = render(&[metrics.snapshot()]);
+        let labels =
+            "component=\"cluster\",component_kind=\"source\",component_type=\"kubernetes\"";
+        for line in [
+            "# TYPE tapio_component_warnings_total counter".to_owned(),
+            format!("tapio_component_warnings_total{{{labels},warning=\"relist\"}} 2"),
+            "# TYPE tapio_component_state_objects gauge".to_owned(),
+            format!("tapio_component_state_objects{{{labels},state=\"pods\"}} 5"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+        }
+    }
+
+    #[test]
     fn exposes_latency_as_a_histogram_in_seconds() {
         let metrics = ComponentMetrics::new("enrich", "semantic_enrich", ComponentKind::Transform);
         metrics.observe_latency(std::time::Duration::from_micros(300));

@@ -8,7 +8,7 @@ use kube::ResourceExt;
 use tapio_event::{Entity, EntityType, KubernetesContext};
 
 use super::nodes::node_entity;
-use super::pods::pod_entity;
+use super::pods::{boxed, pod_entity};
 use super::store::{Facts, Store};
 use super::watch::{Cluster, Emitter, Kind};
 use super::workloads::workload_entity;
@@ -42,10 +42,6 @@ impl Facts for EventFacts {
 /// The `Kind` of core/v1 Events.
 pub(super) struct Events;
 
-fn boxed(text: &Option<String>) -> Option<Box<str>> {
-    text.as_deref().filter(|t| !t.is_empty()).map(Box::from)
-}
-
 impl Kind for Events {
     type Object = CoreEvent;
     type Facts = EventFacts;
@@ -62,13 +58,13 @@ impl Kind for Events {
                 .and_then(|s| s.count)
                 .or(event.count)
                 .unwrap_or(1),
-            kind: boxed(&object.kind),
-            name: boxed(&object.name),
-            namespace: boxed(&object.namespace),
-            object_uid: boxed(&object.uid),
-            reason: boxed(&event.reason),
-            message: boxed(&event.message),
-            event_type: boxed(&event.type_),
+            kind: boxed(object.kind.as_deref()),
+            name: boxed(object.name.as_deref()),
+            namespace: boxed(object.namespace.as_deref()),
+            object_uid: boxed(object.uid.as_deref()),
+            reason: boxed(event.reason.as_deref()),
+            message: boxed(event.message.as_deref()),
+            event_type: boxed(event.type_.as_deref()),
         }
     }
 

@@ -5,7 +5,7 @@
 //! `lastState.terminated`; a waiting state such as `CrashLoopBackOff` or `ImagePullBackOff`) is
 //! an event of its own, naming its container.
 
-use k8s_openapi::api::core::v1::{ContainerState, ContainerStatus, Pod};
+use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated, ContainerStatus, Pod};
 use kube::ResourceExt;
 use tapio_event::{Entity, EntityType, KubeAction, KubernetesContext, StringMap, UnifiedEvent};
 
@@ -154,12 +154,13 @@ impl Kind for Pods {
     }
 }
 
-fn boxed(text: Option<&str>) -> Option<Box<str>> {
+/// A text worth keeping: absent and empty are the same to the API.
+pub(super) fn boxed(text: Option<&str>) -> Option<Box<str>> {
     text.filter(|t| !t.is_empty()).map(Box::from)
 }
 
 /// A container id without the runtime's `scheme://`.
-pub(super) fn bare_id(id: &str) -> &str {
+fn bare_id(id: &str) -> &str {
     RUNTIME_SCHEMES
         .iter()
         .find_map(|scheme| id.strip_prefix(scheme))
@@ -176,12 +177,16 @@ fn container(status: &ContainerStatus) -> Container {
             .last_state
             .as_ref()
             .and_then(|s| s.terminated.as_ref())
-            .map(|t| Terminated {
-                reason: boxed(t.reason.as_deref()),
-                exit_code: t.exit_code,
-                message: boxed(t.message.as_deref()),
-                container_id: boxed(t.container_id.as_deref().map(bare_id)),
-            }),
+            .map(terminated),
+    }
+}
+
+fn terminated(t: &ContainerStateTerminated) -> Terminated {
+    Terminated {
+        reason: boxed(t.reason.as_deref()),
+        exit_code: t.exit_code,
+        message: boxed(t.message.as_deref()),
+        container_id: boxed(t.container_id.as_deref().map(bare_id)),
     }
 }
 
@@ -190,12 +195,7 @@ fn state(state: Option<&ContainerState>) -> State {
         return State::Unknown;
     };
     if let Some(t) = &state.terminated {
-        State::Terminated(Terminated {
-            reason: boxed(t.reason.as_deref()),
-            exit_code: t.exit_code,
-            message: boxed(t.message.as_deref()),
-            container_id: boxed(t.container_id.as_deref().map(bare_id)),
-        })
+        State::Terminated(terminated(t))
     } else if let Some(w) = &state.waiting {
         State::Waiting {
             reason: boxed(w.reason.as_deref()),

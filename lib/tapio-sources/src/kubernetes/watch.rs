@@ -51,9 +51,15 @@ fn selector<'a>(terms: impl IntoIterator<Item = Option<&'a str>>) -> Option<Stri
 }
 
 impl Plan {
+    /// The watches `config` asks for: each kind once, in one namespace after another or
+    /// cluster-wide, with the selectors that apply to it.
     pub(super) fn new(config: &KubernetesConfig) -> Self {
-        let mut resources = config.resources.clone();
-        resources.dedup();
+        let mut resources = Vec::new();
+        for resource in &config.resources {
+            if !resources.contains(resource) {
+                resources.push(*resource);
+            }
+        }
         let namespaces = if config.namespaces.include.is_empty() {
             vec![None]
         } else {
