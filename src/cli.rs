@@ -115,6 +115,13 @@ pub fn init_logging(format: LogFormat) {
     } else {
         filter
     };
+    // kube-client logs every failed request as an error of its own; the kubernetes source
+    // reports each failure once, saying what it means. TAPIO_LOG=kube_client=… brings it back.
+    let filter = if spec.contains("kube_client") {
+        filter
+    } else {
+        filter.with_target("kube_client::client::builder", LevelFilter::OFF)
+    };
     let registry = tracing_subscriber::registry().with(filter);
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = tracing_subscriber::fmt::layer()

@@ -47,9 +47,10 @@ const FAMILIES: &[Family] = &[
     },
 ];
 
-/// A family of counters keyed by a second label (drop reason, error kind, evicted state).
+/// A family keyed by a second label (drop reason, error kind, evicted state, …).
 struct KeyedFamily {
     name: &'static str,
+    kind: &'static str,
     label: &'static str,
     help: &'static str,
     counts: fn(&MetricsSnapshot) -> &BTreeMap<&'static str, u64>,
@@ -58,21 +59,38 @@ struct KeyedFamily {
 const KEYED_FAMILIES: &[KeyedFamily] = &[
     KeyedFamily {
         name: "tapio_component_discarded_events_total",
+        kind: "counter",
         label: "reason",
         help: "Events dropped on purpose, by reason.",
         counts: |s| &s.dropped,
     },
     KeyedFamily {
         name: "tapio_component_errors_total",
+        kind: "counter",
         label: "error_type",
         help: "Events that failed, by kind of error.",
         counts: |s| &s.errors,
     },
     KeyedFamily {
         name: "tapio_component_evictions_total",
+        kind: "counter",
         label: "state",
         help: "Entries pushed out of a component's bounded state at its bound, by state.",
         counts: |s| &s.evicted,
+    },
+    KeyedFamily {
+        name: "tapio_component_warnings_total",
+        kind: "counter",
+        label: "warning",
+        help: "Warnings a component logged, by kind (a relist, an API error).",
+        counts: |s| &s.warnings,
+    },
+    KeyedFamily {
+        name: "tapio_component_state_objects",
+        kind: "gauge",
+        label: "state",
+        help: "Objects a component holds in its state, by what they are.",
+        counts: |s| &s.state_sizes,
     },
 ];
 
@@ -106,8 +124,8 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
     for family in KEYED_FAMILIES {
         let _ = writeln!(
             out,
-            "# HELP {} {}\n# TYPE {} counter",
-            family.name, family.help, family.name
+            "# HELP {} {}\n# TYPE {} {}",
+            family.name, family.help, family.name, family.kind
         );
         for s in snapshots {
             for (key, value) in (family.counts)(s) {
@@ -184,6 +202,26 @@ mod tests {
         assert!(text.contains(
             "tapio_component_evictions_total{component=\"out\",component_kind=\"sink\",component_type=\"file\",state=\"entity_cache_keys\"} 5"
         ));
+    }
+
+    #[test]
+    fn exposes_warnings_as_counters_and_state_sizes_as_gauges() {
+        let metrics = ComponentMetrics::new("cluster", "kubernetes", ComponentKind::Source);
+        metrics.add_warning("relist");
+        metrics.add_warning("relist");
+        metrics.set_state_size("pods", 7);
+        metrics.set_state_size("pods", 5);
+        let text = render(&[metrics.snapshot()]);
+        let labels =
+            "component=\"cluster\",component_kind=\"source\",component_type=\"kubernetes\"";
+        for line in [
+            "# TYPE tapio_component_warnings_total counter".to_owned(),
+            format!("tapio_component_warnings_total{{{labels},warning=\"relist\"}} 2"),
+            "# TYPE tapio_component_state_objects gauge".to_owned(),
+            format!("tapio_component_state_objects{{{labels},state=\"pods\"}} 5"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+        }
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub struct ComponentMetrics {
     dropped: Mutex<BTreeMap<&'static str, u64>>,
     errors: Mutex<BTreeMap<&'static str, u64>>,
     evicted: Mutex<BTreeMap<&'static str, u64>>,
+    warnings: Mutex<BTreeMap<&'static str, u64>>,
+    state_sizes: Mutex<BTreeMap<&'static str, u64>>,
     latency: Latency,
 }
 
@@ -93,6 +95,11 @@ pub struct MetricsSnapshot {
     /// (`entity_cache_keys`, `correlation_groups`, `reorder_buffer_events`, …). Nothing is
     /// lost with them, but a steady count says the bound is too small for the traffic.
     pub evicted: BTreeMap<&'static str, u64>,
+    /// Warnings a component logged, by kind (`relist`, `api_error`, …): the log says what
+    /// happened, the count how often.
+    pub warnings: BTreeMap<&'static str, u64>,
+    /// Objects a component holds in its state now, by what they are (`pods`, `nodes`, …).
+    pub state_sizes: BTreeMap<&'static str, u64>,
     /// Per-batch latency through the component.
     pub latency: LatencySnapshot,
 }
@@ -128,6 +135,8 @@ impl ComponentMetrics {
             dropped: Mutex::new(BTreeMap::new()),
             errors: Mutex::new(BTreeMap::new()),
             evicted: Mutex::new(BTreeMap::new()),
+            warnings: Mutex::new(BTreeMap::new()),
+            state_sizes: Mutex::new(BTreeMap::new()),
             latency: Latency::default(),
         }
     }
@@ -176,6 +185,16 @@ impl ComponentMetrics {
         }
     }
 
+    /// One warning of `kind` was logged.
+    pub fn add_warning(&self, kind: &'static str) {
+        *lock(&self.warnings).entry(kind).or_default() += 1;
+    }
+
+    /// Records how many `what` the component's state holds now.
+    pub fn set_state_size(&self, what: &'static str, n: u64) {
+        lock(&self.state_sizes).insert(what, n);
+    }
+
     /// Declares the capacity of the component's input buffer.
     pub fn set_buffer_max(&self, max_events: usize) {
         self.buffer_max.store(max_events as u64, Ordering::Relaxed);
@@ -200,6 +219,8 @@ impl ComponentMetrics {
             dropped: lock(&self.dropped).clone(),
             errors: lock(&self.errors).clone(),
             evicted: lock(&self.evicted).clone(),
+            warnings: lock(&self.warnings).clone(),
+            state_sizes: lock(&self.state_sizes).clone(),
             latency: self.latency.snapshot(),
         }
     }

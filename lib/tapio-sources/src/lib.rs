@@ -5,6 +5,7 @@ pub mod demo;
 pub mod ebpf;
 pub mod file;
 pub mod kafka;
+pub mod kubernetes;
 pub mod otlp;
 pub mod stdin;
 mod util;
@@ -19,6 +20,7 @@ tapio_event::component_registry! {
         "ebpf" => Ebpf(ebpf::EbpfConfig),
         "file" => File(file::FileConfig),
         "kafka" => Kafka(kafka::KafkaSourceConfig),
+        "kubernetes" => Kubernetes(kubernetes::KubernetesConfig),
         "otlp" => Otlp(otlp::OtlpSourceConfig),
         "stdin" => Stdin(stdin::StdinConfig),
     }

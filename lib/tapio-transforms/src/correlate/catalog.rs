@@ -36,6 +36,11 @@
 //! summary = "keeps being OOM-killed"  # "{key}" in it becomes the key's value
 //! ```
 //!
+//! A pattern with `variant_of = "<pattern>"` tells the same story from other evidence (the
+//! cluster-side `crash-loop-cluster` recognises a crash loop from the kubelet's reports when
+//! the kernel's exits are not there): its summaries carry the name of the pattern it is a
+//! variant of, and a group fires at most one of a pattern and its variants.
+//!
 //! A `match` is a table of field predicates that must all hold, or a list of such tables of
 //! which one must hold. Keys are the event's field paths (as in templates: `kubernetes.reason`,
 //! `entity.attributes.<key>`); a value is a value to equal, a list of values (one of them),
@@ -80,6 +85,10 @@ pub struct PatternConfig {
     /// none of them has fired.
     #[serde(default)]
     pub fallback: bool,
+    /// Another pattern this one is a variant of: the same story told from other evidence.
+    /// Its summaries carry that pattern's name, and a group fires at most one of them.
+    #[serde(default)]
+    pub variant_of: Option<String>,
     /// `sequence`: `steps` that one correlation group must hold; `recurrence`: the fact in
     /// `match` happening to one entity `count` times within `within`.
     #[serde(default)]
@@ -143,9 +152,13 @@ impl PatternConfig {
                         "pattern `{name}`: a recurrence needs `match`, the fact it counts"
                     ));
                 }
-                if !self.steps.is_empty() || self.forbidden.is_some() || self.fallback {
+                if !self.steps.is_empty()
+                    || self.forbidden.is_some()
+                    || self.fallback
+                    || self.variant_of.is_some()
+                {
                     return Err(format!(
-                        "pattern `{name}`: a recurrence has `match`, `count` and `within`, not `steps`, `forbidden` or `fallback`"
+                        "pattern `{name}`: a recurrence has `match`, `count` and `within`, not `steps`, `forbidden`, `fallback` or `variant_of`"
                     ));
                 }
                 if self.count.is_some_and(|count| count < 2) {
@@ -595,6 +608,31 @@ pub(crate) fn unique_names<'de, D: Deserializer<'de>>(
     Ok(patterns)
 }
 
+/// For each (sorted) pattern, the name its summaries carry and the index of the pattern whose
+/// firing it shares; a variant must name a pattern that is not itself a variant.
+fn families(configs: &[PatternConfig]) -> Result<Vec<(String, usize)>, String> {
+    configs
+        .iter()
+        .enumerate()
+        .map(|(index, config)| {
+            let Some(original) = &config.variant_of else {
+                return Ok((config.name.clone(), index));
+            };
+            match configs.iter().position(|c| &c.name == original) {
+                Some(at) if configs[at].variant_of.is_none() => Ok((original.clone(), at)),
+                Some(_) => Err(format!(
+                    "pattern `{}` is a variant of `{original}`, which is itself a variant",
+                    config.name
+                )),
+                None => Err(format!(
+                    "pattern `{}` is a variant of `{original}`, which is not in the catalog",
+                    config.name
+                )),
+            }
+        })
+        .collect()
+}
+
 /// The layout of `catalog.toml`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -641,7 +679,11 @@ pub(crate) struct Required {
 /// A pattern ready to be checked against a group's step counts.
 #[derive(Debug)]
 pub(crate) struct Pattern {
+    /// The name summaries carry: the pattern's own, or for a variant the one it varies.
     pub(crate) name: String,
+    /// The catalog index of the pattern whose firing this one shares: its own, or for a
+    /// variant its original's.
+    pub(crate) family: usize,
     pub(crate) root_cause: String,
     pub(crate) recommended_action: String,
     pub(crate) confidence: f64,
@@ -706,13 +748,16 @@ impl Catalog {
                 None => configs.push(pattern.clone()),
             }
         }
-        configs.sort_by_key(|c| (c.fallback, c.priority));
+        // Recurrences last, so a sequence's index among the configs is its index among the
+        // patterns (variants name their family by it).
+        configs.sort_by_key(|c| (c.kind == PatternKind::Recurrence, c.fallback, c.priority));
+        let families = families(&configs)?;
         let mut catalog = Catalog {
             patterns: Vec::with_capacity(configs.len()),
             steps: Vec::new(),
             recurrences: Vec::new(),
         };
-        for config in configs {
+        for (config, (name, family)) in configs.into_iter().zip(families) {
             config.check()?;
             if config.kind == PatternKind::Recurrence {
                 catalog.recurrences.push(Recurrence::from_config(config)?);
@@ -729,7 +774,8 @@ impl Catalog {
                 .collect();
             let forbidden = config.forbidden.map(|matcher| catalog.step_index(matcher));
             catalog.patterns.push(Pattern {
-                name: config.name,
+                name,
+                family,
                 root_cause: config.root_cause,
                 recommended_action: config.recommended_action,
                 confidence: config.confidence,
@@ -742,6 +788,7 @@ impl Catalog {
         Ok(catalog)
     }
 
+    /// Reads one config's step into the catalog's distinct steps.
     fn step_index(&mut self, matcher: Matcher) -> usize {
         match self.steps.iter().position(|known| *known == matcher) {
             Some(index) => index,

@@ -109,7 +109,8 @@ impl Related {
 pub(crate) struct Progress {
     /// Matching events per catalog step.
     counts: Vec<u32>,
-    /// Patterns already summarised, by catalog index.
+    /// Patterns already summarised, by catalog index of their family (a variant's firing is
+    /// its original's).
     fired: Vec<bool>,
     /// Whether a non-fallback pattern has fired.
     fired_specific: bool,
@@ -138,17 +139,17 @@ impl Progress {
     }
 
     /// Appends to `completed` the patterns completed since the last call, in catalog order,
-    /// and marks them fired: one summary per pattern, and a fallback pattern only while no
-    /// specific one has fired.
+    /// and marks them fired: one summary per pattern and its variants, and a fallback pattern
+    /// only while no specific one has fired.
     pub(crate) fn newly_complete(&mut self, catalog: &Catalog, completed: &mut Vec<usize>) {
         for (index, pattern) in catalog.patterns().iter().enumerate() {
-            if self.fired[index]
+            if self.fired[pattern.family]
                 || (pattern.fallback && self.fired_specific)
                 || !pattern.is_complete(&self.counts)
             {
                 continue;
             }
-            self.fired[index] = true;
+            self.fired[pattern.family] = true;
             self.fired_specific |= !pattern.fallback;
             completed.push(index);
         }

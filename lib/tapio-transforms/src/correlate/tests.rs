@@ -95,6 +95,18 @@ impl Script {
         self
     }
 
+    /// A container termination as the `kubernetes` source reports it: a pod update with the
+    /// kubelet's reason and the exit code in the entity's attributes.
+    fn terminated(&mut self, ms: i64, pod: &Pod, reason: &str, code: i32) -> &mut Self {
+        self.kube(ms, pod, reason);
+        let event = self.events.last_mut().unwrap();
+        let entity = event.entity.as_deref_mut().unwrap();
+        entity
+            .attributes
+            .insert("exit_code".into(), code.to_string());
+        self
+    }
+
     fn cni(&mut self, ms: i64, pod: &Pod, operation: &str, error: Option<&str>) -> &mut Self {
         let event = self.push(ms, EventType::Network, "cni", pod.by_name());
         event.network = Some(Box::new(NetworkContext {
@@ -348,8 +360,12 @@ fn the_builtin_catalog_is_valid_and_ordered() {
         names,
         [
             "oom-kill-cascade",
+            // oom-kill-cascade-cluster, its variant, reports as the original.
+            "oom-kill-cascade",
             "network-failure-cascade",
             "node-runtime-failure",
+            "crash-loop",
+            // crash-loop-cluster.
             "crash-loop",
             "pod-deployment-sequence"
         ]
@@ -471,7 +487,8 @@ fn steps_split_across_two_pods_make_no_story() {
         .process(1700, &CART, "exit", Some(1))
         .kube(2000, &CART, "BackOff")
         .process(2100, &API, "oom_kill", None)
-        .kube(2200, &CART, "OOMKilled");
+        // On CART with its BackOff, this would be the cluster-side OOM story.
+        .kube(2200, &API, "OOMKilled");
     let (out, _) = run(&CorrelateConfig::default(), script.shuffled(3));
     assert!(summaries(&out).is_empty(), "{:#?}", summaries(&out));
     assert_ne!(id_of(&out, "evt_0001"), id_of(&out, "evt_0003"));
@@ -571,4 +588,81 @@ fn a_specific_story_suppresses_the_deployment_sequence() {
         .map(|s| s.correlation.as_ref().unwrap().pattern.clone().unwrap())
         .collect();
     assert_eq!(patterns, ["crash-loop"]);
+}
+
+#[test]
+fn the_cluster_alone_tells_an_oom_kill_and_a_crash_loop() {
+    let mut oom = Script::default();
+    oom.terminated(0, &API, "OOMKilled", 137)
+        .kube(1000, &API, "CrashLoopBackOff")
+        .kube(1400, &API, "BackOff");
+    let narrative = assert_one_summary(
+        &oom,
+        "oom-kill-cascade",
+        "memory-limit-exceeded",
+        "raise-memory-limit-or-fix-leak",
+        "uid-api",
+    );
+    assert!(
+        narrative.contains("container terminated OOMKilled"),
+        "{narrative}"
+    );
+
+    let mut crashes = Script::default();
+    crashes
+        .terminated(0, &API, "Error", 1)
+        .terminated(1000, &API, "Error", 1)
+        .terminated(2000, &API, "Error", 2)
+        .kube(2300, &API, "BackOff");
+    let narrative = assert_one_summary(
+        &crashes,
+        "crash-loop",
+        "application-crash",
+        "inspect-application-logs",
+        "uid-api",
+    );
+    assert!(
+        narrative.contains("3 container terminations with a non-zero exit"),
+        "{narrative}"
+    );
+
+    let mut clean = Script::default();
+    clean
+        .terminated(0, &API, "Error", 1)
+        .terminated(1000, &API, "Completed", 0)
+        .terminated(2000, &API, "Error", 1)
+        .kube(2300, &API, "BackOff");
+    assert!(summaries(&run(&CorrelateConfig::default(), clean.events).0).is_empty());
+}
+
+#[test]
+fn with_the_kernels_evidence_too_each_story_is_told_once_by_the_original() {
+    let mut script = Script::default();
+    crash_loop(&mut script, &API, 0);
+    for (i, ms) in [100, 1100, 2100].into_iter().enumerate() {
+        script.terminated(ms, &API, "Error", 1 + i as i32);
+    }
+    let narrative = assert_one_summary(
+        &script,
+        "crash-loop",
+        "application-crash",
+        "inspect-application-logs",
+        "uid-api",
+    );
+    assert!(
+        narrative.contains("3 non-zero exits"),
+        "the kernel's story: {narrative}"
+    );
+
+    let mut oom = Script::default();
+    oom_kill(&mut oom, &API, 0);
+    oom.terminated(300, &API, "OOMKilled", 137);
+    let narrative = assert_one_summary(
+        &oom,
+        "oom-kill-cascade",
+        "memory-limit-exceeded",
+        "raise-memory-limit-or-fix-leak",
+        "uid-api",
+    );
+    assert!(narrative.contains("kernel OOM kill"), "{narrative}");
 }

@@ -44,6 +44,9 @@ pub(super) struct Pod {
     pub(super) namespace: Option<Box<str>>,
     pub(super) name: Option<Box<str>>,
     pub(super) node: Option<Box<str>>,
+    /// The workload that owns the pod (`Deployment`, `api`), as the kubernetes source names
+    /// it in `entity.attributes.workload_kind`/`workload`.
+    pub(super) workload: Option<(Box<str>, Box<str>)>,
     /// The entries naming this pod; it is forgotten with the last one.
     entries: Vec<u32>,
 }
@@ -60,6 +63,9 @@ impl Pod {
             if mine.is_none() {
                 *mine = theirs.take();
             }
+        }
+        if self.workload.is_none() {
+            self.workload = other.workload.take();
         }
     }
 }

@@ -3,9 +3,11 @@
 //! (its node); that counts as unresolved and is replaced by the pod once the cache knows it,
 //! keeping the node. The facts learned, by event:
 //!
-//! - Kubernetes `Pod` objects and events: uid ⇄ `namespace/name`, node, `pod_ip` and
-//!   `container_id` (`containerd://`, `docker://`, `cri-o://` or bare); a deleted pod's
-//!   addresses are forgotten.
+//! - Kubernetes `Pod` objects and events: uid ⇄ `namespace/name`, node, `pod_ip`,
+//!   `container_id` and every id in the entity's `container_ids` attribute (the kubernetes
+//!   source lists all of a pod's containers there; `containerd://`, `docker://`, `cri-o://` or
+//!   bare), and the owner workload (`workload_kind`/`workload` attributes), which events
+//!   resolved to the pod then carry; a deleted pod's addresses are forgotten.
 //! - CNI: the pod (`namespace/name`, or uid) with its address and sandbox container id; `DEL`
 //!   forgets the addresses.
 //! - systemd container scopes (`cri-containerd-<id>.scope`, `docker-<id>.scope`,
@@ -25,6 +27,13 @@ use super::entity_cache::{EntityCache, KeyKind, Pod, PodRef};
 
 /// Prefixes of systemd scope units that hold an app container, followed by its id.
 const SCOPE_PREFIXES: [&str; 3] = ["cri-containerd-", "docker-", "crio-"];
+/// The entity attribute in which the kubernetes source lists every container id of a pod,
+/// comma-separated.
+const CONTAINER_IDS: &str = "container_ids";
+/// The entity attributes naming a pod's owner workload.
+const WORKLOAD_KIND: &str = "workload_kind";
+const WORKLOAD: &str = "workload";
+
 /// Schemes the kubelet puts before container ids.
 const RUNTIME_SCHEMES: [&str; 3] = ["containerd://", "docker://", "cri-o://"];
 
@@ -121,6 +130,19 @@ impl Resolver {
             }
             if let Some(id) = &k.container_id {
                 self.cache.link(KeyKind::Container, strip_scheme(id), pod);
+            }
+            let attributes = event.entity.as_deref().map(|e| &e.attributes);
+            if let Some(ids) = attributes.and_then(|a| a.get(CONTAINER_IDS)) {
+                for id in ids.split(',').filter(|id| !id.is_empty()) {
+                    self.cache.link(KeyKind::Container, strip_scheme(id), pod);
+                }
+            }
+            if let Some(attributes) = attributes
+                && let (Some(kind), Some(name)) =
+                    (attributes.get(WORKLOAD_KIND), attributes.get(WORKLOAD))
+            {
+                self.cache.pod_mut(pod).workload =
+                    Some((kind.as_str().into(), name.as_str().into()));
             }
         }
         Some(pod)
@@ -349,6 +371,7 @@ impl Resolver {
         entity.kind = EntityType::Pod;
         entity.name = pod.name.as_deref().map(str::to_owned);
         entity.namespace = pod.namespace.as_deref().map(str::to_owned);
+        add_workload(&mut entity.attributes, pod);
         entity.node = match (&pod.node, observed_on) {
             (Some(node), Some(observed)) if **node != *observed => {
                 // Seen from another node (a socket's peer): keep where it was observed.
@@ -392,6 +415,17 @@ impl Resolver {
                 *field = known.as_deref().map(str::to_owned);
             }
         }
+        add_workload(&mut entity.attributes, pod);
+    }
+}
+
+/// Names the pod's owner workload in `attributes`, unless they already name one.
+fn add_workload(attributes: &mut tapio_event::StringMap, pod: &Pod) {
+    if let Some((kind, name)) = &pod.workload
+        && !attributes.contains_key(WORKLOAD)
+    {
+        attributes.insert(WORKLOAD_KIND.to_owned(), kind.to_string());
+        attributes.insert(WORKLOAD.to_owned(), name.to_string());
     }
 }
 

@@ -299,3 +299,23 @@ fn patterns_serialize_to_the_form_they_are_read_from() {
         assert_eq!(steps(&read), steps(pattern), "{written}");
     }
 }
+
+#[test]
+fn a_variant_must_vary_a_pattern_of_the_catalog() {
+    let variant = |of: &str| {
+        parse(&format!(
+            "[[patterns]]\nname = \"mine\"\nvariant_of = \"{of}\"\nroot_cause = \"r\"\nrecommended_action = \"a\"\nconfidence = 0.5\nsummary = \"s\"\nsteps = [{{ label = \"l\", match = {{ \"kubernetes.reason\" = \"Evicted\" }} }}]\n"
+        ))
+        .unwrap()
+    };
+    let unknown = variant("no-such-pattern").correlator().err().unwrap();
+    assert!(
+        unknown
+            .message()
+            .contains("`no-such-pattern`, which is not in the catalog"),
+        "{unknown}"
+    );
+    let nested = variant("crash-loop-cluster").correlator().err().unwrap();
+    assert!(nested.message().contains("itself a variant"), "{nested}");
+    assert!(variant("crash-loop").correlator().is_ok());
+}

@@ -268,3 +268,58 @@ fn the_cache_is_bounded_and_evicts_the_least_recently_used() {
         EntityType::Host
     );
 }
+
+/// The shape the `kubernetes` source gives a pod update (see
+/// lib/tapio-sources/src/kubernetes/pods.rs): the owner workload and every container id in the
+/// entity's attributes, `kubernetes.container_id` naming one container only.
+fn source_pod_update(pod: &Pod, sidecar: &str) -> Value {
+    let mut update = k8s_pod(pod, "modified", &format!("containerd://{}", pod.container));
+    update["entity"]["attributes"] = json!({
+        "workload_kind": "Deployment", "workload": "api",
+        "container_ids": format!("{},{sidecar}", pod.container),
+    });
+    update
+}
+
+#[test]
+fn a_kubernetes_pod_update_resolves_the_kernel_events_of_each_of_its_containers() {
+    let mut e = enricher("");
+    let sidecar = "5eed5eed";
+    let unknown = process(
+        API.node,
+        "exec",
+        json!({ "pid": 90, "comm": "envoy", "container_id": sidecar }),
+    );
+    assert_eq!(entity(&one(&mut e, unknown.clone())).0, EntityType::Host);
+    one(&mut e, source_pod_update(&API, sidecar));
+    for id in [API.container, sidecar] {
+        let exec = one(
+            &mut e,
+            process(
+                API.node,
+                "exec",
+                json!({ "pid": 91, "comm": "app", "container_id": id }),
+            ),
+        );
+        let resolved = exec.entity.as_deref().unwrap();
+        assert_eq!(
+            (
+                resolved.kind,
+                resolved.name.as_deref(),
+                resolved.namespace.as_deref()
+            ),
+            (EntityType::Pod, Some(API.name), Some(API.namespace)),
+            "container {id}"
+        );
+        assert_eq!(resolved.id, API.uid);
+        assert_eq!(
+            resolved.attributes.get("workload").map(String::as_str),
+            Some("api"),
+            "the owner workload comes along"
+        );
+        assert_eq!(
+            resolved.attributes.get("workload_kind").map(String::as_str),
+            Some("Deployment")
+        );
+    }
+}
