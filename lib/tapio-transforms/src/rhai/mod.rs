@@ -145,14 +145,9 @@ impl serde::Serialize for ScriptSource {
 impl<'de> Deserialize<'de> for ScriptSource {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        check_script(&text).map(ScriptSource).map_err(|error| {
-            let position = error.position();
-            serde::de::Error::custom(error_in_option_text(
-                position.line().unwrap_or(0),
-                position.position().unwrap_or(0),
-                &error.err_type().to_string(),
-            ))
-        })
+        check_script(&text)
+            .map(ScriptSource)
+            .map_err(|error| serde::de::Error::custom(inline_error(&error)))
     }
 }
 
@@ -183,6 +178,17 @@ impl<'de> Deserialize<'de> for ScriptFile {
         })?;
         Ok(ScriptFile { written, script })
     }
+}
+
+/// A compile error of a script written inside the config (a `source`, a condition), in the
+/// form the loader maps onto the config file's line.
+pub(crate) fn inline_error(error: &rhai::ParseError) -> String {
+    let position = error.position();
+    error_in_option_text(
+        position.line().unwrap_or(0),
+        position.position().unwrap_or(0),
+        &error.err_type().to_string(),
+    )
 }
 
 /// A compile error as `line:column: message`, for errors that name the script's file.

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use tapio_event::UnifiedEvent;
 use tapio_event::field::FieldPath;
 
-use crate::rhai::{Limits, bounded_engine, describe, with_event_in_scope};
+use crate::rhai::{Limits, bounded_engine, describe, inline_error, with_event_in_scope};
 
 /// A test of one event, checked when the config is read.
 #[derive(Debug, Clone)]
@@ -109,14 +109,9 @@ impl std::fmt::Debug for ScriptCondition {
 impl ScriptCondition {
     fn compile(text: &str) -> Result<Self, String> {
         let engine = bounded_engine(&Limits::default());
-        let ast = engine.compile_expression(text).map_err(|error| {
-            let position = error.position();
-            tapio_event::error_in_option_text(
-                position.line().unwrap_or(0),
-                position.position().unwrap_or(0),
-                &error.err_type().to_string(),
-            )
-        })?;
+        let ast = engine
+            .compile_expression(text)
+            .map_err(|error| inline_error(&error))?;
         Ok(ScriptCondition {
             compiled: Arc::new((engine, ast)),
         })
