@@ -343,7 +343,7 @@ fn extra_columns_hold_event_fields_in_either_format() {
         let rows = 50 + seed % 200;
         let mut input = String::new();
         for i in 0..rows {
-            let network = if i % 3 == 0 {
+            let network = if i.is_multiple_of(3) {
                 String::new()
             } else {
                 format!(",\"network\":{{\"dst_port\":{}}}", 1000 + i)
@@ -361,7 +361,7 @@ fn extra_columns_hold_event_fields_in_either_format() {
         for row in &stored {
             let i: usize = row["id"].as_str().unwrap()[4..].parse().unwrap();
             assert_eq!(row["comm"], format!("cmd-{i}\"q"));
-            let port = if i % 3 == 0 {
+            let port = if i.is_multiple_of(3) {
                 String::new()
             } else {
                 (1000 + i).to_string()
