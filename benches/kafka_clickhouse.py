@@ -12,7 +12,12 @@ the same broker and server driven directly, measured in one run on this machine:
                             inserting the rows tapio inserted, the same rows over HTTP in chunks
                             of the sink's default batch (gzip, sequential), and a confluent-kafka
                             consumer reading the topic. The raw speed of (b) is the slower of the
-                            raw consume and the clickhouse-client insert.
+                            raw consume and the clickhouse-client insert. Variants: the sink's
+                            defaults (RowBinary, LZ4), tuned for a server on the same host, and
+                            the JSONEachRow format (gzip) for comparison.
+  (c) demo -> clickhouse    tapio (`demo` source, `clickhouse` sink, defaults), the whole
+                            `tapio run` from start to exit (it exits once every row is inserted);
+                            against the same clickhouse-client insert of its rows.
 Goal: Tapio reaches >= 80% of the raw speed. Also reports Tapio's peak RSS per scenario.
 
 The script starts its own tansu broker (in-memory storage) and ClickHouse server on free loopback
@@ -27,7 +32,7 @@ measures the clients, not that wait.
 
 Needs target/release/tapio (cargo build --release), .tools/tansu (scripts/test.sh),
 clickhouse-server and clickhouse-client (apt) and the Python package confluent-kafka.
-Usage: python3 benches/kafka_clickhouse.py [--events N] [--runs R] [--only a,b]
+Usage: python3 benches/kafka_clickhouse.py [--events N] [--runs R] [--only a,b,c]
 """
 import argparse
 import contextlib
@@ -299,14 +304,15 @@ def produce(broker, topic, payloads, **options):
 
 FETCH_WAIT_MS = 10
 
-# The clickhouse sink as configured out of the box, and tuned for a server on the same host:
-# no gzip (it costs more CPU than the loopback saves), inserts of 50k rows (ClickHouse prefers
-# big inserts; the default 10 MiB cap makes them ~11k rows here) and two inserts in flight.
+# The clickhouse sink as configured out of the box (RowBinary, LZ4), tuned for a server on the
+# same host (no compression, inserts of 50k rows: ClickHouse prefers big inserts, and two
+# inserts in flight), and in the JSONEachRow format with gzip (the sink's earlier defaults).
 B_VARIANTS = [
     ("(b) kafka -> clickhouse", ""),
     ("(b) ... tuned sink", 'compression = "none"\nconcurrency = 2\n'
                            'batch = { max_events = 50000, max_bytes = "64MiB" }\n'
                            'buffer = { max_events = 100000 }'),
+    ("(b) ... JSONEachRow gzip", 'format = "json_each_row"\ncompression = "gzip"'),
 ]
 
 
@@ -476,11 +482,35 @@ create_table = true
     return tapio_seconds, raw, peak, notes
 
 
+def scenario_c(tmp, http_port, tcp_port, count, run):
+    """demo -> clickhouse: returns (tapio seconds, raw seconds by name, peak RSS MiB, notes)."""
+    clickhouse(http_port, "DROP TABLE IF EXISTS bench_b")
+    config = write_config(tmp, f"c{run}", demo_source(count) + f"""
+[sinks.clickhouse]
+type = "clickhouse"
+inputs = ["demo"]
+endpoint = "http://127.0.0.1:{http_port}"
+table = "bench_b"
+create_table = true
+""")
+    log_path = os.path.join(tmp, f"c{run}.log")
+    started = time.monotonic()
+    code = start_tapio(config, log_path).wait()
+    tapio_seconds = time.monotonic() - started
+    if code != 0:
+        raise BenchError(f"tapio exited {code}; see {log_path}")
+    if row_count(http_port, "bench_b") != count:
+        raise BenchError(f"bench_b holds {row_count(http_port, 'bench_b')} rows, not {count}")
+    client_seconds, http_seconds = raw_clickhouse(tmp, http_port, tcp_port, count)
+    raw = {"clickhouse-client insert": client_seconds, "HTTP insert (gzip, 10k rows)": http_seconds}
+    return tapio_seconds, raw, peak_rss(log_path), warnings(log_path)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=500_000, help="events per scenario")
     parser.add_argument("--runs", type=int, default=1, help="runs per scenario (median reported)")
-    parser.add_argument("--only", default="a,b", help="comma-separated scenarios to run")
+    parser.add_argument("--only", default="a,b,c", help="comma-separated scenarios to run")
     args = parser.parse_args()
     wanted = set(args.only.split(","))
     if not os.path.exists(TAPIO):
@@ -498,8 +528,12 @@ def main():
         if "a" in wanted:
             results.append(run_scenario("(a) demo -> kafka", args.runs, args.events,
                                         lambda run: scenario_a(tmp, broker, payloads, run)))
-        if "b" in wanted:
+        if wanted & {"b", "c"}:
             http_port, tcp_port = servers.enter_context(clickhouse_server(tmp))
+        if "c" in wanted:
+            results.append(run_scenario("(c) demo -> clickhouse", args.runs, args.events,
+                                        lambda run: scenario_c(tmp, http_port, tcp_port, args.events, run)))
+        if "b" in wanted:
             topic = "bench_b_input"
             create_topic(broker, topic)
             prefill = produce(broker, topic, payloads, **{"acks": "all", "linger.ms": 5})
@@ -525,7 +559,7 @@ def run_scenario(name, runs, count, once):
         if isinstance(raw_seconds, dict):
             for what, seconds in raw_seconds.items():
                 detail.setdefault(what, []).append(count / seconds)
-            raw_seconds = max(raw_seconds["kafka consume"], raw_seconds["clickhouse-client insert"])
+            raw_seconds = max(raw_seconds.get("kafka consume", 0), raw_seconds["clickhouse-client insert"])
         tapio.append(count / tapio_seconds)
         raw.append(count / raw_seconds)
         peaks.append(peak)

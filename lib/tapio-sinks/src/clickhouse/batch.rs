@@ -7,20 +7,21 @@
 use std::ops::Range;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tapio_event::{AckToken, BatchStatus, UnifiedEvent};
 use tokio::time::Instant;
 
-use super::schema::write_row;
+use super::schema::Layout;
 use crate::util::pool::BufferPool;
 
-/// Rows bound for one `INSERT` — one body of `JSONEachRow` lines, and where each line ends —
+/// Rows bound for one `INSERT` — one body of rows (RowBinary or `JSONEachRow`), and where each
+/// row ends —
 /// and the acknowledgements that settle once they are written.
 #[derive(Debug)]
 pub(super) struct Chunk {
-    /// Every row's line, back to back: the insert's request body as is.
+    /// Every row, back to back: the insert's request body as is.
     pub body: Bytes,
-    /// End offset in `body` of each row's line.
+    /// End offset in `body` of each row.
     pub ends: Vec<usize>,
     /// A copy of the token of every batch with rows here, settled once they are written.
     pub acks: Vec<AckToken>,
@@ -32,7 +33,7 @@ impl Chunk {
         self.ends.len()
     }
 
-    /// The lines of rows `rows`, as one body (shared, not copied).
+    /// Rows `rows`, as one body (shared, not copied).
     pub fn lines(&self, rows: Range<usize>) -> Bytes {
         let start = if rows.start == 0 {
             0
@@ -73,6 +74,7 @@ const MAX_SPARES: usize = 4;
 #[derive(Debug)]
 pub(super) struct NextInsert {
     limits: Limits,
+    layout: Layout,
     body: BytesMut,
     spares: Spares,
     ends: Vec<usize>,
@@ -83,10 +85,12 @@ pub(super) struct NextInsert {
 }
 
 impl NextInsert {
-    /// Nothing pending yet; bodies come from (and go back to) `spares`.
-    pub fn new(limits: Limits, spares: Spares) -> NextInsert {
+    /// Nothing pending yet; rows are written as `layout` says, into bodies that come from (and
+    /// go back to) `spares`.
+    pub fn new(limits: Limits, layout: Layout, spares: Spares) -> NextInsert {
         NextInsert {
             limits,
+            layout,
             body: BytesMut::new(),
             spares,
             ends: Vec::new(),
@@ -100,7 +104,8 @@ impl NextInsert {
     pub fn add(&mut self, events: &[UnifiedEvent], acks: Vec<AckToken>) -> Vec<Chunk> {
         let mut full = Vec::new();
         for event in events {
-            write_row(event, &mut self.scratch, &mut (&mut self.body).writer());
+            self.layout
+                .write_row(event, &mut self.scratch, &mut self.body);
             self.ends.push(self.body.len());
             self.since.get_or_insert_with(Instant::now);
             if self.ends.len() >= self.limits.max_events || self.body.len() >= self.limits.max_bytes

@@ -1,17 +1,16 @@
-//! ClickHouse's HTTP interface, spoken with hyper: statements go in the `query` parameter (or
-//! the body, for statements without data), rows in the body, optionally gzip-compressed with
-//! `Content-Encoding: gzip`. No compressed response is ever asked for. This is the documented
-//! HTTP behaviour ClickHouse 18.16 and current releases share.
+//! ClickHouse's HTTP interface through the `clickhouse` crate (ClickHouse's own client): its
+//! connection pool, auth headers and LZ4 framing (`decompress=1`). Statements (`SELECT 1`,
+//! `DESCRIBE TABLE`, `CREATE TABLE`) go through a client that asks for no compressed answer,
+//! since 18.16's LZ4-compressed answers do not decode in the crate; inserts carry bodies this
+//! sink encoded and kept (RowBinary or JSONEachRow), so that a retry or a bisected part sends
+//! exactly the same rows. Gzip, which the crate does not do, is `Content-Encoding: gzip` on a
+//! body compressed here.
 
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper::header::HeaderValue;
-use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use bytes::Bytes;
+use clickhouse::error::Error as ChError;
+use hyper::StatusCode;
 
 use super::{Auth, Compression};
 use crate::util::gzip::gzip;
@@ -84,25 +83,23 @@ const INCORRECT_DATA: u32 = 117;
 /// or missing password, read-only user, access denied, authentication failed.
 const FATAL_CODES: &[u32] = &[60, 81, 192, 193, 194, 164, 497, 516];
 
-/// An HTTP client bound to one ClickHouse endpoint and user.
+/// Clients bound to one ClickHouse endpoint and user.
 #[derive(Clone)]
 pub(super) struct Client {
-    http: HyperClient<HttpConnector, Full<Bytes>>,
+    /// For statements: answers uncompressed.
+    statements: clickhouse::Client,
+    /// For inserts: LZ4 framing when configured, or a gzip `Content-Encoding` header.
+    inserts: clickhouse::Client,
     endpoint: String,
-    auth: Option<Auth>,
     compression: Compression,
     timeout: Duration,
 }
 
-/// An insert's request body, compressed or not; cheap to send again.
+/// An insert's request body, gzip-compressed or not; cheap to send again (LZ4 framing is
+/// applied by the crate as it sends).
 pub(super) struct Body {
     bytes: Bytes,
-    gzip: bool,
 }
-
-/// How long an idle pooled connection is kept: below the 3 s keep-alive ClickHouse closes them
-/// after, so a request rarely lands on a connection the server is closing.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Client {
     /// A client for `endpoint` (`http://host:port`, already validated).
@@ -112,31 +109,50 @@ impl Client {
         compression: Compression,
         timeout: Duration,
     ) -> Client {
-        let http = HyperClient::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build_http();
+        let endpoint = endpoint.trim_end_matches('/').to_owned();
+        let mut base = clickhouse::Client::default().with_url(&endpoint);
+        if let Some(auth) = &auth {
+            base = base
+                .with_user(&auth.user)
+                .with_password(auth.password.expose());
+        }
+        let statements = base.clone().with_compression(clickhouse::Compression::None);
+        let inserts = match compression {
+            Compression::Lz4 => base.with_compression(clickhouse::Compression::Lz4),
+            Compression::Gzip => base
+                .with_compression(clickhouse::Compression::None)
+                .with_header("Content-Encoding", "gzip"),
+            Compression::None => base.with_compression(clickhouse::Compression::None),
+        };
         Client {
-            http,
-            endpoint: endpoint.trim_end_matches('/').to_owned(),
-            auth,
+            statements,
+            inserts,
+            endpoint,
             compression,
             timeout,
         }
     }
 
-    /// Runs a statement that carries no data (`SELECT 1`, `CREATE TABLE`); returns the body.
-    pub async fn execute(&self, statement: &str) -> Result<String, Failure> {
-        self.send(
-            format!("{}/", self.endpoint),
-            Bytes::from(statement.to_owned()),
-            false,
-        )
+    /// Runs a statement that carries no data (`SELECT 1`, `CREATE TABLE`).
+    pub async fn execute(&self, statement: &str) -> Result<(), Failure> {
+        let query = self.statements.query_raw(statement);
+        self.within_timeout(query.execute()).await
+    }
+
+    /// Runs a query and returns its answer in `TabSeparated` form (`DESCRIBE TABLE`).
+    pub async fn fetch_text(&self, statement: &str) -> Result<String, Failure> {
+        let query = self.statements.query_raw(statement);
+        self.within_timeout(async move {
+            let mut cursor = query.fetch_bytes("TabSeparated")?;
+            let bytes = cursor.collect().await?;
+            Ok(String::from_utf8_lossy(&bytes).into_owned())
+        })
         .await
     }
 
-    /// Compresses `rows` (`JSONEachRow` lines) as configured, once for every attempt to send
-    /// them. Compression starts at once, on a blocking thread, when this is called (not when
-    /// the answer is awaited): gzip of a 10 MB insert takes tens of milliseconds, which then
+    /// Compresses `rows` with gzip when configured, once for every attempt to send them.
+    /// Compression starts at once, on a blocking thread, when this is called (not when the
+    /// answer is awaited): gzip of a 10 MB insert takes tens of milliseconds, which then
     /// overlaps with the insert before it and stays off the sink's task. The blocking thread
     /// never runs when the runtime shuts down first: that is a [`Failure::Fatal`].
     pub fn prepare(
@@ -144,93 +160,70 @@ impl Client {
         rows: Bytes,
     ) -> impl Future<Output = Result<Body, Failure>> + Send + use<> {
         let job = match self.compression {
-            Compression::None => Ok(rows),
+            Compression::None | Compression::Lz4 => Ok(rows),
             Compression::Gzip => Err(tokio::task::spawn_blocking(move || gzip(&rows))),
         };
         async move {
             Ok(match job {
-                Ok(rows) => Body {
-                    bytes: rows,
-                    gzip: false,
-                },
+                Ok(rows) => Body { bytes: rows },
                 Err(compressing) => Body {
                     bytes: Bytes::from(compressing.await.map_err(|e| {
                         Failure::Fatal(format!("compressing an insert did not finish: {e}"))
                     })?),
-                    gzip: true,
                 },
             })
         }
     }
 
-    /// Sends a prepared body with `insert`.
+    /// Sends a prepared body with `insert` (`INSERT INTO … FORMAT …`).
     pub async fn insert(&self, insert: &str, body: &Body) -> Result<(), Failure> {
-        let uri = format!("{}/?query={}", self.endpoint, percent_encode(insert));
-        self.send(uri, body.bytes.clone(), body.gzip)
-            .await
-            .map(drop)
+        let mut request = self.inserts.insert_formatted_with(insert);
+        let bytes = body.bytes.clone();
+        self.within_timeout(async move {
+            request.send(bytes).await?;
+            request.end().await
+        })
+        .await
     }
 
-    async fn send(&self, uri: String, body: Bytes, gzip: bool) -> Result<String, Failure> {
-        let mut request = Request::builder().method(Method::POST).uri(&uri);
-        if gzip {
-            request = request.header("Content-Encoding", "gzip");
+    /// Runs `request` for at most the configured timeout, sorting its failure.
+    async fn within_timeout<T>(
+        &self,
+        request: impl Future<Output = Result<T, ChError>>,
+    ) -> Result<T, Failure> {
+        match tokio::time::timeout(self.timeout, request).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(failure_of(&self.endpoint, &error)),
+            Err(_) => Err(Failure::Retryable(format!(
+                "{}: no answer within {:?}",
+                self.endpoint, self.timeout
+            ))),
         }
-        if let Some(auth) = &self.auth {
-            // Marked sensitive, the key prints as `Sensitive` in a request's `Debug`.
-            let mut key = HeaderValue::from_str(auth.password.expose()).map_err(|_| {
-                Failure::Fatal(
-                    "`auth.password` cannot be sent as an HTTP header: it holds a control character"
-                        .into(),
-                )
-            })?;
-            key.set_sensitive(true);
-            request = request
-                .header("X-ClickHouse-User", &auth.user)
-                .header("X-ClickHouse-Key", key);
-        }
-        let request = request
-            .body(Full::new(body))
-            .map_err(|e| Failure::Fatal(format!("cannot build a request to {uri}: {e}")))?;
-        let exchange = async {
-            let response = self
-                .http
-                .request(request)
-                .await
-                .map_err(|e| Failure::Retryable(transport_error(&self.endpoint, &e)))?;
-            let status = response.status();
-            let code = response
-                .headers()
-                .get("X-ClickHouse-Exception-Code")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse().ok());
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| {
-                    Failure::Retryable(format!("{}: reading the answer: {e}", self.endpoint))
-                })?
-                .to_bytes();
-            Ok::<_, Failure>((status, code, String::from_utf8_lossy(&body).into_owned()))
-        };
-        let (status, header_code, body) = tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| {
-                Failure::Retryable(format!(
-                    "{}: no answer within {:?}",
-                    self.endpoint, self.timeout
-                ))
-            })??;
-        if status.is_success() {
-            return Ok(body);
-        }
-        let code = header_code.or_else(|| exception_code(&body));
-        Err(classify(status, code, body.trim()))
     }
 }
 
-/// A transport error with its causes, which name what actually failed (refused, reset, …).
+/// Sorts an error of the crate: transport failures are retried, an answer of the server is
+/// classified by its exception code (or by the status the crate reports when the answer was
+/// empty), anything else (a request that cannot be built or compressed) can never succeed.
+fn failure_of(endpoint: &str, error: &ChError) -> Failure {
+    match error {
+        ChError::Network(_) | ChError::TimedOut | ChError::Decompression(_) => {
+            Failure::Retryable(transport_error(endpoint, error))
+        }
+        ChError::BadResponse(body) => {
+            let status = body
+                .split_whitespace()
+                .next()
+                .filter(|word| word.len() == 3)
+                .and_then(|word| word.parse::<u16>().ok())
+                .and_then(|code| StatusCode::from_u16(code).ok());
+            classify(status, exception_code(body), body.trim())
+        }
+        other => Failure::Fatal(transport_error(endpoint, other)),
+    }
+}
+
+/// An error with its causes, which name what actually failed (refused, reset, …).
 fn transport_error(endpoint: &str, error: &dyn std::error::Error) -> String {
     let mut message = format!("{endpoint}: {error}");
     let mut source = error.source();
@@ -242,13 +235,14 @@ fn transport_error(endpoint: &str, error: &dyn std::error::Error) -> String {
 }
 
 /// Sorts an error answer into what the sink does next (see [`Failure`]).
-pub(super) fn classify(status: StatusCode, code: Option<u32>, body: &str) -> Failure {
-    let message = format!("ClickHouse answered {status}: {body}");
+/// `status` is known only when the server's answer had no body.
+pub(super) fn classify(status: Option<StatusCode>, code: Option<u32>, body: &str) -> Failure {
+    let message = format!("ClickHouse answered: {body}");
     let code_in = |codes: &[u32]| code.is_some_and(|c| codes.contains(&c));
     if code_in(FATAL_CODES)
         || matches!(
             status,
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND
+            Some(StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND)
         )
     {
         Failure::Fatal(message)
@@ -256,7 +250,7 @@ pub(super) fn classify(status: StatusCode, code: Option<u32>, body: &str) -> Fai
         || (code == Some(INCORRECT_DATA) && body.contains("Unknown field"))
     {
         Failure::Table(message)
-    } else if code_in(ROW_ERROR_CODES) || status.is_client_error() {
+    } else if code_in(ROW_ERROR_CODES) || status.is_some_and(|s| s.is_client_error()) {
         Failure::Rejected(Rejection { code, message })
     } else {
         Failure::Retryable(message)
@@ -271,19 +265,6 @@ pub(super) fn exception_code(body: &str) -> Option<u32> {
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(rest.len());
     rest[..digits].parse().ok()
-}
-
-/// `text` made safe for a URL query parameter.
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 3);
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -302,7 +283,7 @@ mod tests {
 
     #[test]
     fn classifies_by_exception_code_before_status() {
-        let internal = StatusCode::INTERNAL_SERVER_ERROR;
+        let internal = Some(StatusCode::INTERNAL_SERVER_ERROR);
         assert!(matches!(
             classify(internal, Some(27), ""),
             Failure::Rejected(_)
@@ -316,15 +297,15 @@ mod tests {
             Failure::Retryable(_)
         ));
         assert!(matches!(
-            classify(StatusCode::SERVICE_UNAVAILABLE, None, ""),
+            classify(Some(StatusCode::SERVICE_UNAVAILABLE), None, ""),
             Failure::Retryable(_)
         ));
         assert!(matches!(
-            classify(StatusCode::BAD_REQUEST, None, ""),
+            classify(Some(StatusCode::BAD_REQUEST), None, ""),
             Failure::Rejected(_)
         ));
         assert!(matches!(
-            classify(StatusCode::UNAUTHORIZED, Some(192), ""),
+            classify(Some(StatusCode::UNAUTHORIZED), Some(192), ""),
             Failure::Fatal(_)
         ));
     }
@@ -333,7 +314,7 @@ mod tests {
     /// and to one naming a column the table lacks: the table is at fault, not the rows.
     #[test]
     fn a_missing_column_is_the_table_s_fault_not_the_rows() {
-        let internal = StatusCode::INTERNAL_SERVER_ERROR;
+        let internal = Some(StatusCode::INTERNAL_SERVER_ERROR);
         let unknown_field = "Code: 117, e.displayText() = DB::Exception: Unknown field found while parsing JSONEachRow format: pod_ip: (at row 1)";
         assert!(matches!(
             classify(internal, exception_code(unknown_field), unknown_field),
@@ -392,14 +373,6 @@ mod tests {
             matches!(&prepared, Err(Failure::Fatal(m)) if m.contains("compressing")),
             "{:?}",
             prepared.err()
-        );
-    }
-
-    #[test]
-    fn encodes_the_query_parameter() {
-        assert_eq!(
-            percent_encode("INSERT INTO `db`.`t` FORMAT JSONEachRow"),
-            "INSERT%20INTO%20%60db%60.%60t%60%20FORMAT%20JSONEachRow"
         );
     }
 }

@@ -1,11 +1,17 @@
 //! `clickhouse`: inserts events into a ClickHouse table, one row per event with the columns
 //! people filter on and the full event as JSON (`distribution/clickhouse/schema.sql`).
 //!
-//! It speaks plain HTTP with hyper (`INSERT INTO db.table FORMAT JSONEachRow`, request bodies
-//! optionally gzip-compressed, responses never compressed) rather than the `clickhouse` crate:
-//! the ClickHouse packaged by Debian is 18.16, whose LZ4-compressed responses break that crate
-//! and which needs its validation turned off, while plain HTTP works the same on 18.16 and on
-//! current ClickHouse.
+//! It speaks ClickHouse's HTTP interface through the `clickhouse` crate, sending RowBinary by
+//! default (`INSERT INTO db.table (columns) FORMAT RowBinary`, LZ4-framed): the server copies
+//! binary values instead of parsing text and looking up every key, and the `event` column is
+//! not JSON escaped inside JSON. `format = "json_each_row"` sends text the server converts, for
+//! a table whose column types differ from the documented ones. Both formats work on ClickHouse
+//! 18.16 (Debian's) and current releases. The crate's own schema validation
+//! (`RowBinaryWithNamesAndTypes`) needs a server newer than 18.16, so it is not used; instead
+//! `DESCRIBE TABLE` is checked when the sink starts (see [`schema::Layout::check`]). The rows
+//! are encoded here, not by the crate's `Insert<T>`, because the `columns` option makes the set
+//! of columns a matter of configuration, and because a retry or a bisected half must send the
+//! very bytes of the first attempt.
 //!
 //! Delivery: a batch is acknowledged only once ClickHouse answered 200 for every row of it.
 //! When the server is unreachable, slow or failing, the same rows are retried with capped
@@ -38,6 +44,9 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use tapio_event::field::FieldPath;
 use tapio_event::throttle::Throttle;
 use tapio_event::{
     BatchStatus, BufferReceiver, BuildContext, ByteSize, ComponentConfig, ComponentError,
@@ -47,7 +56,7 @@ use tokio::time::Instant;
 
 use self::batch::{Chunk, Limits, NextInsert, Spares, new_spares, recycle};
 use self::insert::{Body, Client, Failure, Rejection};
-use self::schema::event_of;
+use self::schema::Layout;
 use crate::util::dead_letter::DeadLetter;
 use crate::util::retry::Backoff;
 
@@ -73,11 +82,25 @@ pub struct ClickhouseConfig {
     /// When to send an insert: as soon as any of its limits is reached.
     #[serde(default)]
     pub batch: BatchConfig,
-    /// Compression of request bodies: `"gzip"` (`Content-Encoding: gzip`) for a server across a
-    /// network, `"none"` for one on the same host or a fast LAN, where compressing costs more
-    /// than it saves.
+    /// Compression of request bodies: `"lz4"` (ClickHouse's own block framing, cheap enough for
+    /// any link), `"gzip"` (`Content-Encoding: gzip`, smaller, for a slow link or a proxy that
+    /// only passes standard encodings), `"none"`.
     #[serde(default)]
     pub compression: Compression,
+    /// How rows travel: `"row_binary"` (binary values the server copies; needs the documented
+    /// column types, checked at start) or `"json_each_row"` (text the server converts, for a
+    /// table whose column types differ, e.g. `FixedString`). Both work on ClickHouse 18.16 and
+    /// later.
+    #[serde(default)]
+    pub format: Format,
+    /// Extra columns and the event field each holds, e.g.
+    /// `columns = { comm = "process.comm", dst_port = "network.dst_port" }`: so that queries can
+    /// filter on a field without parsing the `event` JSON. Each is a `String` column (numbers as
+    /// their decimal text, absent fields as `""`) that the table must have; add it with
+    /// `ALTER TABLE … ADD COLUMN comm String`. A typed copy is one more column away:
+    /// `dst_port_n UInt16 MATERIALIZED toUInt16OrZero(dst_port)`.
+    #[serde(default)]
+    pub columns: BTreeMap<String, FieldPath>,
     /// Run the schema's `CREATE TABLE IF NOT EXISTS` for `database.table` when the sink starts;
     /// retried while the server is unreachable, and refused DDL stops the sink.
     #[serde(default)]
@@ -141,8 +164,22 @@ pub enum Compression {
     /// Sent as is.
     None,
     /// `Content-Encoding: gzip`, which ClickHouse 18.16 and later decode.
-    #[default]
     Gzip,
+    /// ClickHouse's LZ4 blocks (`decompress=1`), which 18.16 and later decode.
+    #[default]
+    Lz4,
+}
+
+/// The format rows are sent in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// `RowBinary`: binary values, copied by the server into the documented column types.
+    #[default]
+    RowBinary,
+    /// `JSONEachRow`: one JSON object a row, whose text the server converts to the columns'
+    /// types.
+    JsonEachRow,
 }
 
 fn default_endpoint() -> String {
@@ -201,6 +238,15 @@ impl ComponentConfig for ClickhouseConfig {
                 ));
             }
         }
+        for name in self.columns.keys() {
+            if !schema::is_identifier(name)
+                || schema::FIXED_COLUMNS.iter().any(|(fixed, _)| fixed == name)
+            {
+                return invalid(format!(
+                    "`columns` key {name:?} must be a plain name (letters, digits, `_`) and not one of the table's own columns"
+                ));
+            }
+        }
         match self.endpoint.parse::<hyper::Uri>() {
             Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => {}
             _ => {
@@ -246,6 +292,10 @@ struct InsertContext {
     client: Client,
     /// `` `database`.`table` ``.
     target: String,
+    /// How rows are written.
+    layout: Layout,
+    /// The `INSERT` statement for the layout.
+    insert_sql: String,
     dead_letter: DeadLetter,
     metrics: Arc<ComponentMetrics>,
     /// Failed requests since the last warning, so a server down for an hour does not flood
@@ -291,9 +341,16 @@ impl Sink for ClickhouseSink {
     fn run(self: Box<Self>, mut input: BufferReceiver, cx: SinkContext) -> ComponentFuture {
         Box::pin(async move {
             let config = self.config;
+            let target = format!("`{}`.`{}`", config.database, config.table);
+            let layout = Layout {
+                format: config.format,
+                extras: config.columns.clone().into_iter().collect(),
+            };
             let shared = Arc::new(InsertContext {
                 client: config.client(),
-                target: format!("`{}`.`{}`", config.database, config.table),
+                insert_sql: layout.insert_sql(&target),
+                layout: layout.clone(),
+                target,
                 dead_letter: self.dead_letter,
                 metrics: cx.metrics,
                 warnings: Mutex::new(Throttle::new(WARN_INTERVAL)),
@@ -312,12 +369,13 @@ impl Sink for ClickhouseSink {
                         ))
                     })?;
             }
+            shared.check_table().await?;
             let limits = Limits {
                 max_events: config.batch.max_events,
                 max_bytes: usize::try_from(config.batch.max_bytes.0).unwrap_or(usize::MAX),
                 timeout: config.batch.timeout.0,
             };
-            let mut pending = NextInsert::new(limits, shared.spares.clone());
+            let mut pending = NextInsert::new(limits, layout, shared.spares.clone());
             let mut in_flight = FuturesUnordered::new();
             let concurrency = config.concurrency;
             loop {
@@ -418,6 +476,21 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 impl InsertContext {
+    /// Checks the table's columns (`DESCRIBE TABLE`) against the rows before the first insert:
+    /// a table that does not fit is a table at fault, logged once and checked again with
+    /// backoff until someone fixes it; an unknown table stops the sink.
+    async fn check_table(&self) -> Result<(), ComponentError> {
+        let describe = format!("DESCRIBE TABLE {}", self.target);
+        self.retry("describe", || async {
+            let columns = self.client.fetch_text(&describe).await?;
+            self.layout
+                .check(&columns)
+                .map_err(|problem| Failure::Table(format!("table {}: {problem}", self.target)))
+        })
+        .await
+        .map_err(|failure| self.error(&failure))
+    }
+
     /// Inserts every row of `chunk` or dead-letters the ones ClickHouse rejects, then
     /// acknowledges the chunk's batches. The whole chunk's body is compressed from the moment
     /// this is called; the returned future does the rest when it is polled.
@@ -443,7 +516,7 @@ impl InsertContext {
         for (row, reason) in &rejected {
             let line = chunk.lines(*row..*row + 1);
             self.dead_letter
-                .write(&reason.message, &event_of(&line))
+                .write(&reason.message, &self.layout.event_of(&line))
                 .await?;
         }
         if let Some((_, reason)) = rejected.first() {
@@ -548,9 +621,8 @@ impl InsertContext {
     /// Sends one insert, retrying until ClickHouse accepts it (`None`) or rejects its data
     /// (`Some(reason)`); a request that can never succeed stops the sink.
     async fn insert(&self, body: &Body) -> Result<Option<Rejection>, ComponentError> {
-        let insert = format!("INSERT INTO {} FORMAT JSONEachRow", self.target);
         match self
-            .retry("insert", || self.client.insert(&insert, body))
+            .retry("insert", || self.client.insert(&self.insert_sql, body))
             .await
         {
             Ok(()) => Ok(None),

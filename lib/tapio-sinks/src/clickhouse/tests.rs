@@ -12,8 +12,8 @@ use tapio_event::{
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 use super::batch::{Limits, NextInsert, new_spares, recycle};
-use super::schema::{create_table_sql, event_of, is_identifier, write_row};
-use super::{ClickhouseConfig, bisect};
+use super::schema::{FIXED_COLUMNS, Layout, create_table_sql, is_identifier};
+use super::{ClickhouseConfig, Format, bisect};
 
 fn event(id: &str) -> UnifiedEvent {
     let mut event = UnifiedEvent::new(
@@ -25,11 +25,24 @@ fn event(id: &str) -> UnifiedEvent {
     event
 }
 
+/// The `JSONEachRow` layout without extra columns, whose rows the tests read back as JSON.
+fn json_layout() -> Layout {
+    Layout {
+        format: Format::JsonEachRow,
+        extras: Vec::new(),
+    }
+}
+
 /// The row line of `event`, newline included.
 fn line(event: &UnifiedEvent) -> Vec<u8> {
-    let mut out = Vec::new();
-    write_row(event, &mut Vec::new(), &mut out);
-    out
+    let mut out = bytes::BytesMut::new();
+    json_layout().write_row(event, &mut Vec::new(), &mut out);
+    out.to_vec()
+}
+
+/// The event's JSON form out of a row line.
+fn event_of(row: &[u8]) -> String {
+    json_layout().event_of(row)
 }
 
 fn row_json(line: &[u8]) -> serde_json::Value {
@@ -97,7 +110,7 @@ fn limits(max_events: usize, max_bytes: usize) -> Limits {
 
 #[tokio::test]
 async fn a_batch_split_over_inserts_is_acknowledged_when_all_of_them_are() {
-    let mut pending = NextInsert::new(limits(3, usize::MAX), new_spares());
+    let mut pending = NextInsert::new(limits(3, usize::MAX), json_layout(), new_spares());
     let (token, mut status) = AckToken::new();
     let events: Vec<_> = (0..7).map(|i| event(&format!("evt_{i}"))).collect();
     let chunks = pending.add(&events, vec![token]);
@@ -126,7 +139,7 @@ async fn a_batch_split_over_inserts_is_acknowledged_when_all_of_them_are() {
 #[test]
 fn written_bodies_are_reused_once_nothing_else_holds_them() {
     let spares = new_spares();
-    let mut pending = NextInsert::new(limits(2, usize::MAX), spares.clone());
+    let mut pending = NextInsert::new(limits(2, usize::MAX), json_layout(), spares.clone());
     let events: Vec<_> = (0..4).map(|i| event(&format!("evt_{i}"))).collect();
     let mut chunks = pending.add(&events, Vec::new());
     let (second, first) = (chunks.pop().unwrap(), chunks.pop().unwrap());
@@ -158,7 +171,7 @@ fn written_bodies_are_reused_once_nothing_else_holds_them() {
 #[tokio::test]
 async fn max_bytes_cuts_inserts_that_each_carry_the_batch_token() {
     let one_row = line(&event("evt_0")).len();
-    let mut pending = NextInsert::new(limits(usize::MAX, one_row * 2), new_spares());
+    let mut pending = NextInsert::new(limits(usize::MAX, one_row * 2), json_layout(), new_spares());
     let (token, status) = AckToken::new();
     let events: Vec<_> = (0..4).map(|i| event(&format!("evt_{i}"))).collect();
     let chunks = pending.add(&events, vec![token]);
@@ -170,7 +183,7 @@ async fn max_bytes_cuts_inserts_that_each_carry_the_batch_token() {
 
 #[tokio::test]
 async fn bisection_isolates_every_rejected_row_and_inserts_the_rest() {
-    let mut pending = NextInsert::new(limits(usize::MAX, usize::MAX), new_spares());
+    let mut pending = NextInsert::new(limits(usize::MAX, usize::MAX), json_layout(), new_spares());
     let events: Vec<_> = (0..10).map(|i| event(&format!("evt_{i}"))).collect();
     assert!(pending.add(&events, Vec::new()).is_empty());
     let chunk = pending.take();
@@ -226,7 +239,8 @@ fn config_defaults_and_validation() {
     assert_eq!(config.batch.max_events, 10_000);
     assert_eq!(config.batch.max_bytes.0, 10 << 20);
     assert_eq!(config.batch.timeout.0, Duration::from_secs(1));
-    assert_eq!(config.compression, super::Compression::Gzip);
+    assert_eq!(config.compression, super::Compression::Lz4);
+    assert_eq!(config.format, Format::RowBinary);
     assert_eq!(config.request_timeout.0, Duration::from_secs(30));
     assert_eq!(config.concurrency, 1);
     assert!(config.healthcheck && !config.create_table);
@@ -288,7 +302,8 @@ fn an_endpoint_with_credentials_is_refused_without_repeating_them() {
     }
 }
 
-/// A stand-in for ClickHouse's HTTP interface: answers `SELECT 1` with 200, and every insert
+/// A stand-in for ClickHouse's HTTP interface: answers `SELECT 1` with 200, `DESCRIBE TABLE`
+/// with the documented columns, and every insert
 /// with `refusal` (a 500 and its body) until `accept` is set, then with 200. Counts inserts.
 struct FakeServer {
     port: u16,
@@ -337,18 +352,29 @@ async fn answer(
             }
             head.push_str(&line.to_ascii_lowercase());
         }
-        let length = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .map_or(0, |n| n.trim().parse().unwrap());
-        let mut body = vec![0; length];
-        stream.read_exact(&mut body).await.unwrap();
+        let body = if head.contains("transfer-encoding: chunked") {
+            read_chunked(&mut stream).await
+        } else {
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |n| n.trim().parse().unwrap());
+            let mut body = vec![0; length];
+            stream.read_exact(&mut body).await.unwrap();
+            body
+        };
         let insert = head.starts_with("post /?query=insert");
         if insert {
             inserts.fetch_add(1, Ordering::SeqCst);
         }
+        let describe: String = FIXED_COLUMNS
+            .iter()
+            .map(|(name, kind)| format!("{name}\t{kind}\t\t\n"))
+            .collect();
         let (status, text) = if insert && !accept.load(Ordering::SeqCst) {
             ("500 Internal Server Error", refusal)
+        } else if body.starts_with(b"DESCRIBE TABLE") {
+            ("200 OK", describe.as_str())
         } else {
             ("200 OK", "1\n")
         };
@@ -359,6 +385,22 @@ async fn answer(
         if stream.write_all(response.as_bytes()).await.is_err() {
             return;
         }
+    }
+}
+
+/// A chunked request body (the `clickhouse` crate streams inserts so).
+async fn read_chunked(stream: &mut tokio::io::BufReader<tokio::net::TcpStream>) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        stream.read_line(&mut size).await.unwrap();
+        let size = usize::from_str_radix(size.trim(), 16).unwrap();
+        let mut chunk = vec![0; size + 2];
+        stream.read_exact(&mut chunk).await.unwrap();
+        if size == 0 {
+            return body;
+        }
+        body.extend_from_slice(&chunk[..size]);
     }
 }
 
@@ -375,6 +417,7 @@ fn run_sink(server: &FakeServer) -> RunningSink {
         "table": "events",
         "endpoint": format!("http://127.0.0.1:{}", server.port),
         "compression": "none",
+        "format": "json_each_row",
         "batch": { "max_events": 100_000 },
     }))
     .unwrap();
@@ -483,4 +526,110 @@ async fn a_few_rows_failing_alike_are_dead_lettered() {
     assert_eq!(sink.metrics.snapshot().errors.get("rejected"), Some(&10));
     let dead = std::fs::read_to_string(sink.data_dir.path().join("dead_letter/ch.ndjson")).unwrap();
     assert_eq!(dead.lines().count(), 10);
+}
+
+/// The RowBinary layout with `comm = "process.comm"` as an extra column.
+fn binary_layout() -> Layout {
+    Layout {
+        format: Format::RowBinary,
+        extras: vec![(
+            "comm".into(),
+            tapio_event::field::FieldPath::parse("process.comm").unwrap(),
+        )],
+    }
+}
+
+#[test]
+fn row_binary_rows_carry_each_column_in_order_and_the_event_comes_back_out() {
+    let mut e = event("evt_1");
+    e.impact = Some(Box::new(ImpactContext {
+        business_impact: Some(0.5),
+        ..Default::default()
+    }));
+    let layout = binary_layout();
+    let mut out = bytes::BytesMut::new();
+    layout.write_row(&e, &mut Vec::new(), &mut out);
+    // 2026-11-27 16:21:11 UTC, then the nanoseconds.
+    assert_eq!(&out[..4], &1_795_796_471u32.to_le_bytes());
+    assert_eq!(&out[4..8], &123_456_789u32.to_le_bytes());
+    assert_eq!(&out[8..14], b"\x05evt_1");
+    let stored: UnifiedEvent = serde_json::from_str(&layout.event_of(&out)).unwrap();
+    assert_eq!(stored, e);
+    // `business_impact`, then the absent `process.comm` as "".
+    let tail = &out[out.len() - 9..];
+    assert_eq!(&tail[..8], &0.5f64.to_le_bytes());
+    assert_eq!(tail[8], 0);
+    assert_eq!(
+        layout.insert_sql("`db`.`t`"),
+        "INSERT INTO `db`.`t` (`timestamp`, `timestamp_ns`, `id`, `type`, `source`, `entity_type`, `entity_id`, `entity_name`, `namespace`, `node`, `severity`, `pattern`, `correlation_id`, `event`, `business_impact`, `comm`) FORMAT RowBinary"
+    );
+}
+
+#[test]
+fn long_strings_get_multi_byte_lengths() {
+    let mut e = event(&"x".repeat(300));
+    e.source = "s".into();
+    let mut out = bytes::BytesMut::new();
+    binary_layout().write_row(&e, &mut Vec::new(), &mut out);
+    // 300 = 0b10_0101100: LEB128 0xAC 0x02.
+    assert_eq!(&out[8..10], &[0xAC, 0x02]);
+    let stored: UnifiedEvent = serde_json::from_str(&binary_layout().event_of(&out)).unwrap();
+    assert_eq!(stored.id.as_str(), "x".repeat(300));
+}
+
+#[test]
+fn describe_table_is_checked_against_the_layout() {
+    let documented: String = FIXED_COLUMNS
+        .iter()
+        .map(|(name, kind)| {
+            let kind = if *kind == "DateTime" {
+                "DateTime('UTC')"
+            } else {
+                kind
+            };
+            format!("{name}\t{kind}\t\t\n")
+        })
+        .collect();
+    let layout = binary_layout();
+    let missing = layout.check(&documented).unwrap_err();
+    assert!(missing.contains("no column `comm`"), "{missing}");
+    assert!(
+        layout
+            .check(&format!("{documented}comm\tString\t\t\n"))
+            .is_ok()
+    );
+    let materialized = layout
+        .check(&format!("{documented}comm\tString\tMATERIALIZED\tx\n"))
+        .unwrap_err();
+    assert!(materialized.contains("MATERIALIZED"), "{materialized}");
+    let fixed = documented.replace("entity_id\tString", "entity_id\tFixedString(16)");
+    let narrow = layout
+        .check(&format!("{fixed}comm\tString\t\t\n"))
+        .unwrap_err();
+    assert!(narrow.contains("json_each_row"), "{narrow}");
+    assert!(json_layout().check(&fixed).is_ok());
+}
+
+#[test]
+fn extra_columns_must_be_new_plain_names() {
+    let cx = BuildContext {
+        name: "ch".into(),
+        data_dir: std::env::temp_dir(),
+        node_name: "n".into(),
+    };
+    let build = |columns: serde_json::Value| {
+        let config: ClickhouseConfig =
+            serde_json::from_value(serde_json::json!({ "table": "t", "columns": columns }))
+                .unwrap();
+        config.build(&cx).map(drop)
+    };
+    assert!(build(serde_json::json!({ "comm": "process.comm" })).is_ok());
+    for bad in ["id", "bad name"] {
+        let error = build(serde_json::json!({ bad: "process.comm" })).unwrap_err();
+        assert!(error.message().contains("`columns`"), "{error}");
+    }
+    let unknown: Result<ClickhouseConfig, _> = serde_json::from_value(
+        serde_json::json!({ "table": "t", "columns": { "x": "nope.field" } }),
+    );
+    assert!(unknown.is_err());
 }
