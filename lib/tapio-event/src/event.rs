@@ -107,6 +107,18 @@ pub enum EventType {
 }
 
 impl EventType {
+    /// Every event type, in declaration order (`kind as usize` indexes it), for tables that
+    /// components index by type.
+    pub const ALL: [EventType; 7] = [
+        EventType::Network,
+        EventType::Process,
+        EventType::Kubernetes,
+        EventType::Systemd,
+        EventType::Application,
+        EventType::Correlation,
+        EventType::Anomaly,
+    ];
+
     /// The wire name, for templates and text output.
     pub fn as_str(self) -> &'static str {
         match self {

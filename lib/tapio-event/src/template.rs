@@ -64,14 +64,16 @@ impl Template {
     }
 
     /// Renders for `event` into `out`; `Err` names a referenced field the event does not have.
-    pub fn render_into(&self, event: &UnifiedEvent, out: &mut String) -> Result<(), String> {
+    /// The name is borrowed: narratives try alternatives per event, and a missing field is
+    /// their normal case, not worth an allocation.
+    pub fn render_into(&self, event: &UnifiedEvent, out: &mut String) -> Result<(), &str> {
         let mut civil = None;
         for part in &self.parts {
             match part {
                 Part::Literal(text) => out.push_str(text),
                 Part::Field(field) => match field.lookup(event) {
                     Some(value) => out.push_str(&value),
-                    None => return Err(field.as_str().to_owned()),
+                    None => return Err(field.as_str()),
                 },
                 Part::Time(spec) => {
                     let c = *civil.get_or_insert_with(|| event.timestamp.civil());

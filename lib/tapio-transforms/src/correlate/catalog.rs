@@ -56,6 +56,8 @@ use serde::{Deserialize, Serialize};
 use tapio_event::template::FieldPath;
 use tapio_event::{ConfigDuration, UnifiedEvent};
 
+use crate::util::candidates::{CandidateIndex, Key, add_names, is_operation_path, operation_path};
+
 /// The built-in catalog (DESIGN.md section 5), embedded so the binary needs no data file.
 const BUILTIN: &str = include_str!("catalog.toml");
 
@@ -309,6 +311,56 @@ fn glob_matches(pattern: &str, text: &str) -> bool {
 }
 
 impl Matcher {
+    /// Whether an event of `key` can satisfy the matcher, judged from its `type`, `source`
+    /// and operation predicates alone. A key's `None` stands for a value no matcher names:
+    /// only a list of accepted values rules it out.
+    fn admits(&self, key: Key<'_>) -> bool {
+        let operation_path = operation_path(key.kind);
+        let accepts = |test: &Test, value: Option<&str>| match value {
+            Some(value) => test.accepts(Some(value)),
+            None => !matches!(test, Test::OneOf(_)),
+        };
+        self.alternatives.iter().any(|conditions| {
+            conditions
+                .predicates
+                .iter()
+                .all(|predicate| match predicate.path.as_str() {
+                    "type" => predicate.test.accepts(Some(key.kind.as_str())),
+                    "source" => accepts(&predicate.test, key.source),
+                    path if Some(path) == operation_path => accepts(&predicate.test, key.operation),
+                    _ => true,
+                })
+        })
+    }
+
+    /// The values the matcher compares `path` with, to index matchers by.
+    fn named_values(&self, path: impl Fn(&str) -> bool) -> impl Iterator<Item = &str> {
+        self.alternatives
+            .iter()
+            .flat_map(|conditions| &conditions.predicates)
+            .filter(move |predicate| path(predicate.path.as_str()))
+            .flat_map(|predicate| match &predicate.test {
+                Test::OneOf(values) | Test::NoneOf(values) | Test::Glob(values) => {
+                    values.as_slice()
+                }
+                Test::Present(_) => &[],
+            })
+            .map(String::as_str)
+    }
+
+    /// Indexes `matchers` by the sources and operations they name.
+    fn index<'a>(matchers: impl Iterator<Item = &'a Matcher> + Clone) -> CandidateIndex {
+        let (mut sources, mut operations) = (Vec::new(), Vec::new());
+        for matcher in matchers.clone() {
+            add_names(&mut sources, matcher.named_values(|path| path == "source"));
+            add_names(&mut operations, matcher.named_values(is_operation_path));
+        }
+        let matchers: Vec<&Matcher> = matchers.collect();
+        CandidateIndex::new(&sources, &operations, matchers.len(), |i, key| {
+            matchers[i].admits(key)
+        })
+    }
+
     fn matches(&self, event: &UnifiedEvent, present: u16) -> bool {
         self.alternatives.iter().any(|conditions| {
             conditions.needs & !present == 0
@@ -729,6 +781,11 @@ pub(crate) struct Catalog {
     patterns: Vec<Pattern>,
     steps: Vec<Matcher>,
     recurrences: Vec<Recurrence>,
+    /// Which steps an event's source, type and operation leave to check, so an event is
+    /// tested against a few matchers instead of every one of them.
+    step_candidates: CandidateIndex,
+    /// The same for the recurrences.
+    recurrence_candidates: CandidateIndex,
 }
 
 impl Catalog {
@@ -756,6 +813,8 @@ impl Catalog {
             patterns: Vec::with_capacity(configs.len()),
             steps: Vec::new(),
             recurrences: Vec::new(),
+            step_candidates: CandidateIndex::default(),
+            recurrence_candidates: CandidateIndex::default(),
         };
         for (config, (name, family)) in configs.into_iter().zip(families) {
             config.check()?;
@@ -785,6 +844,9 @@ impl Catalog {
                 forbidden,
             });
         }
+        catalog.step_candidates = Matcher::index(catalog.steps.iter());
+        catalog.recurrence_candidates =
+            Matcher::index(catalog.recurrences.iter().map(|r| &r.matcher));
         Ok(catalog)
     }
 
@@ -815,9 +877,12 @@ impl Catalog {
             return;
         }
         let present = present_contexts(event);
-        for (index, recurrence) in self.recurrences.iter().enumerate() {
-            if recurrence.matcher.matches(event, present) {
-                matched.push(index);
+        for &index in self.recurrence_candidates.get(event) {
+            if self.recurrences[index as usize]
+                .matcher
+                .matches(event, present)
+            {
+                matched.push(index as usize);
             }
         }
     }
@@ -830,10 +895,74 @@ impl Catalog {
     /// Appends to `matched` the index of every step `event` satisfies.
     pub(crate) fn match_steps(&self, event: &UnifiedEvent, matched: &mut Vec<usize>) {
         let present = present_contexts(event);
-        for (index, step) in self.steps.iter().enumerate() {
-            if step.matches(event, present) {
-                matched.push(index);
+        for &index in self.step_candidates.get(event) {
+            if self.steps[index as usize].matches(event, present) {
+                matched.push(index as usize);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tapio_event::Timestamp;
+    use tapio_event::codec::Decoder;
+
+    use super::*;
+
+    /// The candidate index must never hide a step or recurrence an event satisfies: user
+    /// patterns with negated sources, operation globs and lists are indexed with the built-in
+    /// ones, and every demo event's matches equal a scan of every matcher.
+    #[test]
+    fn the_candidate_index_agrees_with_a_full_scan() {
+        let user: Vec<PatternConfig> = toml::from_str::<CatalogFile>(
+            r#"
+            [[patterns]]
+            name = "negated"
+            root_cause = "r"
+            recommended_action = "a"
+            confidence = 0.5
+            summary = "s"
+            steps = [
+              { label = "not ebpf", match = { source = { not = ["ebpf", "cni"] }, "kubernetes.reason" = { glob = ["Back*"] } } },
+              { label = "any exec", match = [{ "process.operation" = { glob = ["ex*"] } }, { type = "network", "network.operation" = { not = "close" } }] },
+            ]
+
+            [[patterns]]
+            name = "again"
+            kind = "recurrence"
+            root_cause = "r"
+            recommended_action = "a"
+            confidence = 0.5
+            summary = "s"
+            match = { "systemd.active_state" = { present = true } }
+            "#,
+        )
+        .expect("user patterns parse")
+        .patterns;
+        let catalog = Catalog::new(true, &user).expect("catalog builds");
+        let mut decoder = Decoder::default();
+        let (mut steps, mut recurrences) = (Vec::new(), Vec::new());
+        let mut hits = 0;
+        for line in include_str!("../../tests/fixtures/demo.ndjson").lines() {
+            let event = decoder.decode_json(line.as_bytes(), Timestamp(1)).unwrap();
+            let present = present_contexts(&event);
+            let scan = |matchers: &mut dyn Iterator<Item = &Matcher>| -> Vec<usize> {
+                matchers
+                    .enumerate()
+                    .filter(|(_, m)| m.matches(&event, present))
+                    .map(|(i, _)| i)
+                    .collect()
+            };
+            steps.clear();
+            catalog.match_steps(&event, &mut steps);
+            assert_eq!(steps, scan(&mut catalog.steps.iter()), "{line}");
+            recurrences.clear();
+            catalog.match_recurrences(&event, &mut recurrences);
+            let all_recurrences = &mut catalog.recurrences.iter().map(|r| &r.matcher);
+            assert_eq!(recurrences, scan(all_recurrences), "{line}");
+            hits += steps.len() + recurrences.len();
+        }
+        assert!(hits > 0, "the fixture matches some steps");
     }
 }

@@ -10,11 +10,12 @@
 //! minimum is always the least recently active group.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
 use tapio_event::{Entity, EntityType, Timestamp};
 
 use super::catalog::Catalog;
+use crate::util::fast_map::FastMap;
 
 /// Ids of a group's events, packed into one string: no allocation per id.
 #[derive(Debug, Default)]
@@ -273,7 +274,7 @@ pub(crate) struct Groups {
     limits: Limits,
     slots: Vec<Slot>,
     free: Vec<usize>,
-    keys: HashMap<Box<str>, usize>,
+    keys: FastMap<Box<str>, usize>,
     /// `(deadline, slot, generation)`; a deadline is never later than its group's real one.
     deadlines: BinaryHeap<Reverse<(Timestamp, usize, u32)>>,
     live: usize,
@@ -292,7 +293,7 @@ impl Groups {
             limits,
             slots: Vec::new(),
             free: Vec::new(),
-            keys: HashMap::new(),
+            keys: FastMap::default(),
             deadlines: BinaryHeap::new(),
             live: 0,
             opened: 0,

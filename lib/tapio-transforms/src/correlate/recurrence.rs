@@ -7,7 +7,7 @@
 //! occurrences and the correlation ids of the groups they were in, which are the ids that the
 //! groups' own summaries carry.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use tapio_event::id::IdGenerator;
@@ -17,6 +17,7 @@ use tapio_event::{
 
 use super::catalog::{Catalog, Recurrence};
 use super::summary;
+use crate::util::fast_map::FastMap;
 
 /// One occurrence of a recurring fact.
 #[derive(Debug)]
@@ -46,7 +47,7 @@ impl Series {
 /// counted as evicted.
 #[derive(Debug)]
 pub(crate) struct Recurrences {
-    series: HashMap<(usize, String), Series>,
+    series: FastMap<(usize, String), Series>,
     max_series: usize,
     evicted: u64,
 }
@@ -54,7 +55,7 @@ pub(crate) struct Recurrences {
 impl Recurrences {
     pub(crate) fn new(max_series: usize) -> Self {
         Recurrences {
-            series: HashMap::new(),
+            series: FastMap::default(),
             max_series,
             evicted: 0,
         }

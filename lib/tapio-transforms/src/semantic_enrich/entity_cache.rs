@@ -8,8 +8,9 @@
 //! by [`EntityCache::trim`] once an event has been handled, never in the middle of one, so the
 //! pod references a caller holds while handling an event stay valid.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+
+use crate::util::fast_map::FastMap;
 
 /// The end of the LRU list, and "no slot".
 const NIL: u32 = u32::MAX;
@@ -105,8 +106,8 @@ pub(super) struct EntityCache {
     pods: Vec<Pod>,
     free_pods: Vec<PodRef>,
     /// One map per [`KeyKind`], from key to entry.
-    keys: [HashMap<Arc<str>, u32>; 4],
-    cgroups: HashMap<u64, u32>,
+    keys: [FastMap<Arc<str>, u32>; 4],
+    cgroups: FastMap<u64, u32>,
     evictions: u64,
 }
 
@@ -123,7 +124,7 @@ impl EntityCache {
             pods: Vec::new(),
             free_pods: Vec::new(),
             keys: Default::default(),
-            cgroups: HashMap::new(),
+            cgroups: FastMap::default(),
             evictions: 0,
         }
     }

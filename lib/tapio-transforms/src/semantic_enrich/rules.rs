@@ -14,7 +14,7 @@
 //! `process.operation`, `kubernetes.reason`, `systemd.active_state`. Only the remaining
 //! conditions are checked per event.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,7 @@ use tapio_event::template::FieldPath;
 use tapio_event::{EventType, SemanticContext, UnifiedEvent};
 
 use super::narrative::Narrative;
+use crate::util::candidates::{CandidateIndex, Key, add_names, is_operation_path, operation_path};
 
 /// A single value, or a list of them of which one must match (or is tried in turn, for
 /// narratives).
@@ -78,41 +79,6 @@ const TAGS: u8 = 4;
 const CONFIDENCE: u8 = 8;
 const NARRATIVE: u8 = 16;
 const ALL: u8 = INTENT | CATEGORY | TAGS | CONFIDENCE | NARRATIVE;
-
-/// Every event type, in declaration order (`kind as usize` indexes it).
-const TYPES: [EventType; 7] = [
-    EventType::Network,
-    EventType::Process,
-    EventType::Kubernetes,
-    EventType::Systemd,
-    EventType::Application,
-    EventType::Correlation,
-    EventType::Anomaly,
-];
-
-/// The field that says what happened, for events of `kind`.
-fn operation_path(kind: EventType) -> Option<&'static str> {
-    match kind {
-        EventType::Network => Some("network.operation"),
-        EventType::Process => Some("process.operation"),
-        EventType::Kubernetes => Some("kubernetes.reason"),
-        EventType::Systemd => Some("systemd.active_state"),
-        EventType::Anomaly => Some("anomaly.signal"),
-        EventType::Application | EventType::Correlation => None,
-    }
-}
-
-/// The value of `event`'s [`operation_path`] field, read directly: this runs for every event.
-fn operation_of(event: &UnifiedEvent) -> Option<&str> {
-    match event.kind {
-        EventType::Network => event.network.as_deref()?.operation.as_deref(),
-        EventType::Process => event.process.as_deref()?.operation.as_deref(),
-        EventType::Kubernetes => event.kubernetes.as_deref()?.reason.as_deref(),
-        EventType::Systemd => event.systemd.as_deref()?.active_state.as_deref(),
-        EventType::Anomaly => Some(event.anomaly.as_deref()?.signal.as_str()),
-        EventType::Application | EventType::Correlation => None,
-    }
-}
 
 /// One accepted value of a condition.
 #[derive(Debug, Clone)]
@@ -216,7 +182,7 @@ impl Rule {
             if path.as_str() == "type"
                 && let Some(bad) = values
                     .iter()
-                    .find(|v| !v.contains('*') && !TYPES.iter().any(|t| t.as_str() == *v))
+                    .find(|v| !v.contains('*') && !EventType::ALL.iter().any(|t| t.as_str() == *v))
             {
                 return Err(format!(
                     "when.type: unknown event type {bad:?}; one of network, process, kubernetes, systemd, application, correlation"
@@ -273,7 +239,7 @@ impl Rule {
             .and_then(|c| c.exact_values())
             .map(|values| {
                 values
-                    .filter_map(|v| TYPES.iter().copied().find(|t| t.as_str() == v))
+                    .filter_map(|v| EventType::ALL.iter().copied().find(|t| t.as_str() == v))
                     .collect()
             });
         for condition in &mut self.conditions {
@@ -290,12 +256,12 @@ impl Rule {
     }
 
     /// Whether events of this source, type and operation may match.
-    fn admits(&self, source: Option<&str>, kind: EventType, operation: Option<&str>) -> bool {
-        let operation_path = operation_path(kind);
+    fn admits(&self, key: Key<'_>) -> bool {
+        let operation_path = operation_path(key.kind);
         self.conditions.iter().all(|c| match c.path.as_str() {
-            "source" => c.admits(source),
-            "type" => c.admits(Some(kind.as_str())),
-            path if Some(path) == operation_path => c.admits(operation),
+            "source" => c.admits(key.source),
+            "type" => c.admits(Some(key.kind.as_str())),
+            path if Some(path) == operation_path => c.admits(key.operation),
             _ => true,
         })
     }
@@ -311,13 +277,8 @@ pub(super) struct RuleSet {
     rules: Vec<Rule>,
     /// `rules[..user_rules]` are the user's.
     user_rules: usize,
-    /// Sources named by exact `source` conditions, numbered from 1 (0: any other).
-    sources: HashMap<Box<str>, usize>,
-    /// Operations named by exact conditions on an operation field, numbered from 1 (0: any
-    /// other, or none).
-    operations: HashMap<Box<str>, usize>,
-    /// Rule indexes per (source, type, operation) key, in rule order.
-    candidates: Vec<Box<[u32]>>,
+    /// Rule indexes by the sources and operations exact conditions name, in rule order.
+    candidates: CandidateIndex,
 }
 
 impl RuleSet {
@@ -335,51 +296,21 @@ impl RuleSet {
         for condition in rules.iter().flat_map(|r| &r.conditions) {
             let names = if condition.path.as_str() == "source" {
                 &mut sources
-            } else if TYPES
-                .iter()
-                .any(|&t| operation_path(t) == Some(condition.path.as_str()))
-            {
+            } else if is_operation_path(condition.path.as_str()) {
                 &mut operations
             } else {
                 continue;
             };
-            for value in condition.exact_values().into_iter().flatten() {
-                if !names.contains(&value) {
-                    names.push(value);
-                }
-            }
+            add_names(names, condition.exact_values().into_iter().flatten());
         }
-        let number = |names: &[&str]| -> HashMap<Box<str>, usize> {
-            (1..).zip(names).map(|(i, &n)| (Box::from(n), i)).collect()
-        };
-        let mut candidates = Vec::new();
-        for source in std::iter::once(None).chain(sources.iter().map(|&s| Some(s))) {
-            for kind in TYPES {
-                for operation in std::iter::once(None).chain(operations.iter().map(|&o| Some(o))) {
-                    let admitted: Box<[u32]> = (0..rules.len() as u32)
-                        .filter(|&i| rules[i as usize].admits(source, kind, operation))
-                        .collect();
-                    candidates.push(admitted);
-                }
-            }
-        }
+        let candidates = CandidateIndex::new(&sources, &operations, rules.len(), |i, key| {
+            rules[i].admits(key)
+        });
         Ok(RuleSet {
-            sources: number(&sources),
-            operations: number(&operations),
             candidates,
             rules,
             user_rules: user.len(),
         })
-    }
-
-    /// The candidate rules for `event`.
-    fn candidates(&self, event: &UnifiedEvent) -> &[u32] {
-        let source = self.sources.get(event.source.as_str()).copied();
-        let operation = operation_of(event).and_then(|value| self.operations.get(value).copied());
-        let key = (source.unwrap_or(0) * TYPES.len() + event.kind as usize)
-            * (self.operations.len() + 1)
-            + operation.unwrap_or(0);
-        &self.candidates[key]
     }
 
     /// Sets `event`'s semantic fields from the matching rules (see the module documentation).
@@ -388,7 +319,7 @@ impl RuleSet {
         let mut decided = 0u8;
         let mut chosen = Chosen::default();
         let mut narrative = String::new();
-        for &index in self.candidates(event) {
+        for &index in self.candidates.get(event) {
             let user = (index as usize) < self.user_rules;
             let open = if user {
                 ALL & !decided
@@ -548,7 +479,8 @@ mod tests {
                 })
                 .collect();
             let indexed: Vec<u32> = rules
-                .candidates(&event)
+                .candidates
+                .get(&event)
                 .iter()
                 .copied()
                 .filter(|&i| rules.rules[i as usize].matches(&event))
