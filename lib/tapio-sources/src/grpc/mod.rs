@@ -152,6 +152,7 @@ fn default_idle_timeout() -> tapio_event::ConfigDuration {
 
 impl ComponentConfig for GrpcSourceConfig {
     type Component = dyn Source;
+    const NAMED_OUTPUTS: &'static [&'static str] = &[ERRORS_OUTPUT];
 
     /// Checks the address and limits and reads the TLS and token files; binds when it runs.
     fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Source>, ComponentError> {
