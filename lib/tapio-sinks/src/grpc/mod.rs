@@ -205,6 +205,14 @@ struct InFlight {
     batch: EventBatch,
 }
 
+/// What outlives one stream: the batches still to be answered and where the input is.
+struct Progress {
+    input_done: bool,
+    unacked: VecDeque<InFlight>,
+    next_sequence: u64,
+    backoff: Backoff,
+}
+
 /// Why a stream ended before its batches were answered.
 enum Broken {
     /// Try again, on the next endpoint.
@@ -281,12 +289,15 @@ impl GrpcSink {
         &self,
         index: usize,
         input: &mut BufferReceiver,
-        input_done: &mut bool,
-        unacked: &mut VecDeque<InFlight>,
-        next_sequence: &mut u64,
-        backoff: &mut Backoff,
+        progress: &mut Progress,
         metrics: &ComponentMetrics,
     ) -> Result<(), Broken> {
+        let Progress {
+            input_done,
+            unacked,
+            next_sequence,
+            backoff,
+        } = progress;
         let url = &self.endpoints[index].0;
         let (tx, rx) = mpsc::channel::<v1::EventBatch>(self.max_in_flight + 1);
         for pending in unacked.iter_mut() {
@@ -437,40 +448,34 @@ impl Sink for GrpcSink {
     fn run(self: Box<Self>, mut input: BufferReceiver, cx: SinkContext) -> ComponentFuture {
         Box::pin(async move {
             let metrics = cx.metrics;
-            let mut unacked = VecDeque::new();
-            let mut input_done = false;
-            let mut next_sequence = 0;
-            let mut backoff = Backoff::new();
+            let mut progress = Progress {
+                input_done: false,
+                unacked: VecDeque::new(),
+                next_sequence: 0,
+                backoff: Backoff::new(),
+            };
             let mut warn = Throttle::new(WARN_INTERVAL);
             let mut index = 0;
             loop {
-                if unacked.is_empty() {
+                if progress.unacked.is_empty() {
                     // Open a stream only with something to send, so an idle agent holds none.
                     match input.recv().await {
                         None => return Ok(()),
-                        Some(batch) => unacked.push_back(InFlight {
-                            sequence: next_sequence,
+                        Some(batch) => progress.unacked.push_back(InFlight {
+                            sequence: progress.next_sequence,
                             sent_at: Instant::now(),
                             batch,
                         }),
                     }
-                    next_sequence += 1;
+                    progress.next_sequence += 1;
                 }
                 let streamed = self
-                    .stream(
-                        index,
-                        &mut input,
-                        &mut input_done,
-                        &mut unacked,
-                        &mut next_sequence,
-                        &mut backoff,
-                        &metrics,
-                    )
+                    .stream(index, &mut input, &mut progress, &metrics)
                     .await;
                 match streamed {
                     Ok(()) => return Ok(()),
                     Err(Broken::Fatal(message)) => {
-                        for pending in unacked {
+                        for pending in progress.unacked {
                             pending.batch.ack(BatchStatus::Failed);
                         }
                         return Err(ComponentError::unavailable(format!(
@@ -482,12 +487,12 @@ impl Sink for GrpcSink {
                         if let Some(count) = warn.add(1) {
                             tracing::warn!(
                                 failures = count,
-                                unanswered = unacked.len(),
+                                unanswered = progress.unacked.len(),
                                 "{message}; sending the unanswered batches again"
                             );
                         }
                         index = (index + 1) % self.endpoints.len();
-                        tokio::time::sleep(backoff.next_delay()).await;
+                        tokio::time::sleep(progress.backoff.next_delay()).await;
                     }
                 }
             }
