@@ -71,6 +71,11 @@ if ! python3 -c 'import grpc, google.rpc.status_pb2, opentelemetry.proto, opente
   pip_install grpcio==1.85.1 opentelemetry-proto==1.45.2 opentelemetry-sdk==1.45.2 \
     opentelemetry-exporter-otlp-proto-grpc==1.45.2
 fi
+# tests/grpc/submit.py, the independent tapio.v1 client, generates its stubs from the committed
+# .proto files with grpcio-tools (pinned to grpcio's version).
+if ! python3 -c 'import grpc_tools.protoc' 2>/dev/null; then
+  pip_install grpcio-tools==1.85.1
+fi
 
 echo "== packaging and deployment checkers (cargo-deb, hadolint, kubernetes-validate)"
 # cargo-deb 3.8.0 builds the .deb; it is built once into the git-ignored .tools/cargo-deb (6 min

@@ -29,6 +29,6 @@ pub use component::{
 };
 pub use event::*;
 pub use metrics::{ComponentKind, ComponentMetrics, MetricsSnapshot};
-pub use secret::Secret;
+pub use secret::{Secret, Tokens};
 pub use time::Timestamp;
 pub use units::{ByteSize, ConfigDuration};

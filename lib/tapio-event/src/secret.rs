@@ -64,3 +64,81 @@ mod tests {
         assert!(serde_json::from_str::<Secret>("42").is_err());
     }
 }
+
+/// The bearer tokens a server accepts (`auth.tokens_file` lines or `auth.tokens` values), each
+/// with a name that the audit log shows instead of the token.
+#[derive(Debug, Clone, Default)]
+pub struct Tokens(Vec<(String, Secret)>);
+
+impl Tokens {
+    /// Reads token lines: one token a line, optionally `name:token`; blank lines and lines
+    /// starting with `#` are ignored. A token without a name is called `token<N>` after its
+    /// position (1-based) among the tokens, so the log can still tell them apart.
+    pub fn parse<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<Tokens, String> {
+        let mut tokens = Tokens::default();
+        for (number, line) in lines.into_iter().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (name, token) = match line.split_once(':') {
+                Some((name, token)) => (name.trim().to_string(), token.trim()),
+                None => (format!("token{}", tokens.0.len() + 1), line),
+            };
+            if token.is_empty() || name.is_empty() {
+                return Err(format!(
+                    "line {}: expected `token` or `name:token`",
+                    number + 1
+                ));
+            }
+            tokens.0.push((name, Secret::new(token)));
+        }
+        Ok(tokens)
+    }
+
+    /// Adds the tokens of `other` after these.
+    pub fn extend(&mut self, other: Tokens) {
+        self.0.extend(other.0);
+    }
+
+    /// True when no token is configured, i.e. authentication is off.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The name of the token an `authorization: Bearer <token>` header value carries, or `None`
+    /// when it carries none of them. Every token is compared in constant time and all of them
+    /// are compared, so timing tells neither a token nor which one matched.
+    pub fn check(&self, authorization: Option<&[u8]>) -> Option<&str> {
+        let given = authorization?.strip_prefix(b"Bearer ")?;
+        let mut found = None;
+        for (name, token) in &self.0 {
+            if constant_time_eq(given, token.expose().as_bytes()) && found.is_none() {
+                found = Some(name.as_str());
+            }
+        }
+        found
+    }
+}
+
+/// Compares without stopping at the first difference, so timing does not reveal the secret.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+
+    #[test]
+    fn token_lines_name_their_tokens_and_skip_comments() {
+        let tokens = Tokens::parse("# agents\n\nagent-a:s3cret\n  plain  \n".lines()).unwrap();
+        assert_eq!(tokens.check(Some(b"Bearer s3cret")), Some("agent-a"));
+        assert_eq!(tokens.check(Some(b"Bearer plain")), Some("token2"));
+        assert_eq!(tokens.check(Some(b"Bearer s3cre")), None);
+        assert_eq!(tokens.check(Some(b"s3cret")), None);
+        assert_eq!(tokens.check(None), None);
+        assert!(Tokens::parse(["name:"]).unwrap_err().contains("line 1"));
+        assert!(Tokens::default().is_empty());
+    }
+}

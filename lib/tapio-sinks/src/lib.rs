@@ -7,6 +7,7 @@ pub mod blackhole;
 pub mod clickhouse;
 pub mod console;
 pub mod file;
+pub mod grpc;
 pub mod kafka;
 pub mod otlp;
 mod util;
@@ -23,6 +24,7 @@ tapio_event::component_registry! {
         "clickhouse" => Clickhouse(clickhouse::ClickhouseConfig),
         "console" => Console(console::ConsoleConfig),
         "file" => File(file::FileSinkConfig),
+        "grpc" => Grpc(grpc::GrpcSinkConfig),
         "kafka" => Kafka(kafka::KafkaSinkConfig),
         "otlp" => Otlp(otlp::OtlpSinkConfig),
     }

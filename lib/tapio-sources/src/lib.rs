@@ -4,6 +4,7 @@
 pub mod demo;
 pub mod ebpf;
 pub mod file;
+pub mod grpc;
 pub mod kafka;
 pub mod kubernetes;
 pub mod otlp;
@@ -19,6 +20,7 @@ tapio_event::component_registry! {
         "demo" => Demo(demo::DemoConfig),
         "ebpf" => Ebpf(ebpf::EbpfConfig),
         "file" => File(file::FileConfig),
+        "grpc" => Grpc(grpc::GrpcSourceConfig),
         "kafka" => Kafka(kafka::KafkaSourceConfig),
         "kubernetes" => Kubernetes(kubernetes::KubernetesConfig),
         "otlp" => Otlp(otlp::OtlpSourceConfig),

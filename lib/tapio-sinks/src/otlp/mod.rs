@@ -32,7 +32,6 @@ mod transport;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,9 +55,10 @@ use tapio_event::{
 use tokio::time::Instant;
 
 use self::encode::{Grouped, RelatedEvents};
-use self::transport::{Failure, Settings, Signal, TlsFiles, Transport};
+use self::transport::{Failure, Settings, Signal, Transport};
 use crate::util::dead_letter::DeadLetter;
 use crate::util::retry::Backoff;
+pub use crate::util::tls::TlsConfig;
 
 /// Options of the `otlp` sink.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -129,23 +129,6 @@ pub enum Compression {
     /// gzip (gRPC message compression, or `Content-Encoding: gzip` over HTTP).
     #[default]
     Gzip,
-}
-
-/// TLS files for an `https://` endpoint.
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM file of the CA certificates that signed the receiver's certificate, trusted instead
-    /// of the built-in roots (a private CA).
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// PEM certificate (chain) the sink presents to a receiver that asks for one (mutual TLS);
-    /// needs `key_file`.
-    #[serde(default)]
-    pub crt_file: Option<PathBuf>,
-    /// PEM private key of `crt_file`.
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
 }
 
 /// The `batch` options: a request is sent when any limit is reached.
@@ -243,34 +226,12 @@ impl OtlpSinkConfig {
                 "`endpoint` {endpoint:?}: a gRPC endpoint is a scheme, host and port without a path"
             ));
         }
-        let tls_given = self.tls.ca_file.is_some() || self.tls.crt_file.is_some();
-        if tls_given && uri.scheme_str() != Some("https") {
+        if self.tls.is_set() && uri.scheme_str() != Some("https") {
             return Err(format!(
                 "`tls` is set but `endpoint` {endpoint:?} is not https://"
             ));
         }
         Ok(endpoint)
-    }
-
-    /// The TLS files, read.
-    fn tls_files(&self) -> Result<TlsFiles, String> {
-        let read = |option: &str, path: &PathBuf| {
-            std::fs::read(path).map_err(|e| format!("`tls.{option}` {}: {e}", path.display()))
-        };
-        let identity = match (&self.tls.crt_file, &self.tls.key_file) {
-            (Some(crt), Some(key)) => Some((read("crt_file", crt)?, read("key_file", key)?)),
-            (None, None) => None,
-            _ => return Err("`tls.crt_file` and `tls.key_file` go together".into()),
-        };
-        Ok(TlsFiles {
-            ca: self
-                .tls
-                .ca_file
-                .as_ref()
-                .map(|path| read("ca_file", path))
-                .transpose()?,
-            identity,
-        })
     }
 
     /// The transport, checked: endpoint, headers and TLS files.
@@ -288,7 +249,7 @@ impl OtlpSinkConfig {
                 .iter()
                 .map(|(name, value)| (name.clone(), value.expose().to_owned()))
                 .collect(),
-            tls: self.tls_files()?,
+            tls: self.tls.read()?,
             timeout: self.request_timeout.0,
         };
         match self.protocol {

@@ -24,10 +24,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse
 use prost::Message;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, Endpoint};
 use tonic_types::StatusExt;
 
 use crate::util::gzip::gzip;
+use crate::util::tls::{TlsFiles, grpc_endpoint};
 
 /// The two kinds of OTLP data the sink sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,15 +125,6 @@ impl Failure {
     }
 }
 
-/// TLS material read from the configured files when the sink is built.
-#[derive(Debug, Clone, Default)]
-pub(super) struct TlsFiles {
-    /// PEM CA certificates to trust instead of the built-in web roots.
-    pub ca: Option<Vec<u8>>,
-    /// PEM certificate chain and key for mutual TLS.
-    pub identity: Option<(Vec<u8>, Vec<u8>)>,
-}
-
 /// What both transports need to know.
 #[derive(Debug, Clone)]
 pub(super) struct Settings {
@@ -153,23 +145,13 @@ pub(super) enum Transport {
 impl Transport {
     /// A gRPC transport; fails on an endpoint, header or TLS file that cannot be used.
     pub fn grpc(settings: &Settings) -> Result<Transport, String> {
-        let mut endpoint = Endpoint::from_shared(settings.endpoint.clone())
-            .map_err(|e| format!("`endpoint` {:?} is not a URL: {e}", settings.endpoint))?
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout);
-        if settings.endpoint.starts_with("https://") {
-            let mut tls = ClientTlsConfig::new();
-            tls = match &settings.tls.ca {
-                Some(ca) => tls.ca_certificate(Certificate::from_pem(ca)),
-                None => tls.with_webpki_roots(),
-            };
-            if let Some((crt, key)) = &settings.tls.identity {
-                tls = tls.identity(Identity::from_pem(crt, key));
-            }
-            endpoint = endpoint
-                .tls_config(tls)
-                .map_err(|e| format!("`tls`: {e}"))?;
-        }
+        let endpoint = grpc_endpoint(
+            "endpoint",
+            &settings.endpoint,
+            &settings.tls,
+            settings.timeout,
+        )?
+        .timeout(settings.timeout);
         let mut metadata = MetadataMap::new();
         for (name, value) in &settings.headers {
             let key = MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes())

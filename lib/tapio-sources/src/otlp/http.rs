@@ -22,7 +22,8 @@ use prost::Message;
 use tapio_event::ComponentError;
 use tokio::net::TcpListener;
 
-use super::{Receiver, Refusal, TlsFiles};
+use super::{Receiver, Refusal};
+use crate::util::tls::TlsFiles;
 
 /// The TLS acceptor for the HTTP receiver, from the configured files.
 pub(super) fn acceptor(tls: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, String> {

@@ -20,7 +20,6 @@ mod tests;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -46,10 +45,11 @@ use tapio_event::{
 };
 use tokio::sync::mpsc;
 use tonic::codec::CompressionEncoding;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use self::decode::Decoder;
+pub use crate::util::tls::TlsConfig;
+use crate::util::tls::TlsFiles;
 
 /// Options of the `otlp` source.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -83,20 +83,6 @@ pub struct OtlpSourceConfig {
     pub max_request_bytes: tapio_event::ByteSize,
 }
 
-/// The receivers' TLS files.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM certificate (chain) of the receiver.
-    pub crt_file: PathBuf,
-    /// PEM private key of `crt_file`.
-    pub key_file: PathBuf,
-    /// PEM CA certificates; when set, senders must present a client certificate signed by one
-    /// of them (mutual TLS).
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-}
-
 /// Bearer-token authentication of senders.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -116,14 +102,6 @@ fn default_retry_after() -> ConfigDuration {
 
 fn default_max_request_bytes() -> tapio_event::ByteSize {
     tapio_event::ByteSize(16 << 20)
-}
-
-/// The TLS files, read when the source is built.
-#[derive(Debug, Clone)]
-struct TlsFiles {
-    crt: Vec<u8>,
-    key: Vec<u8>,
-    ca: Option<Vec<u8>>,
 }
 
 impl ComponentConfig for OtlpSourceConfig {
@@ -159,25 +137,7 @@ impl ComponentConfig for OtlpSourceConfig {
         if self.max_pending_requests == 0 {
             return Err(invalid("`max_pending_requests` must be at least 1".into()));
         }
-        let tls = match &self.tls {
-            None => None,
-            Some(tls) => {
-                let read = |option: &str, path: &PathBuf| {
-                    std::fs::read(path).map_err(|e| {
-                        ComponentError::config(format!("`tls.{option}` {}: {e}", path.display()))
-                    })
-                };
-                Some(TlsFiles {
-                    crt: read("crt_file", &tls.crt_file)?,
-                    key: read("key_file", &tls.key_file)?,
-                    ca: tls
-                        .ca_file
-                        .as_ref()
-                        .map(|p| read("ca_file", p))
-                        .transpose()?,
-                })
-            }
-        };
+        let tls = self.tls.as_ref().map(TlsConfig::read).transpose()?;
         let http_tls = tls
             .as_ref()
             .map(http::acceptor)
@@ -239,7 +199,7 @@ impl Receiver {
         let Some(given) = authorization.and_then(|value| value.strip_prefix(b"Bearer ")) else {
             return false;
         };
-        constant_time_eq(given, token.expose().as_bytes())
+        tapio_event::secret::constant_time_eq(given, token.expose().as_bytes())
     }
 
     /// Queues events for the pipeline, or says why not.
@@ -284,11 +244,6 @@ impl Receiver {
         self.metrics.add_errors("invalid_request", 1);
         Refusal::Invalid(message)
     }
-}
-
-/// Compares without stopping at the first difference, so timing does not reveal the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl Refusal {
@@ -464,13 +419,8 @@ impl OtlpSource {
         };
         let mut server = tonic::transport::Server::builder();
         if let Some(tls) = &self.tls {
-            let mut config =
-                ServerTlsConfig::new().identity(Identity::from_pem(&tls.crt, &tls.key));
-            if let Some(ca) = &tls.ca {
-                config = config.client_ca_root(Certificate::from_pem(ca));
-            }
             server = server
-                .tls_config(config)
+                .tls_config(tls.grpc_server())
                 .map_err(|e| ComponentError::config(format!("`tls`: {e}")))?;
         }
         let incoming = tonic::transport::server::TcpIncoming::bind(address).map_err(|e| {

@@ -3,3 +3,4 @@
 pub(crate) mod lines;
 #[cfg(test)]
 pub(crate) mod testing;
+pub(crate) mod tls;
