@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod dead_letters;
+pub mod disk_buffer;
 pub mod diagnostic;
 pub mod graph;
 pub mod health;
