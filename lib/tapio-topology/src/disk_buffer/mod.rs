@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use tapio_event::buffer::{BufferSender, buffer};
 use tapio_event::codec::encode_json;
 use tapio_event::metrics::ComponentKind;
+use tapio_event::throttle::Throttle;
 use tapio_event::{
     AckReceiver, AckToken, BatchStatus, BufferReceiver, ByteSize, ComponentError,
     ComponentFuture, ComponentMetrics, EventBatch, UnifiedEvent, WhenFull,
@@ -359,6 +360,7 @@ async fn write_loop(
             }
         }
         let mut retry = Duration::from_millis(100);
+        let mut failures = Throttle::new(Duration::from_secs(10));
         let rotated = loop {
             let sync_now = options.sync != SyncPolicy::Interval;
             let (returned, result) = blocking(move || {
@@ -374,13 +376,15 @@ async fn write_loop(
                 Ok(rotated) => break rotated,
                 Err(error) => {
                     metrics.add_errors("buffer_write", 1);
-                    tracing::error!(
-                        sink = %metrics.name,
-                        dir = %shared.dir.display(),
-                        %error,
-                        retry_in = ?retry,
-                        "cannot write to the disk buffer; holding the events (backpressure) and retrying"
-                    );
+                    if let Some(times) = failures.add(1) {
+                        tracing::error!(
+                            sink = %metrics.name,
+                            dir = %shared.dir.display(),
+                            %error,
+                            times,
+                            "cannot write to the disk buffer; holding the events (backpressure) and retrying"
+                        );
+                    }
                     tokio::time::sleep(retry).await;
                     retry = (retry * 2).min(MAX_RETRY);
                 }
@@ -565,19 +569,14 @@ async fn ack_loop(
     shared: Arc<Shared>,
     mut settles: mpsc::UnboundedReceiver<Settle>,
 ) -> Result<(), ComponentError> {
-    let io = |error: std::io::Error| {
-        ComponentError::runtime(format!(
-            "disk buffer {}: cannot record acknowledgements: {error}",
-            shared.dir.display()
-        ))
-    };
     let mut failed = false;
+    let mut unrecorded = Throttle::new(Duration::from_secs(10));
     while let Some(settle) = settles.recv().await {
         match settle {
             Settle::Batch { receiver, at } => {
                 failed |= !receiver.status().await.is_settled();
                 if !failed {
-                    segment::write_ack(&shared.dir, at).map_err(io)?;
+                    record(&shared, at, &mut unrecorded);
                 }
             }
             Settle::SegmentDone(seq) if !failed => {
@@ -586,21 +585,43 @@ async fn ack_loop(
                 match std::fs::remove_file(&path) {
                     Ok(()) => shared.add_size(-(length as i64)),
                     Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(error) => return Err(io(error)),
+                    Err(error) => {
+                        return Err(ComponentError::runtime(format!(
+                            "disk buffer: cannot delete the acknowledged segment {}: {error}",
+                            path.display()
+                        )));
+                    }
                 }
-                segment::write_ack(
-                    &shared.dir,
+                record(
+                    &shared,
                     Position {
                         segment: seq + 1,
                         offset: 0,
                     },
-                )
-                .map_err(io)?;
+                    &mut unrecorded,
+                );
             }
             Settle::SegmentDone(_) => {}
         }
     }
     Ok(())
+}
+
+/// Records the acknowledged position. A failure (a full disk) is counted and logged but not
+/// fatal: the next record replaces it, and until then a restart only sends events again.
+fn record(shared: &Shared, at: Position, unrecorded: &mut Throttle) {
+    if let Err(error) = segment::write_ack(&shared.dir, at) {
+        shared.metrics.add_errors("buffer_ack_write", 1);
+        if let Some(times) = unrecorded.add(1) {
+            tracing::warn!(
+                sink = %shared.metrics.name,
+                dir = %shared.dir.display(),
+                %error,
+                times,
+                "cannot record the disk buffer's acknowledged position; a restart would send those events again"
+            );
+        }
+    }
 }
 
 #[cfg(test)]
