@@ -22,7 +22,8 @@ use tapio_topology::disk_buffer::{self, DiskOptions, SyncPolicy};
 fn events(n: usize) -> Vec<UnifiedEvent> {
     (0..n)
         .map(|i| {
-            let mut event = UnifiedEvent::new(EventType::Application, "bench", Timestamp(1 + i as i64));
+            let mut event =
+                UnifiedEvent::new(EventType::Application, "bench", Timestamp(1 + i as i64));
             event.id = format!("evt_{i:012}");
             let mut app = serde_json::Map::new();
             app.insert("message".into(), "x".repeat(160).into());
@@ -42,7 +43,10 @@ fn main() {
     let template = events(batch);
     let mut bytes = Vec::new();
     tapio_event::codec::encode_json(&template[0], &mut bytes);
-    println!("event JSON size: {} bytes; {total} events per run", bytes.len());
+    println!(
+        "event JSON size: {} bytes; {total} events per run",
+        bytes.len()
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -103,20 +107,32 @@ fn main() {
 /// Writes `total` events into the disk buffer of sink `full` under `data_dir` and returns once
 /// they are durable, leaving them unacknowledged by any sink.
 async fn fill(data_dir: &std::path::Path, total: usize, template: &[UnifiedEvent]) {
-    let metrics = Arc::new(ComponentMetrics::new("full", "blackhole", ComponentKind::Sink));
-    let (out, _output) = buffer(disk_buffer::READ_AHEAD_EVENTS, WhenFull::Block, Arc::clone(&metrics));
+    let metrics = Arc::new(ComponentMetrics::new(
+        "full",
+        "blackhole",
+        ComponentKind::Sink,
+    ));
+    let (out, _output) = buffer(
+        disk_buffer::READ_AHEAD_EVENTS,
+        WhenFull::Block,
+        Arc::clone(&metrics),
+    );
     let options = DiskOptions {
         max_size: ByteSize(2 << 30),
         when_full: WhenFull::Block,
         sync: SyncPolicy::Batch,
         sync_interval: Duration::from_millis(500),
     };
-    let (input, run) = disk_buffer::open(data_dir, "full", options, Arc::clone(&metrics), out).unwrap();
+    let (input, run) =
+        disk_buffer::open(data_dir, "full", options, Arc::clone(&metrics), out).unwrap();
     tokio::spawn(run);
     let mut receivers = Vec::new();
     for _ in 0..total / template.len() {
         let (token, receiver) = AckToken::new();
-        input.send(EventBatch::with_ack(template.to_vec(), token)).await.unwrap();
+        input
+            .send(EventBatch::with_ack(template.to_vec(), token))
+            .await
+            .unwrap();
         receivers.push(receiver);
     }
     for receiver in receivers {

@@ -323,7 +323,10 @@ fn buffer_check_reports_damage_until_a_start_quarantines_it() {
     let damaged = buffer_check(&data_dir);
     let text = String::from_utf8_lossy(&damaged.stdout).into_owned();
     assert_eq!(damaged.status.code(), Some(1), "{text}");
-    assert!(text.contains("UNREADABLE") && text.contains("length runs past"), "{text}");
+    assert!(
+        text.contains("UNREADABLE") && text.contains("length runs past"),
+        "{text}"
+    );
     // A start quarantines the tail and delivers the valid prefix: all 3000 events.
     let good = write_config(
         dir.path(),
@@ -445,7 +448,11 @@ fn an_overflowing_sink_does_not_slow_its_sibling_and_catches_up_afterwards() {
     });
     signal(child.id(), libc::SIGTERM);
     let output = wait_with_timeout(child, Duration::from_secs(60));
-    assert!(caught_up.is_some(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        caught_up.is_some(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_success(&output);
 }
 
@@ -487,10 +494,21 @@ fn file_sink_rejections_are_dead_letters_that_list_counts_and_replay_resends() {
     .unwrap_or_else(|| panic!("dead letters: {}\n{}", lines(&dead), log.lock().unwrap()));
     signal(child.id(), libc::SIGTERM);
     assert_eq!(child.wait().unwrap().code(), Some(0));
-    let record: serde_json::Value =
-        serde_json::from_str(std::fs::read_to_string(&dead).unwrap().lines().next().unwrap())
-            .unwrap();
-    assert!(record["reason"].as_str().unwrap().contains("entity.namespace"), "{record}");
+    let record: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&dead)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        record["reason"]
+            .as_str()
+            .unwrap()
+            .contains("entity.namespace"),
+        "{record}"
+    );
     assert!(record["time"].as_str().is_some(), "{record}");
 
     let list = tapio()
@@ -500,7 +518,9 @@ fn file_sink_rejections_are_dead_letters_that_list_counts_and_replay_resends() {
         .unwrap();
     let listed = String::from_utf8_lossy(&list.stdout);
     assert!(
-        listed.lines().any(|l| l.split_whitespace().take(2).eq(["out", "20"])),
+        listed
+            .lines()
+            .any(|l| l.split_whitespace().take(2).eq(["out", "20"])),
         "{listed}"
     );
     let unknown = tapio()
@@ -517,7 +537,15 @@ fn file_sink_rejections_are_dead_letters_that_list_counts_and_replay_resends() {
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&replay.stdout);
-    assert_eq!(replay.status.code(), Some(0), "{said}{}", String::from_utf8_lossy(&replay.stderr));
-    assert!(said.contains("replayed 20 events, 20 rejected again"), "{said}");
+    assert_eq!(
+        replay.status.code(),
+        Some(0),
+        "{said}{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    assert!(
+        said.contains("replayed 20 events, 20 rejected again"),
+        "{said}"
+    );
     assert_eq!(lines(&dead), 20);
 }

@@ -324,10 +324,19 @@ mod tests {
         let tx = tx.with_overflow(spill_tx);
         tx.send(EventBatch::new(events(4))).await.unwrap();
         tx.send(EventBatch::new(events(3))).await.unwrap();
-        assert_eq!(spill_rx.try_recv().unwrap().len(), 3, "the batch did not spill");
-        let blocked =
-            tokio::time::timeout(Duration::from_millis(50), back.send(EventBatch::new(events(3))));
-        assert!(blocked.await.is_err(), "the blocking sender spilled or overfilled");
+        assert_eq!(
+            spill_rx.try_recv().unwrap().len(),
+            3,
+            "the batch did not spill"
+        );
+        let blocked = tokio::time::timeout(
+            Duration::from_millis(50),
+            back.send(EventBatch::new(events(3))),
+        );
+        assert!(
+            blocked.await.is_err(),
+            "the blocking sender spilled or overfilled"
+        );
         assert_eq!(rx.recv().await.unwrap().len(), 4);
         tx.send(EventBatch::new(events(1))).await.unwrap();
         assert_eq!(rx.recv().await.unwrap().len(), 1);

@@ -456,7 +456,10 @@ mod tests {
         let dead = std::fs::read_to_string(dir.path().join("dead_letter/out.ndjson")).unwrap();
         let record: serde_json::Value = serde_json::from_str(dead.trim()).unwrap();
         assert!(
-            record["reason"].as_str().unwrap().contains("entity.namespace"),
+            record["reason"]
+                .as_str()
+                .unwrap()
+                .contains("entity.namespace"),
             "{record}"
         );
         assert_eq!(record["event"]["source"], "kubernetes");

@@ -5,8 +5,8 @@
 
 pub mod config;
 pub mod dead_letters;
-pub mod disk_buffer;
 pub mod diagnostic;
+pub mod disk_buffer;
 pub mod graph;
 pub mod health;
 pub mod reference;

@@ -14,8 +14,8 @@ use futures::stream::FuturesUnordered;
 use tapio_event::buffer::{BufferSender, buffer};
 use tapio_event::metrics::ComponentKind;
 use tapio_event::{
-    BufferReceiver, BuildContext, ComponentError, ComponentFuture, ComponentMetrics, Fanout, Outputs,
-    ShutdownSignal, Sink, SinkContext, Source, SourceContext, Transform, TransformContext,
+    BufferReceiver, BuildContext, ComponentError, ComponentFuture, ComponentMetrics, Fanout,
+    Outputs, ShutdownSignal, Sink, SinkContext, Source, SourceContext, Transform, TransformContext,
     WhenFull,
 };
 use tokio::task::JoinHandle;
@@ -454,9 +454,7 @@ fn ensure_writable(dir: &std::path::Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tapio_event::{
-        BatchStatus, EventBatch, EventType, Timestamp, UnifiedEvent, WhenFull,
-    };
+    use tapio_event::{BatchStatus, EventBatch, EventType, Timestamp, UnifiedEvent, WhenFull};
 
     /// Sends one batch, then panics or waits for shutdown as told.
     struct ScriptedSource {

@@ -545,8 +545,11 @@ impl Parser<'_, '_> {
         let span = value.span();
         let buffer: BufferOptions = self.typed(value, &format!("{key}.buffer"))?;
         let mut problem = |option: &str, message: &str| {
-            self.diags
-                .error(Some(span.clone()), format!("{key}.buffer.{option}"), message);
+            self.diags.error(
+                Some(span.clone()),
+                format!("{key}.buffer.{option}"),
+                message,
+            );
         };
         let mut valid = true;
         if buffer.max_events == 0 {

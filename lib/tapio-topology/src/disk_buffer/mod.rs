@@ -26,8 +26,8 @@ use tapio_event::codec::encode_json;
 use tapio_event::metrics::ComponentKind;
 use tapio_event::throttle::Throttle;
 use tapio_event::{
-    AckReceiver, AckToken, BatchStatus, BufferReceiver, ByteSize, ComponentError,
-    ComponentFuture, ComponentMetrics, EventBatch, UnifiedEvent, WhenFull,
+    AckReceiver, AckToken, BatchStatus, BufferReceiver, ByteSize, ComponentError, ComponentFuture,
+    ComponentMetrics, EventBatch, UnifiedEvent, WhenFull,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -292,7 +292,10 @@ async fn write_loop(
 ) -> Result<(), ComponentError> {
     let metrics = Arc::clone(&shared.metrics);
     let io = |what: &str, error: std::io::Error| {
-        ComponentError::runtime(format!("disk buffer {}: {what}: {error}", shared.dir.display()))
+        ComponentError::runtime(format!(
+            "disk buffer {}: {what}: {error}",
+            shared.dir.display()
+        ))
     };
     // Acknowledgements of events written but not yet synced (the `interval` policy).
     let mut unsynced: Vec<AckToken> = Vec::new();

@@ -356,7 +356,10 @@ mod tests {
         for cut in 1..full {
             std::fs::write(segment_path(dir.path(), 0), &original[..cut as usize]).unwrap();
             let scan = scan(&segment_path(dir.path(), 0), 0).unwrap();
-            assert!(scan.damage.is_some() || scan.valid_until == cut, "cut {cut}");
+            assert!(
+                scan.damage.is_some() || scan.valid_until == cut,
+                "cut {cut}"
+            );
             assert!(scan.valid_until <= cut);
             if cut >= first_end {
                 assert!(scan.records >= 1, "cut {cut} lost the first record");

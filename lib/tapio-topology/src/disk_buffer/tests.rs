@@ -119,7 +119,11 @@ async fn the_interval_policy_acknowledges_upstream_only_after_its_sync() {
     let running = start(data.path(), slow);
     let mut receivers = send_numbered(&running.input, 0, 10, 1).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(receivers[0].try_status(), None, "acknowledged before any sync");
+    assert_eq!(
+        receivers[0].try_status(),
+        None,
+        "acknowledged before any sync"
+    );
     drop(running.input);
     for receiver in receivers {
         assert_eq!(receiver.status().await, BatchStatus::Delivered);
@@ -136,16 +140,29 @@ async fn what_the_sink_did_not_acknowledge_is_sent_again_after_a_restart_across_
     send_numbered(&running.input, 0, 3000, 5).await;
     let acknowledged = receive(&mut running.output, 1200, BatchStatus::Delivered).await;
     // The rest reaches the sink but it fails them (as a crashed sink would).
-    let failed = receive(&mut running.output, 3000 - acknowledged.len(), BatchStatus::Failed).await;
+    let failed = receive(
+        &mut running.output,
+        3000 - acknowledged.len(),
+        BatchStatus::Failed,
+    )
+    .await;
     assert!(!failed.is_empty());
     drop(running.input);
     while running.output.recv().await.is_some() {}
     running.task.await.unwrap().unwrap();
-    assert!(segment::segments(&segment::buffer_dir(data.path(), "out")).unwrap().len() > 1);
+    assert!(
+        segment::segments(&segment::buffer_dir(data.path(), "out"))
+            .unwrap()
+            .len()
+            > 1
+    );
 
     let mut again = start(data.path(), small);
     let resent = receive(&mut again.output, failed.len(), BatchStatus::Delivered).await;
-    assert_eq!(resent, failed, "not exactly the unacknowledged events were sent again");
+    assert_eq!(
+        resent, failed,
+        "not exactly the unacknowledged events were sent again"
+    );
     drop(again.input);
     assert!(again.output.recv().await.is_none());
     again.task.await.unwrap().unwrap();
@@ -173,7 +190,10 @@ async fn a_damaged_tail_is_quarantined_at_open_and_the_valid_prefix_delivered() 
     drop(file);
 
     let mut again = start(data.path(), options(SyncPolicy::Always));
-    assert_eq!(again.metrics.snapshot().errors.get("buffer_damaged"), Some(&1));
+    assert_eq!(
+        again.metrics.snapshot().errors.get("buffer_damaged"),
+        Some(&1)
+    );
     drop(again.input);
     let mut ids = Vec::new();
     while let Some(batch) = again.output.recv().await {
