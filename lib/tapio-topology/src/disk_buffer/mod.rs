@@ -395,7 +395,7 @@ async fn write_loop(
         };
         shared.add_size(need as i64);
         shared.written.send_modify(|w| w.at = writer.at);
-        acks.extend(unsynced.drain(..));
+        acks.append(&mut unsynced);
         if options.sync == SyncPolicy::Interval && !rotated {
             unsynced = acks;
         } else {
