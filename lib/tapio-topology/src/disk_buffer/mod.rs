@@ -62,9 +62,9 @@ pub struct DiskOptions {
 /// Events the memory queue in front of the writer holds; the writer groups what waits there.
 const WRITER_QUEUE_EVENTS: usize = 8192;
 /// Events the reader reads ahead into the sink's input.
-pub const READ_AHEAD_EVENTS: usize = 4096;
+pub const READ_AHEAD_EVENTS: usize = 2048;
 /// Events per batch the reader sends.
-const READ_BATCH_EVENTS: usize = 1000;
+const READ_BATCH_EVENTS: usize = 512;
 /// Events the writer groups into one write (and, with `batch`, one sync).
 const GROUP_EVENTS: usize = 8192;
 /// The longest wait between retries of a write that failed (a full disk).
