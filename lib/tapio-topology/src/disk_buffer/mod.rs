@@ -55,7 +55,9 @@ pub struct DiskOptions {
     pub max_size: ByteSize,
     /// `Block` waits for the sink to free space; `DropNewest` drops and counts.
     pub when_full: WhenFull,
+    /// When written events become durable and are acknowledged upstream.
     pub sync: SyncPolicy,
+    /// How often the `Interval` policy syncs.
     pub sync_interval: Duration,
 }
 
