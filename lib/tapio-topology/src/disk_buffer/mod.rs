@@ -109,6 +109,18 @@ pub fn open(
 ) -> std::io::Result<(BufferSender, ComponentFuture)> {
     let dir = segment::buffer_dir(data_dir, name);
     std::fs::create_dir_all(&dir)?;
+    // One process per buffer: a second one reading the same segments would send every event
+    // twice and delete segments under the first. The lock goes with the process, even a killed one.
+    let lock = std::fs::File::create(dir.join("lock"))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(std::io::Error::other(
+                "another process (a second tapio on the same data_dir?) is using this buffer",
+            ));
+        }
+        Err(std::fs::TryLockError::Error(error)) => return Err(error),
+    }
     let ack = segment::read_ack(&dir);
     let mut existing = Vec::new();
     for seq in segment::segments(&dir)? {
@@ -167,7 +179,9 @@ pub fn open(
             let writing = write_loop(queue, writer, Arc::clone(&shared), options);
             let reading = read_loop(start, Arc::clone(&shared), out, settle_tx);
             let acking = ack_loop(Arc::clone(&shared), settle_rx);
-            tokio::try_join!(writing, reading, acking).map(|_| ())
+            let ran = tokio::try_join!(writing, reading, acking).map(|_| ());
+            drop(lock);
+            ran
         }
     };
     Ok((input, Box::pin(run)))

@@ -243,3 +243,25 @@ async fn a_full_buffer_drops_newest_when_told_and_blocks_otherwise() {
         drop(running.output);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_opener_of_the_same_buffer_is_refused_until_the_first_is_done() {
+    let data = tempfile::tempdir().unwrap();
+    let running = start(data.path(), options(SyncPolicy::Batch));
+    let metrics = sink_metrics();
+    let (out, _output) = buffer(READ_AHEAD_EVENTS, WhenFull::Block, Arc::clone(&metrics));
+    let refused = open(
+        data.path(),
+        "out",
+        options(SyncPolicy::Batch),
+        metrics,
+        out.clone(),
+    );
+    let error = refused.err().expect("a second opener was let in");
+    assert!(error.to_string().contains("another process"), "{error}");
+    drop(running.input);
+    drop(running.output);
+    running.task.await.unwrap().unwrap();
+    let metrics = sink_metrics();
+    assert!(open(data.path(), "out", options(SyncPolicy::Batch), metrics, out).is_ok());
+}
