@@ -38,6 +38,24 @@ pub enum Command {
     /// (`<data_dir>/dead_letter/<sink>.ndjson`).
     #[command(subcommand)]
     DeadLetter(DeadLetterCommand),
+    /// Inspect the sinks' disk buffers (`<data_dir>/buffers/<sink>/`) offline.
+    #[command(subcommand)]
+    Buffer(BufferCommand),
+}
+
+/// What to do with disk buffers.
+#[derive(Debug, Subcommand)]
+pub enum BufferCommand {
+    /// Read every disk buffer under a data directory through, checking every record's
+    /// checksum; print per-sink events, sizes and damage. Exit 0 when every buffer is readable
+    /// (tails a start already quarantined included), 1 when something is not.
+    Check(BufferCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BufferCheckArgs {
+    /// The pipeline's `data_dir`.
+    pub data_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         cli::Command::Graph(args) => run::graph(&args),
         cli::Command::Test(args) => run::test(&args),
         cli::Command::DeadLetter(command) => run::dead_letter(&command),
+        cli::Command::Buffer(cli::BufferCommand::Check(args)) => run::buffer_check(&args),
     };
     ExitCode::from(code as u8)
 }

@@ -10,11 +10,14 @@ use tapio_event::ErrorKind;
 use tapio_sources::ebpf::Preflight;
 use tapio_topology::{ComponentFailure, Config, Health, Loaded, Outcome, Severity, Topology};
 
-use crate::cli::{ConfigArgs, DeadLetterCommand, GraphArgs, GraphFormat, RunArgs, TestArgs};
+use crate::cli::{
+    BufferCheckArgs, ConfigArgs, DeadLetterCommand, GraphArgs, GraphFormat, RunArgs, TestArgs,
+};
 
 const EXIT_OK: i32 = 0;
 const EXIT_USAGE: i32 = 64;
-/// `tapio test`: a test failed (the config itself was valid).
+/// `tapio test`: a test failed (the config itself was valid); `tapio buffer check`: a buffer
+/// is not readable.
 const EXIT_TESTS_FAILED: i32 = 1;
 const EXIT_SOFTWARE: i32 = 70;
 const EXIT_UNAVAILABLE: i32 = 69;
@@ -296,6 +299,49 @@ pub fn dead_letter(command: &DeadLetterCommand) -> i32 {
                 }
             }
         }
+    }
+}
+
+/// `tapio buffer check <data_dir>`: one line per sink's disk buffer, then its damage.
+pub fn buffer_check(args: &BufferCheckArgs) -> i32 {
+    let reports = match tapio_topology::disk_buffer::segment::check(&args.data_dir) {
+        Ok(reports) => reports,
+        Err(error) => {
+            eprintln!(
+                "cannot read the disk buffers under {}: {error}",
+                args.data_dir.display()
+            );
+            return EXIT_UNAVAILABLE;
+        }
+    };
+    if reports.is_empty() {
+        println!("no disk buffers under {}", args.data_dir.display());
+        return EXIT_OK;
+    }
+    println!(
+        "{:<24} {:>9} {:>12} {:>14} {:>12}  state",
+        "sink", "segments", "events", "bytes", "quarantined"
+    );
+    let mut unreadable = 0;
+    for report in &reports {
+        let state = if report.unreadable.is_empty() {
+            "readable"
+        } else {
+            "UNREADABLE"
+        };
+        println!(
+            "{:<24} {:>9} {:>12} {:>14} {:>12}  {state}",
+            report.sink, report.segments, report.events, report.bytes, report.quarantined_bytes
+        );
+        for damage in &report.unreadable {
+            println!("  {damage}");
+        }
+        unreadable += report.unreadable.len();
+    }
+    if unreadable == 0 {
+        EXIT_OK
+    } else {
+        EXIT_TESTS_FAILED
     }
 }
 

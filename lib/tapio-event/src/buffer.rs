@@ -2,7 +2,9 @@
 //! stays bounded however big batches are. All upstream edges of a component share its buffer (the
 //! user sizes one `buffer.max_events` per sink). With `when_full = "block"` a full buffer makes the
 //! sender wait, which stalls the source (backpressure); with `"drop_newest"` the batch that does
-//! not fit is dropped, counted and acknowledged as dropped.
+//! not fit is dropped, counted and acknowledged as dropped; with `"overflow"` it goes to the
+//! buffer's overflow (a disk buffer the topology puts behind it), so a slow sink never stalls
+//! the fan-out it shares with faster ones.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,6 +26,9 @@ pub enum WhenFull {
     Block,
     /// Drop the batch that does not fit, counting its events as `buffer_full` drops.
     DropNewest,
+    /// Hand the batch that does not fit to the buffer's overflow (a memory buffer's own disk
+    /// buffer), waiting only when that is full too. Order between the two is not kept.
+    Overflow,
 }
 
 /// The receiving component has gone away (it failed or finished).
@@ -43,6 +48,8 @@ pub struct BufferSender {
     room: Arc<Semaphore>,
     max_events: u32,
     when_full: WhenFull,
+    /// Where batches go when this buffer is full and `when_full` is `Overflow`.
+    overflow: Option<Box<BufferSender>>,
     metrics: Arc<ComponentMetrics>,
 }
 
@@ -70,6 +77,7 @@ pub fn buffer(
             room: Arc::clone(&room),
             max_events,
             when_full,
+            overflow: None,
             metrics: Arc::clone(&metrics),
         },
         BufferReceiver {
@@ -82,22 +90,52 @@ pub fn buffer(
 }
 
 impl BufferSender {
-    /// Queues `batch`, waiting for room or dropping it as the buffer's policy says.
-    /// A batch larger than the whole buffer waits for an empty buffer and then goes in alone.
+    /// This sender spilling to `overflow` when the buffer is full (`when_full = "overflow"`).
+    pub fn with_overflow(mut self, overflow: BufferSender) -> BufferSender {
+        self.overflow = Some(Box::new(overflow));
+        self
+    }
+
+    /// A sender into the same buffer that always waits for room: what drains the overflow back
+    /// into the buffer uses it, so nothing it sends spills again.
+    pub fn blocking(&self) -> BufferSender {
+        BufferSender {
+            queue: self.queue.clone(),
+            room: Arc::clone(&self.room),
+            max_events: self.max_events,
+            when_full: WhenFull::Block,
+            overflow: None,
+            metrics: Arc::clone(&self.metrics),
+        }
+    }
+
+    /// Queues `batch`, waiting for room, dropping it or handing it to the overflow as the
+    /// buffer's policy says. A batch larger than the whole buffer waits for an empty buffer and
+    /// then goes in alone.
     pub async fn send(&self, batch: EventBatch) -> Result<(), Closed> {
         if batch.is_empty() {
             batch.ack(BatchStatus::Delivered);
             return Ok(());
         }
         let permits = (batch.len() as u64).min(u64::from(self.max_events)) as u32;
-        let granted = match self.when_full {
-            WhenFull::Block => self.room.acquire_many(permits).await.ok(),
-            WhenFull::DropNewest => match self.room.try_acquire_many(permits) {
+        let granted = match (self.when_full, &self.overflow) {
+            (WhenFull::Block, _) | (WhenFull::Overflow, None) => {
+                self.room.acquire_many(permits).await.ok()
+            }
+            (WhenFull::DropNewest, _) => match self.room.try_acquire_many(permits) {
                 Ok(granted) => Some(granted),
                 Err(tokio::sync::TryAcquireError::NoPermits) => {
                     self.metrics.add_dropped("buffer_full", batch.len());
                     batch.ack(BatchStatus::Dropped);
                     return Ok(());
+                }
+                Err(tokio::sync::TryAcquireError::Closed) => None,
+            },
+            (WhenFull::Overflow, Some(overflow)) => match self.room.try_acquire_many(permits) {
+                Ok(granted) => Some(granted),
+                Err(tokio::sync::TryAcquireError::NoPermits) => {
+                    // The overflow never has one of its own, so this does not recurse further.
+                    return Box::pin(overflow.send(batch)).await;
                 }
                 Err(tokio::sync::TryAcquireError::Closed) => None,
             },
@@ -276,6 +314,33 @@ mod tests {
         assert_eq!(receiver.status().await, BatchStatus::Dropped);
         assert_eq!(metrics.snapshot().dropped.get("buffer_full"), Some(&3));
         assert_eq!(metrics.snapshot().buffer_events, 5);
+    }
+
+    #[tokio::test]
+    async fn overflow_takes_what_does_not_fit_and_blocking_senders_wait_instead() {
+        let (tx, mut rx) = buffer(5, WhenFull::Overflow, metrics());
+        let (spill_tx, mut spill_rx) = buffer(100, WhenFull::Block, metrics());
+        let back = tx.blocking();
+        let tx = tx.with_overflow(spill_tx);
+        tx.send(EventBatch::new(events(4))).await.unwrap();
+        tx.send(EventBatch::new(events(3))).await.unwrap();
+        assert_eq!(
+            spill_rx.try_recv().unwrap().len(),
+            3,
+            "the batch did not spill"
+        );
+        let blocked = tokio::time::timeout(
+            Duration::from_millis(50),
+            back.send(EventBatch::new(events(3))),
+        );
+        assert!(
+            blocked.await.is_err(),
+            "the blocking sender spilled or overfilled"
+        );
+        assert_eq!(rx.recv().await.unwrap().len(), 4);
+        tx.send(EventBatch::new(events(1))).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap().len(), 1);
+        assert!(spill_rx.try_recv().is_none());
     }
 
     #[tokio::test]

@@ -24,6 +24,7 @@ use tapio_event::{
 
 use tokio::sync::mpsc;
 
+use crate::util::dead_letter::DeadLetter;
 use crate::util::pool::BufferPool;
 use crate::util::retry::Backoff;
 
@@ -37,7 +38,8 @@ fn default_idle_timeout() -> ConfigDuration {
 pub struct FileSinkConfig {
     /// The file each event is appended to, e.g. `"/var/log/tapio/{{ source }}/%Y-%m-%d.ndjson"`;
     /// directories are created as needed. An event lacking a field the template references is
-    /// skipped and counted as a `template` error.
+    /// counted as a `template` error and goes to the dead-letter file
+    /// `<data_dir>/dead_letter/<sink>.ndjson` with the reason.
     pub path: Template,
     /// Close a file nobody wrote to for this long; it is reopened on demand.
     #[serde(default = "default_idle_timeout")]
@@ -53,7 +55,7 @@ pub struct FileSinkConfig {
 impl ComponentConfig for FileSinkConfig {
     type Component = dyn Sink;
 
-    fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Sink>, ComponentError> {
+    fn build(&self, cx: &BuildContext) -> Result<Box<dyn Sink>, ComponentError> {
         if self.path.is_static() {
             let mut path = String::new();
             let probe =
@@ -73,6 +75,7 @@ impl ComponentConfig for FileSinkConfig {
         }
         let spare = BufferPool::new(MAX_SPARE_BUFFERS);
         Ok(Box::new(FileSink {
+            dead_letter: DeadLetter::new(&cx.data_dir, &cx.name),
             encoder: Encoder {
                 path: self.path.clone(),
                 spare: spare.clone(),
@@ -88,6 +91,8 @@ impl ComponentConfig for FileSinkConfig {
 }
 
 struct FileSink {
+    /// Where events whose path cannot be rendered go.
+    dead_letter: DeadLetter,
     encoder: Encoder,
     files: OpenFiles,
 }
@@ -115,6 +120,12 @@ struct OpenFiles {
     fsync: bool,
 }
 
+/// One batch, encoded: its lines by file, and the events rejected with their reason.
+struct Encoded {
+    writes: Vec<PendingWrite>,
+    rejected: Vec<(String, String)>,
+}
+
 /// The encoded lines of one batch bound for one file.
 struct PendingWrite {
     path: PathBuf,
@@ -124,9 +135,11 @@ struct PendingWrite {
 
 impl Encoder {
     /// Groups the batch's events by destination and encodes them; events whose path cannot be
-    /// rendered are counted as `template` errors.
-    fn encode(&self, events: &[UnifiedEvent], metrics: &ComponentMetrics) -> Vec<PendingWrite> {
+    /// rendered are counted as `template` errors and returned, encoded with their reason, for
+    /// the dead-letter file.
+    fn encode(&self, events: &[UnifiedEvent], metrics: &ComponentMetrics) -> Encoded {
         let mut pending: Vec<PendingWrite> = Vec::new();
+        let mut rejected = Vec::new();
         let mut rendered = String::new();
         let mut missing = 0;
         for event in events {
@@ -134,8 +147,14 @@ impl Encoder {
             if let Err(field) = self.path.render_into(event, &mut rendered) {
                 missing += 1;
                 if missing == 1 {
-                    tracing::warn!(sink = %metrics.name, field, "event lacks a field the path template needs; skipped");
+                    tracing::warn!(sink = %metrics.name, field, "event lacks a field the path template needs; sent to the dead-letter file");
                 }
+                let mut json = Vec::new();
+                encode_json(event, &mut json);
+                rejected.push((
+                    format!("the path template needs {field}, which the event lacks"),
+                    String::from_utf8(json).expect("JSON is UTF-8"),
+                ));
                 continue;
             }
             let index = match pending
@@ -158,7 +177,10 @@ impl Encoder {
             target.events += 1;
         }
         metrics.add_errors("template", missing);
-        pending
+        Encoded {
+            writes: pending,
+            rejected,
+        }
     }
 }
 
@@ -276,8 +298,8 @@ async fn run_blocking<T: Send + 'static>(
         .map_err(|e| ComponentError::runtime(format!("file writer thread failed: {e}")))
 }
 
-/// A batch's encoded writes and the acknowledgements to settle once they are written.
-type EncodedBatch = (Vec<PendingWrite>, Vec<AckToken>);
+/// A batch, encoded, and the acknowledgements to settle once it is written.
+type EncodedBatch = (Encoded, Vec<AckToken>);
 
 /// Batches encoded ahead of the writer; two keep both stages busy without holding much memory.
 const ENCODED_AHEAD: usize = 2;
@@ -287,6 +309,7 @@ impl Sink for FileSink {
         Box::pin(async move {
             let metrics = cx.metrics;
             let FileSink {
+                dead_letter,
                 mut encoder,
                 mut files,
             } = *self;
@@ -309,8 +332,11 @@ impl Sink for FileSink {
                 Ok::<_, ComponentError>(())
             };
             let writing = async move {
-                while let Some((pending, acks)) = encoded.recv().await {
-                    files = write_until_done(files, pending, &metrics).await?;
+                while let Some((batch, acks)) = encoded.recv().await {
+                    files = write_until_done(files, batch.writes, &metrics).await?;
+                    for (reason, json) in &batch.rejected {
+                        dead_letter.write(reason, json).await?;
+                    }
                     for ack in acks {
                         ack.ack(BatchStatus::Delivered);
                     }
@@ -378,6 +404,7 @@ mod tests {
     /// The sink of `config` running on a buffer the test sends into.
     fn start(
         config: &FileSinkConfig,
+        data_dir: &Path,
     ) -> (
         tapio_event::BufferSender,
         tokio::task::JoinHandle<Result<(), ComponentError>>,
@@ -385,7 +412,7 @@ mod tests {
     ) {
         let cx = BuildContext {
             name: "out".into(),
-            data_dir: std::env::temp_dir(),
+            data_dir: data_dir.to_path_buf(),
             node_name: "n".into(),
         };
         let sink = config.build(&cx).unwrap();
@@ -407,7 +434,7 @@ mod tests {
             "path": format!("{}/{{{{ entity.namespace }}}}/%Y-%m-%d.ndjson", dir.path().display())
         }))
         .unwrap();
-        let (tx, task, metrics) = start(&config);
+        let (tx, task, metrics) = start(&config, dir.path());
         let (token, ack) = AckToken::new();
         let events = vec![
             event("shop", 27),
@@ -426,6 +453,16 @@ mod tests {
         let snapshot = metrics.snapshot();
         assert_eq!(snapshot.events_out, 3);
         assert_eq!(snapshot.errors.get("template"), Some(&1));
+        let dead = std::fs::read_to_string(dir.path().join("dead_letter/out.ndjson")).unwrap();
+        let record: serde_json::Value = serde_json::from_str(dead.trim()).unwrap();
+        assert!(
+            record["reason"]
+                .as_str()
+                .unwrap()
+                .contains("entity.namespace"),
+            "{record}"
+        );
+        assert_eq!(record["event"]["source"], "kubernetes");
     }
 
     #[test]
@@ -468,7 +505,8 @@ mod tests {
                 "fsync": fsync,
             }))
             .unwrap();
-            let (tx, task, _) = start(&config);
+            let dir = tempfile::tempdir().unwrap();
+            let (tx, task, _) = start(&config, dir.path());
             let (token, ack) = AckToken::new();
             tx.send(EventBatch::with_ack(vec![event("shop", 27)], token))
                 .await

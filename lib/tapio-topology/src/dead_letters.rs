@@ -199,6 +199,7 @@ pub async fn replay(
             input: rx,
             metrics: Arc::clone(&sink_metrics),
         }],
+        buffers: Vec::new(),
         grace: config.shutdown_grace_period,
     };
     let rejected_before = lines_in(&path);

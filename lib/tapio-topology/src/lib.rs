@@ -6,6 +6,7 @@
 pub mod config;
 pub mod dead_letters;
 pub mod diagnostic;
+pub mod disk_buffer;
 pub mod graph;
 pub mod health;
 pub mod reference;

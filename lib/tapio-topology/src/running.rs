@@ -14,13 +14,14 @@ use futures::stream::FuturesUnordered;
 use tapio_event::buffer::{BufferSender, buffer};
 use tapio_event::metrics::ComponentKind;
 use tapio_event::{
-    BufferReceiver, BuildContext, ComponentError, ComponentMetrics, Fanout, Outputs,
-    ShutdownSignal, Sink, SinkContext, Source, SourceContext, Transform, TransformContext,
+    BufferReceiver, BuildContext, ComponentError, ComponentFuture, ComponentMetrics, Fanout,
+    Outputs, ShutdownSignal, Sink, SinkContext, Source, SourceContext, Transform, TransformContext,
     WhenFull,
 };
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::config::{BufferType, Config, SinkComponent};
+use crate::disk_buffer;
 use crate::health::{Health, HealthState};
 
 /// How a run ended; the CLI maps it to an exit code.
@@ -90,7 +91,52 @@ pub struct Topology {
     pub(crate) sources: Vec<BuiltSource>,
     pub(crate) transforms: Vec<BuiltTransform>,
     pub(crate) sinks: Vec<BuiltSink>,
+    /// The disk buffers' tasks, named `<sink>.buffer`.
+    pub(crate) buffers: Vec<(String, ComponentFuture)>,
     pub(crate) grace: Duration,
+}
+
+/// A sink's input: the sender upstream writes to, the receiver the sink reads, and the task of
+/// its disk buffer when it has one. A disk buffer sits between the two (upstream → disk →
+/// sink); an overflow beside the memory buffer, taking what does not fit and feeding it back.
+fn sink_buffer(
+    config: &Config,
+    component: &SinkComponent,
+    metrics: &Arc<ComponentMetrics>,
+) -> Result<(BufferSender, BufferReceiver, Option<ComponentFuture>), ComponentError> {
+    let options = &component.buffer;
+    let Some(disk) = options.disk() else {
+        let (tx, rx) = buffer(options.max_events, options.when_full, Arc::clone(metrics));
+        return Ok((tx, rx, None));
+    };
+    let open = |out: BufferSender| {
+        disk_buffer::open(
+            &config.data_dir,
+            &component.name,
+            disk,
+            Arc::clone(metrics),
+            out,
+        )
+        .map_err(|error| {
+            ComponentError::unavailable(format!(
+                "cannot open its disk buffer under {}: {error}",
+                disk_buffer::segment::buffer_dir(&config.data_dir, &component.name).display()
+            ))
+        })
+    };
+    if options.kind == BufferType::Disk {
+        let (out, rx) = buffer(
+            disk_buffer::READ_AHEAD_EVENTS,
+            WhenFull::Block,
+            Arc::clone(metrics),
+        );
+        let (tx, run) = open(out)?;
+        Ok((tx, rx, Some(run)))
+    } else {
+        let (tx, rx) = buffer(options.max_events, WhenFull::Overflow, Arc::clone(metrics));
+        let (spill, run) = open(tx.blocking())?;
+        Ok((tx.with_overflow(spill), rx, Some(run)))
+    }
 }
 
 impl Topology {
@@ -98,7 +144,10 @@ impl Topology {
     /// built, each naming its component once.
     pub fn build(config: &Config) -> Result<Topology, Vec<ComponentFailure>> {
         let keeps_state = config.sources.iter().any(|s| s.config.uses_data_dir())
-            || config.sinks.iter().any(|s| s.config.uses_data_dir());
+            || config
+                .sinks
+                .iter()
+                .any(|s| s.config.uses_data_dir() || s.buffer.disk().is_some());
         if keeps_state && let Err(error) = ensure_writable(&config.data_dir) {
             return Err(vec![ComponentFailure {
                 component: "data_dir".to_owned(),
@@ -119,19 +168,26 @@ impl Topology {
         // Every consumer's buffer exists before any producer is wired to it.
         let mut senders: HashMap<&str, BufferSender> = HashMap::new();
         let mut inputs: HashMap<&str, (BufferReceiver, Arc<ComponentMetrics>)> = HashMap::new();
+        let mut problems = Vec::new();
+        let mut buffers = Vec::new();
         for component in &config.sinks {
             let metrics = counters(
                 &component.name,
                 component.config.type_name(),
                 ComponentKind::Sink,
             );
-            let (tx, rx) = buffer(
-                component.buffer.max_events,
-                component.buffer.when_full,
-                Arc::clone(&metrics),
-            );
-            senders.insert(&component.name, tx);
-            inputs.insert(&component.name, (rx, metrics));
+            match sink_buffer(config, component, &metrics) {
+                Ok((tx, rx, disk)) => {
+                    senders.insert(&component.name, tx);
+                    inputs.insert(&component.name, (rx, metrics));
+                    buffers.extend(disk.map(|run| (format!("{}.buffer", component.name), run)));
+                }
+                Err(error) => problems.push(ComponentFailure::new(
+                    ComponentKind::Sink,
+                    &component.name,
+                    error,
+                )),
+            }
         }
         for component in &config.transforms {
             let metrics = counters(
@@ -167,12 +223,11 @@ impl Topology {
                 .collect();
             Outputs::new(fanout(index, None), named, Arc::clone(metrics))
         };
-        let mut problems = Vec::new();
         let mut sinks = Vec::new();
         for component in &config.sinks {
-            let (input, metrics) = inputs
-                .remove(component.name.as_str())
-                .expect("created above");
+            let Some((input, metrics)) = inputs.remove(component.name.as_str()) else {
+                continue;
+            };
             match component.config.build(&context(&component.name)) {
                 Ok(sink) => sinks.push(BuiltSink {
                     sink,
@@ -232,6 +287,7 @@ impl Topology {
             sources,
             transforms,
             sinks,
+            buffers,
             grace: config.shutdown_grace_period,
         })
     }
@@ -278,6 +334,9 @@ impl Topology {
             handles.push((name.clone(), handle.abort_handle()));
             tasks.push(async move { (name, kind, handle.await) });
         };
+        for (name, run) in self.buffers {
+            watch(name, ComponentKind::Sink, tokio::spawn(run));
+        }
         for built in self.sinks {
             let name = built.metrics.name.clone();
             let cx = SinkContext {
@@ -395,9 +454,7 @@ fn ensure_writable(dir: &std::path::Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tapio_event::{
-        BatchStatus, ComponentFuture, EventBatch, EventType, Timestamp, UnifiedEvent, WhenFull,
-    };
+    use tapio_event::{BatchStatus, EventBatch, EventType, Timestamp, UnifiedEvent, WhenFull};
 
     /// Sends one batch, then panics or waits for shutdown as told.
     struct ScriptedSource {
@@ -482,6 +539,7 @@ mod tests {
                 input: rx,
                 metrics: Arc::clone(&sink_metrics),
             }],
+            buffers: Vec::new(),
             grace: Duration::from_millis(300),
         };
         (topology, sink_metrics)

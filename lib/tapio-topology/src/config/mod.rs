@@ -15,7 +15,7 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tapio_event::metrics::ComponentKind;
-use tapio_event::{ConfigDuration, ERRORS_OUTPUT, WhenFull};
+use tapio_event::{ByteSize, ConfigDuration, ERRORS_OUTPUT, WhenFull};
 use tapio_sinks::SinkConfig;
 use tapio_sources::SourceConfig;
 use tapio_transforms::TransformConfig;
@@ -23,6 +23,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::diagnostic::{Diagnostic, Diagnostics, Severity, did_you_mean};
+use crate::disk_buffer::{DiskOptions, SyncPolicy};
 
 use crate::graph::{Graph, GraphNode, InputRef};
 use crate::unit_tests::UnitTest;
@@ -46,14 +47,14 @@ pub struct ApiConfig {
     pub address: SocketAddr,
 }
 
-/// Where a buffer keeps its events; only `memory` exists yet.
+/// Where a buffer keeps its events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BufferType {
     /// In memory, bounded by `max_events`.
     #[default]
     Memory,
-    /// On disk (accepted by the parser so the error can say it is not available yet).
+    /// On disk under `<data_dir>/buffers/<sink>/`, bounded by `max_size`; survives a crash.
     Disk,
 }
 
@@ -61,22 +62,80 @@ fn default_max_events() -> usize {
     10_000
 }
 
+fn default_max_size() -> ByteSize {
+    ByteSize(256 << 20)
+}
+
+fn default_sync_interval() -> ConfigDuration {
+    ConfigDuration(Duration::from_millis(500))
+}
+
+/// The smallest `max_size` a disk buffer takes: one segment.
+const MIN_DISK_SIZE: u64 = 64 << 10;
+
+/// The disk buffer a memory buffer spills to with `when_full = "overflow"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OverflowOptions {
+    /// Bytes the overflow's segments may take under `<data_dir>/buffers/<sink>/`.
+    #[serde(default = "default_max_size")]
+    pub max_size: ByteSize,
+    /// What a full overflow does: `"block"` stalls the upstream, `"drop_newest"` drops the
+    /// batch that does not fit (counted as `buffer_full` drops).
+    #[serde(default)]
+    pub when_full: WhenFull,
+    /// When spilled events are made durable: `"always"`, `"batch"` or `"interval"` (see the
+    /// disk buffer's `sync`).
+    #[serde(default)]
+    pub sync: SyncPolicy,
+    /// How often the `"interval"` policy syncs.
+    #[serde(default = "default_sync_interval")]
+    pub sync_interval: ConfigDuration,
+}
+
+impl Default for OverflowOptions {
+    fn default() -> Self {
+        OverflowOptions {
+            max_size: default_max_size(),
+            when_full: WhenFull::Block,
+            sync: SyncPolicy::Interval,
+            sync_interval: default_sync_interval(),
+        }
+    }
+}
+
 /// A sink's `buffer = { ... }` option.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BufferOptions {
-    /// Where the buffer keeps its events; `"disk"` is not available yet (a config error says
-    /// so).
+    /// Where the buffer keeps its events: `"memory"`, or `"disk"` (an append-only log of
+    /// checksummed segments under `<data_dir>/buffers/<sink>/` that survives a crash).
     #[serde(default, rename = "type")]
     pub kind: BufferType,
-    /// Events the sink's input buffer holds before `when_full` applies; all its inputs share
+    /// Events a memory buffer holds before `when_full` applies; all the sink's inputs share
     /// it. At least 1.
     #[serde(default = "default_max_events")]
     pub max_events: usize,
     /// `"block"` stalls the upstream (backpressure); `"drop_newest"` drops the batch that does
-    /// not fit, counted as `buffer_full` drops.
+    /// not fit, counted as `buffer_full` drops; `"overflow"` (memory buffers only) spills it to
+    /// the sink's own disk buffer (`overflow`), so a slow or failed sink never stalls the
+    /// sinks it shares a source with.
     #[serde(default)]
     pub when_full: WhenFull,
+    /// Bytes a disk buffer's segments may take. At least 64KiB.
+    #[serde(default = "default_max_size")]
+    pub max_size: ByteSize,
+    /// When a disk buffer makes what it wrote durable, and so acknowledges it upstream:
+    /// `"always"` (`fdatasync` per batch), `"batch"` (per group of batches written together)
+    /// or `"interval"` (every `sync_interval`).
+    #[serde(default)]
+    pub sync: SyncPolicy,
+    /// How often a disk buffer with `sync = "interval"` syncs.
+    #[serde(default = "default_sync_interval")]
+    pub sync_interval: ConfigDuration,
+    /// The disk buffer a memory buffer with `when_full = "overflow"` spills to.
+    #[serde(default)]
+    pub overflow: OverflowOptions,
 }
 
 impl Default for BufferOptions {
@@ -85,6 +144,31 @@ impl Default for BufferOptions {
             kind: BufferType::Memory,
             max_events: default_max_events(),
             when_full: WhenFull::Block,
+            max_size: default_max_size(),
+            sync: SyncPolicy::Interval,
+            sync_interval: default_sync_interval(),
+            overflow: OverflowOptions::default(),
+        }
+    }
+}
+
+impl BufferOptions {
+    /// The disk buffer this sink uses, if any: its own (`type = "disk"`) or its overflow.
+    pub fn disk(&self) -> Option<DiskOptions> {
+        match (self.kind, self.when_full) {
+            (BufferType::Disk, when_full) => Some(DiskOptions {
+                max_size: self.max_size,
+                when_full,
+                sync: self.sync,
+                sync_interval: self.sync_interval.0,
+            }),
+            (BufferType::Memory, WhenFull::Overflow) => Some(DiskOptions {
+                max_size: self.overflow.max_size,
+                when_full: self.overflow.when_full,
+                sync: self.overflow.sync,
+                sync_interval: self.overflow.sync_interval.0,
+            }),
+            (BufferType::Memory, _) => None,
         }
     }
 }
@@ -460,23 +544,48 @@ impl Parser<'_, '_> {
     fn buffer(&mut self, value: Spanned<DeValue<'_>>, key: &str) -> Option<BufferOptions> {
         let span = value.span();
         let buffer: BufferOptions = self.typed(value, &format!("{key}.buffer"))?;
-        if buffer.kind == BufferType::Disk {
+        let mut problem = |option: &str, message: &str| {
             self.diags.error(
-                Some(span),
-                format!("{key}.buffer.type"),
-                "disk buffers are not available yet; use \"memory\"",
+                Some(span.clone()),
+                format!("{key}.buffer.{option}"),
+                message,
             );
-            return None;
-        }
+        };
+        let mut valid = true;
         if buffer.max_events == 0 {
-            self.diags.error(
-                Some(span),
-                format!("{key}.buffer.max_events"),
-                "must be at least 1",
-            );
-            return None;
+            problem("max_events", "must be at least 1");
+            valid = false;
         }
-        Some(buffer)
+        if buffer.kind == BufferType::Disk && buffer.when_full == WhenFull::Overflow {
+            problem(
+                "when_full",
+                "\"overflow\" spills a memory buffer to disk; a disk buffer takes \"block\" or \"drop_newest\"",
+            );
+            valid = false;
+        }
+        if buffer.overflow.when_full == WhenFull::Overflow {
+            problem(
+                "overflow.when_full",
+                "the overflow is the last buffer; use \"block\" or \"drop_newest\"",
+            );
+            valid = false;
+        }
+        if let Some(disk) = buffer.disk() {
+            let option = if buffer.kind == BufferType::Disk {
+                "max_size"
+            } else {
+                "overflow.max_size"
+            };
+            if disk.max_size.0 < MIN_DISK_SIZE {
+                problem(option, "must be at least 64KiB");
+                valid = false;
+            }
+            if disk.sync_interval.is_zero() {
+                problem("sync_interval", "must be longer than 0s");
+                valid = false;
+            }
+        }
+        valid.then_some(buffer)
     }
 
     /// Deserializes `value` as `T`, recording serde's error at the key it is about.

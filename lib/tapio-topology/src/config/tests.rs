@@ -80,16 +80,25 @@ fn missing_type_and_missing_required_options() {
 #[test]
 fn buffers_are_checked() {
     let found = problems(
-        "[sources.a]\ntype = \"demo\"\n\n[sinks.b]\ntype = \"blackhole\"\ninputs = [\"a\"]\nbuffer = { type = \"disk\" }\n\n[sinks.c]\ntype = \"blackhole\"\ninputs = [\"a\"]\n[sinks.c.buffer]\nmax_events = 0\n",
+        "[sources.a]\ntype = \"demo\"\n\n[sinks.b]\ntype = \"blackhole\"\ninputs = [\"a\"]\nbuffer = { type = \"disk\", when_full = \"overflow\", max_size = \"1KiB\" }\n\n[sinks.c]\ntype = \"blackhole\"\ninputs = [\"a\"]\n[sinks.c.buffer]\nmax_events = 0\nwhen_full = \"overflow\"\noverflow = { when_full = \"overflow\" }\n\n[sinks.d]\ntype = \"blackhole\"\ninputs = [\"a\"]\nbuffer = { type = \"disk\", sync = \"batch\", max_size = \"1GiB\", when_full = \"drop_newest\" }\n",
     );
     assert_has(
         &found,
-        "t.toml:7: sinks.b.buffer.type: disk buffers are not available yet; use \"memory\"",
+        "t.toml:7: sinks.b.buffer.when_full: \"overflow\" spills a memory buffer to disk; a disk buffer takes \"block\" or \"drop_newest\"",
+    );
+    assert_has(
+        &found,
+        "t.toml:7: sinks.b.buffer.max_size: must be at least 64KiB",
     );
     assert_has(
         &found,
         "t.toml:12: sinks.c.buffer.max_events: must be at least 1",
     );
+    assert_has(
+        &found,
+        "t.toml:12: sinks.c.buffer.overflow.when_full: the overflow is the last buffer; use \"block\" or \"drop_newest\"",
+    );
+    assert_eq!(found.len(), 4, "sinks.d is valid: {found:#?}");
 }
 
 #[test]

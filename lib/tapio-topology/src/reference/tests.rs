@@ -91,7 +91,7 @@ fn a_table_shows_type_default_and_doc_of_every_option() {
 | `tls.key_file` | string | required | The key file. |
 | `tls.count` | integer | none | How many. |
 | `wait` | duration | `\"1m30s\"` | How long to wait, in a doc comment of two lines. |
-| `when_full` | `\"block\"` or `\"drop_newest\"` | `\"block\"` | What a full buffer does. |
+| `when_full` | `\"block\"`, `\"drop_newest\"` or `\"overflow\"` | `\"block\"` | What a full buffer does. |
 "
     );
     assert!(
