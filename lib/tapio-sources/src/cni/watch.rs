@@ -41,7 +41,7 @@ enum Notice {
 }
 
 /// How a file came to be read: only a completed write makes a parse failure worth retrying.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum Trigger {
     /// Created or modified: a close-write follows, so a partial file is simply skipped.
     Changing,
@@ -152,18 +152,14 @@ impl State {
     }
 
     fn on_event(&mut self, event: notify::Event) {
-        let (read, gone): (Option<Trigger>, bool) = match event.kind {
-            EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
-                (Some(Trigger::Written(0)), false)
-            }
-            EventKind::Create(CreateKind::File | CreateKind::Any) => {
-                (Some(Trigger::Changing), false)
-            }
-            EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
-                (Some(Trigger::Written(0)), false)
-            }
+        let trigger = match event.kind {
+            EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Modify(ModifyKind::Name(RenameMode::To)) => Trigger::Written(0),
             EventKind::Modify(ModifyKind::Name(RenameMode::From)) | EventKind::Remove(_) => {
-                (None, true)
+                for path in &event.paths {
+                    self.path_gone(path);
+                }
+                return;
             }
             EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
                 if let [from, to] = event.paths.as_slice() {
@@ -172,15 +168,13 @@ impl State {
                 }
                 return;
             }
-            EventKind::Modify(_) => (Some(Trigger::Changing), false),
+            EventKind::Create(CreateKind::File | CreateKind::Any) | EventKind::Modify(_) => {
+                Trigger::Changing
+            }
             _ => return,
         };
         for path in &event.paths {
-            match read {
-                Some(trigger) => self.path_written(path, trigger),
-                None if gone => self.path_gone(path),
-                None => {}
-            }
+            self.path_written(path, trigger);
         }
     }
 
@@ -224,25 +218,21 @@ impl State {
                     self.results.insert(path.to_owned(), attachment);
                 }
             }
-            Err(_) if trigger == Trigger::Changing => {}
-            Err(_) if matches!(trigger, Trigger::Written(n) if n < REREADS) => {
-                let Trigger::Written(attempt) = trigger else {
-                    return;
-                };
-                let (rereads, path) = (self.rereads.clone(), path.to_owned());
-                tokio::spawn(async move {
-                    tokio::time::sleep(REREAD_DELAY * u32::from(attempt + 1)).await;
-                    let _ = rereads.send(Notice::Reread(path, attempt + 1));
-                });
-            }
-            Err(error) => {
-                let found = Found::Broken {
+            Err(error) => match trigger {
+                Trigger::Changing => {}
+                Trigger::Written(attempt) if attempt < REREADS => {
+                    let (rereads, path) = (self.rereads.clone(), path.to_owned());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(REREAD_DELAY * u32::from(attempt + 1)).await;
+                        let _ = rereads.send(Notice::Reread(path, attempt + 1));
+                    });
+                }
+                Trigger::Written(_) => self.send(Found::Broken {
                     input: bytes,
                     origin: path.display().to_string(),
                     error: format!("{}: {error}", path.display()),
-                };
-                self.send(found);
-            }
+                }),
+            },
         }
     }
 
