@@ -67,6 +67,13 @@ if ! command -v openssl >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null \
     || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null; }
 fi
+# tests/cni.rs runs Debian's real CNI plugins (bridge, host-local, loopback) in network namespaces
+# it creates with iproute2's `ip netns`; install both if missing.
+if [ ! -x /usr/lib/cni/bridge ] || ! command -v ip >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containernetworking-plugins iproute2 >/dev/null \
+    || { apt-get update -qq \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containernetworking-plugins iproute2 >/dev/null; }
+fi
 if ! python3 -c 'import grpc, google.rpc.status_pb2, opentelemetry.proto, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc' 2>/dev/null; then
   pip_install grpcio==1.85.1 opentelemetry-proto==1.45.2 opentelemetry-sdk==1.45.2 \
     opentelemetry-exporter-otlp-proto-grpc==1.45.2

@@ -1,6 +1,8 @@
 //! Helpers for integration tests that run the real `tapio` binary on real configs.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod cni;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

@@ -193,6 +193,22 @@ impl Entity {
             attributes: StringMap::new(),
         }
     }
+
+    /// The pod as a node-local collector knows it (CNI args, a runtime's labels): by uid when
+    /// given, else by `namespace/name`, the key `semantic_enrich` completes from the pod it
+    /// learned; `None` when neither identifies a pod.
+    pub fn pod(uid: Option<&str>, namespace: Option<&str>, name: Option<&str>) -> Option<Self> {
+        let id = match (uid, namespace, name) {
+            (Some(uid), _, _) => uid.to_owned(),
+            (None, Some(namespace), Some(name)) => format!("{namespace}/{name}"),
+            _ => return None,
+        };
+        Some(Entity {
+            name: name.map(str::to_owned),
+            namespace: namespace.map(str::to_owned),
+            ..Entity::new(EntityType::Pod, id)
+        })
+    }
 }
 
 /// The kinds of entity the contract knows.
