@@ -20,6 +20,14 @@ fn clickhouse_sink(port: u16, input: &str, table: &str, extra: &str) -> String {
     )
 }
 
+/// The documented table's DDL (`distribution/clickhouse/schema.sql`) for `default.<table>`, so
+/// each test starts from what users create and changes only what it is about.
+fn documented_table(table: &str) -> String {
+    include_str!("../distribution/clickhouse/schema.sql")
+        .replace("{database}", "default")
+        .replace("{table}", table)
+}
+
 #[test]
 fn demo_events_arrive_as_rows_with_their_columns() {
     let Some(server) = ClickHouse::start() else {
@@ -194,10 +202,7 @@ fn rows_the_server_rejects_go_to_the_dead_letter_file_and_replay_sends_them_agai
     // RowBinary cannot write (checked at start), so the rows travel as JSONEachRow, whose text
     // the server converts and refuses row by row. With the documented types a RowBinary row
     // has no value 18.16 could refuse; the bisection both formats share is the same code.
-    let ddl = include_str!("../distribution/clickhouse/schema.sql")
-        .replace("{database}", "default")
-        .replace("{table}", "narrow")
-        .replace("entity_id String", "entity_id FixedString(16)");
+    let ddl = documented_table("narrow").replace("entity_id String", "entity_id FixedString(16)");
     server.query(&ddl);
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
@@ -276,11 +281,7 @@ fn rows_the_server_rejects_go_to_the_dead_letter_file_and_replay_sends_them_agai
     // The fix: the documented table (entity_id is part of the sort key, so it cannot be
     // altered in place on 18.16).
     server.query("RENAME TABLE narrow TO narrow_before");
-    server.query(
-        &include_str!("../distribution/clickhouse/schema.sql")
-            .replace("{database}", "default")
-            .replace("{table}", "narrow"),
-    );
+    server.query(&documented_table("narrow"));
     let (code, replayed) = dead_letter(&["replay", "ch"]);
     assert_eq!(code, Some(0), "{replayed}");
     assert!(
@@ -316,9 +317,7 @@ fn extra_columns_hold_event_fields_in_either_format() {
         let compression = compressions[(seed + round) % compressions.len()];
         eprintln!("format {format}, compression {compression}");
         let table = format!("wide_{round}");
-        let ddl = include_str!("../distribution/clickhouse/schema.sql")
-            .replace("{database}", "default")
-            .replace("{table}", &table);
+        let ddl = documented_table(&table);
         server.query(&ddl);
         server.query(&format!(
             "ALTER TABLE {table} ADD COLUMN comm String, ADD COLUMN dst_port String"
@@ -372,12 +371,8 @@ fn extra_columns_hold_event_fields_in_either_format() {
     }
 
     // RowBinary into a column of another type: refused at start, nothing written.
-    server.query(
-        &include_str!("../distribution/clickhouse/schema.sql")
-            .replace("{database}", "default")
-            .replace("{table}", "typed")
-            .replace("entity_id String", "entity_id FixedString(16)"),
-    );
+    server
+        .query(&documented_table("typed").replace("entity_id String", "entity_id FixedString(16)"));
     let dir = tempfile::tempdir().unwrap();
     let api = free_port();
     let config = write_config(
@@ -413,10 +408,7 @@ fn a_table_missing_a_column_stalls_the_sink_until_it_is_fixed() {
         return;
     };
     // The documented table without a column the sink writes, as after a careless migration.
-    let ddl = include_str!("../distribution/clickhouse/schema.sql")
-        .replace("{database}", "default")
-        .replace("{table}", "drifted")
-        .replace("    pattern String,\n", "");
+    let ddl = documented_table("drifted").replace("    pattern String,\n", "");
     assert!(!ddl.contains("pattern"), "{ddl}");
     server.query(&ddl);
     let dir = tempfile::tempdir().unwrap();
