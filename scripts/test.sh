@@ -150,4 +150,6 @@ fi
 python3 scripts/check-website.py --screenshots "$(mktemp -d /tmp/tapio-website-XXXXXX)"
 
 echo "== cargo test"
+# Free space before the largest build step, so a CI machine's full disk shows up as such.
+df -h . | tail -n 1
 cargo test --workspace --locked --no-fail-fast
