@@ -385,10 +385,11 @@ async fn run_pipeline(config: &Config, summary: bool) -> i32 {
     if let Some(api) = &config.api {
         match tapio_api::Api::bind(api.address).await {
             Ok(server) => {
-                tracing::info!(address = %api.address, "serving /health and /metrics");
+                tracing::info!(address = %api.address, "serving the API (REST, gRPC, /health, /metrics)");
                 tokio::spawn(server.serve(tapio_api::ApiState {
                     health: Arc::clone(&health),
                     metrics: Arc::clone(&metrics),
+                    handles: topology.api_handles(),
                 }));
             }
             Err(error) => {

@@ -1,31 +1,48 @@
-//! The API (L4) on the `[api] address`: `GET /health` for orchestrators' probes and
-//! `GET /metrics` in the Prometheus text format, from the same counters the `--summary` table
-//! prints. Served with hyper over plain HTTP/1.1.
+//! The API (L4) on the `[api] address`, one port for both protocols: HTTP/1.1 for
+//! `GET /health` (orchestrators' probes), `GET /metrics` (Prometheus text, from the same
+//! counters the `--summary` table prints) and the REST/JSON calls under `/v1/` ([`rest`]),
+//! described by the OpenAPI document at `/v1/openapi.json`; and gRPC over HTTP/2 (requests with
+//! `content-type: application/grpc`, [`grpc`]). Queries and live streams read the `api_store`
+//! sink's store, `POST /v1/events` writes into the `api` source: the topology hands both up.
 
+mod grpc;
+mod params;
 mod prometheus;
+mod rest;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::{Method, Response, StatusCode};
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use http_body_util::combinators::UnsyncBoxBody;
 use tapio_event::ComponentMetrics;
 use tapio_event::throttle::Throttle;
-use tapio_topology::{Health, HealthState};
+use tapio_topology::{ApiHandles, Health};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 pub use prometheus::render as render_prometheus;
 
-/// What the API reads: the lifecycle state and every component's counters.
+/// Any error a response body may end with.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Every answer's body: whole (REST), streamed (NDJSON, SSE) or gRPC's.
+pub(crate) type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// What the API reads: the lifecycle state, every component's counters, and the store and
+/// intake inside the pipeline.
 #[derive(Clone)]
 pub struct ApiState {
     pub health: Arc<Health>,
     pub metrics: Arc<Vec<Arc<ComponentMetrics>>>,
+    pub handles: ApiHandles,
 }
+
+/// The client's address, put on each request for the audit log (gRPC handlers read it from
+/// the request's extensions).
+#[derive(Debug, Clone)]
+pub(crate) struct ClientAddr(pub(crate) String);
 
 /// A bound, not yet serving, API listener; binding first lets `run` fail early (exit 69) when
 /// the address is taken.
@@ -56,15 +73,19 @@ impl Api {
 trait Listener: Send {
     type Connection: AsyncRead + AsyncWrite + Unpin + Send + 'static;
 
-    /// The next connection, or why none could be accepted.
-    fn accept(&mut self) -> impl Future<Output = std::io::Result<Self::Connection>> + Send;
+    /// The next connection and the client's address, or why none could be accepted.
+    fn accept(
+        &mut self,
+    ) -> impl Future<Output = std::io::Result<(Self::Connection, String)>> + Send;
 }
 
 impl Listener for TcpListener {
     type Connection = TcpStream;
 
-    async fn accept(&mut self) -> std::io::Result<TcpStream> {
-        TcpListener::accept(self).await.map(|(stream, _)| stream)
+    async fn accept(&mut self) -> std::io::Result<(TcpStream, String)> {
+        TcpListener::accept(self)
+            .await
+            .map(|(stream, client)| (stream, client.to_string()))
     }
 }
 
@@ -109,14 +130,25 @@ impl AcceptBackoff {
     }
 }
 
-/// Serves every connection `listener` accepts, each on its own task.
+/// Whether a request is a gRPC call (`application/grpc`, `application/grpc+proto`, ...).
+fn is_grpc<B>(request: &hyper::Request<B>) -> bool {
+    request
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// Serves every connection `listener` accepts, each on its own task, HTTP/1.1 or HTTP/2 as
+/// the client speaks.
 async fn serve_connections(mut listener: impl Listener, state: ApiState) {
     let mut backoff = AcceptBackoff::new();
+    let grpc = grpc::GrpcRoutes::new(state.clone());
     loop {
-        let stream = match listener.accept().await {
-            Ok(stream) => {
+        let (stream, client) = match listener.accept().await {
+            Ok(accepted) => {
                 backoff.succeeded();
-                stream
+                accepted
             }
             Err(error) => {
                 backoff.failed(&error).await;
@@ -124,83 +156,44 @@ async fn serve_connections(mut listener: impl Listener, state: ApiState) {
             }
         };
         let state = state.clone();
+        let grpc = grpc.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
+            let service = hyper::service::service_fn(move |mut request| {
                 let state = state.clone();
+                let grpc = grpc.clone();
+                let client = client.clone();
                 async move {
-                    Ok::<_, Infallible>(respond(request.method(), request.uri().path(), &state))
+                    let response = if is_grpc(&request) {
+                        request.extensions_mut().insert(ClientAddr(client));
+                        grpc.call(request)
+                            .await
+                            .map(|body| body.map_err(BoxError::from).boxed_unsync())
+                    } else {
+                        rest::respond(request, &state, &client).await
+                    };
+                    Ok::<_, std::convert::Infallible>(response)
                 }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(error) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await
-            {
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            if let Err(error) = builder.serve_connection(io, service).await {
                 tracing::debug!(%error, "API connection ended with an error");
             }
         });
     }
 }
 
-/// The answer to `method path`; separate from the connection so it can be tested directly.
-fn respond(method: &Method, path: &str, state: &ApiState) -> Response<Full<Bytes>> {
-    let reply = |status: StatusCode, content_type: &str, body: String| {
-        Response::builder()
-            .status(status)
-            .header("content-type", content_type)
-            .body(Full::new(Bytes::from(body)))
-            .expect("static response parts are valid")
-    };
-    if method != Method::GET {
-        return reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "only GET is supported\n".into(),
-        );
-    }
-    match path {
-        "/health" => match state.health.get() {
-            HealthState::Running => reply(
-                StatusCode::OK,
-                "application/json",
-                "{\"status\":\"running\"}\n".into(),
-            ),
-            HealthState::Starting => reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "application/json",
-                "{\"status\":\"starting\"}\n".into(),
-            ),
-            HealthState::Draining => reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "application/json",
-                "{\"status\":\"draining\"}\n".into(),
-            ),
-        },
-        "/metrics" => {
-            let snapshots: Vec<_> = state.metrics.iter().map(|m| m.snapshot()).collect();
-            reply(
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                prometheus::render(&snapshots),
-            )
-        }
-        _ => reply(
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "not found; try /health or /metrics\n".into(),
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::BodyExt;
+    use hyper::StatusCode;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tapio_event::ComponentKind;
+    use tapio_topology::HealthState;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
-    fn state() -> ApiState {
+    pub(crate) fn state() -> ApiState {
         let metrics = Arc::new(ComponentMetrics::new(
             "out",
             "blackhole",
@@ -210,12 +203,35 @@ mod tests {
         ApiState {
             health: Arc::new(Health::default()),
             metrics: Arc::new(vec![metrics]),
+            handles: ApiHandles::default(),
         }
     }
 
-    async fn body(response: Response<Full<Bytes>>) -> String {
+    /// `method path` answered by the REST side: the status and the body (empty for a live
+    /// stream).
+    pub(crate) async fn call(
+        state: &ApiState,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> (StatusCode, String) {
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(http_body_util::Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        let response = rest::respond(request, state, "test").await;
+        let status = response.status();
+        let streamed = response
+            .headers()
+            .get("content-type")
+            .is_some_and(|t| t == "application/x-ndjson" || t == "text/event-stream");
+        if streamed {
+            // A live stream does not end; its status is the answer.
+            return (status, String::new());
+        }
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        String::from_utf8(bytes.to_vec()).unwrap()
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
     }
 
     #[tokio::test]
@@ -235,30 +251,22 @@ mod tests {
             ),
         ] {
             state.health.set(lifecycle);
-            let response = respond(&Method::GET, "/health", &state);
-            assert_eq!(response.status(), status);
-            assert!(body(response).await.contains(text));
+            let (got, body) = call(&state, "GET", "/health", "").await;
+            assert_eq!(got, status);
+            assert!(body.contains(text), "{body}");
         }
     }
 
     #[tokio::test]
     async fn metrics_other_paths_and_methods() {
         let state = state();
-        let metrics = respond(&Method::GET, "/metrics", &state);
-        assert_eq!(metrics.status(), StatusCode::OK);
-        assert!(
-            body(metrics)
-                .await
-                .contains("tapio_component_sent_events_total{component=\"out\"")
-        );
-        assert_eq!(
-            respond(&Method::GET, "/nope", &state).status(),
-            StatusCode::NOT_FOUND
-        );
-        assert_eq!(
-            respond(&Method::POST, "/health", &state).status(),
-            StatusCode::METHOD_NOT_ALLOWED
-        );
+        let (status, metrics) = call(&state, "GET", "/metrics", "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(metrics.contains("tapio_component_sent_events_total{component=\"out\""));
+        assert_eq!(call(&state, "GET", "/nope", "").await.0, StatusCode::NOT_FOUND);
+        let (status, body) = call(&state, "POST", "/health", "").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert!(body.contains("\"error\""), "{body}");
     }
 
     /// `EMFILE` on Linux: the process is out of file descriptors.
@@ -275,7 +283,7 @@ mod tests {
     impl Listener for Exhausted {
         type Connection = DuplexStream;
 
-        async fn accept(&mut self) -> std::io::Result<DuplexStream> {
+        async fn accept(&mut self) -> std::io::Result<(DuplexStream, String)> {
             self.attempts.fetch_add(1, Ordering::SeqCst);
             // A real accept returns at once as well; yielding lets a loop that never pauses
             // run up its count instead of starving the test.
@@ -285,7 +293,7 @@ mod tests {
                 return Err(std::io::Error::from_raw_os_error(EMFILE));
             }
             match self.connection.take() {
-                Some(connection) => Ok(connection),
+                Some(connection) => Ok((connection, "test".into())),
                 None => std::future::pending().await,
             }
         }

@@ -3,6 +3,7 @@
 //! once it is written, and retries failed writes with capped backoff while its buffer holds the
 //! rest (backpressure), so a failing destination never silently loses events.
 
+pub mod api_store;
 pub mod blackhole;
 pub mod clickhouse;
 pub mod console;
@@ -20,6 +21,7 @@ tapio_event::component_registry! {
     /// their line numbers. A new sink is its module plus one line here.
     #[derive(schemars::JsonSchema)]
     pub enum SinkConfig: dyn tapio_event::Sink {
+        "api_store" => ApiStore(api_store::ApiStoreConfig),
         "blackhole" => Blackhole(blackhole::BlackholeConfig),
         "clickhouse" => Clickhouse(clickhouse::ClickhouseConfig),
         "console" => Console(console::ConsoleConfig),

@@ -1,6 +1,7 @@
 //! Sources (L1): everything that turns the outside world into `UnifiedEvent`s. One module per
 //! config `type`; [`SourceConfig`] is the registry the topology matches on.
 
+pub mod api;
 pub mod cni;
 pub mod demo;
 pub mod ebpf;
@@ -18,6 +19,7 @@ tapio_event::component_registry! {
     /// their line numbers. A new source is its module plus one line here.
     #[derive(schemars::JsonSchema)]
     pub enum SourceConfig: dyn tapio_event::Source {
+        "api" => Api(api::ApiSourceConfig),
         "cni" => Cni(cni::CniConfig),
         "demo" => Demo(demo::DemoConfig),
         "ebpf" => Ebpf(ebpf::EbpfConfig),

@@ -180,6 +180,7 @@ pub async fn replay(
     );
     let tally = Arc::new(Mutex::new(Tally::default()));
     let topology = Topology {
+        api: Default::default(),
         sources: vec![BuiltSource {
             source: Box::new(ReplaySource {
                 path: replaying.clone(),

@@ -3,6 +3,7 @@
 //! component, batches fanned out without copies, backpressure, end-to-end acknowledgements, and
 //! a graceful drain on shutdown.
 
+pub mod analyze;
 pub mod config;
 pub mod dead_letters;
 pub mod diagnostic;
@@ -16,4 +17,4 @@ pub mod unit_tests;
 pub use config::{Config, Loaded, load_file, load_str};
 pub use diagnostic::{Diagnostic, Severity};
 pub use health::{Health, HealthState};
-pub use running::{ComponentFailure, Outcome, Topology};
+pub use running::{ApiHandles, ComponentFailure, Outcome, Topology};

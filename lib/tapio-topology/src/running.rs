@@ -20,6 +20,12 @@ use tapio_event::{
 };
 use tokio::task::JoinHandle;
 
+use tapio_sinks::SinkConfig;
+use tapio_sinks::api_store::ApiStore;
+use tapio_sources::SourceConfig;
+use tapio_sources::api::ApiIngest;
+
+use crate::analyze::Analyzer;
 use crate::config::{BufferType, Config, SinkComponent};
 use crate::disk_buffer;
 use crate::health::{Health, HealthState};
@@ -86,8 +92,23 @@ pub(crate) struct BuiltSink {
 /// bounding what a chain of transforms holds in memory.
 const TRANSFORM_BUFFER_EVENTS: usize = 4096;
 
+/// What the API (L4) reads and writes inside the pipeline: the store of the `api_store` sink
+/// and the intake of the `api` source, when the config declares them. Handed up from here
+/// because layers only look down: the API cannot reach into the sinks' and sources' building.
+#[derive(Clone, Default)]
+pub struct ApiHandles {
+    /// The `api_store` sink's store, by sink name.
+    pub store: Option<(String, ApiStore)>,
+    /// The `api` source's intake, by source name.
+    pub ingest: Option<(String, ApiIngest)>,
+    /// Private copies of the config's intelligence chain, for `AnalyzeEvents` and
+    /// `PredictImpact`.
+    pub analyzer: Analyzer,
+}
+
 /// A built, wired pipeline that has not started yet.
 pub struct Topology {
+    pub(crate) api: ApiHandles,
     pub(crate) sources: Vec<BuiltSource>,
     pub(crate) transforms: Vec<BuiltTransform>,
     pub(crate) sinks: Vec<BuiltSink>,
@@ -137,6 +158,23 @@ fn sink_buffer(
         let (spill, run) = open(tx.blocking())?;
         Ok((tx.with_overflow(spill), rx, Some(run)))
     }
+}
+
+/// Takes `handle` as the API's one `what`; a second is a config error, since the API serves
+/// one store and one intake.
+fn claim<T>(
+    slot: &mut Option<(String, T)>,
+    name: &str,
+    handle: T,
+    what: &str,
+) -> Result<(), ComponentError> {
+    if let Some((first, _)) = slot {
+        return Err(ComponentError::config(format!(
+            "only one {what} is allowed (the API serves one), and `{first}` is one already"
+        )));
+    }
+    *slot = Some((name.to_owned(), handle));
+    Ok(())
 }
 
 impl Topology {
@@ -223,12 +261,23 @@ impl Topology {
                 .collect();
             Outputs::new(fanout(index, None), named, Arc::clone(metrics))
         };
+        let mut api = ApiHandles {
+            analyzer: Analyzer::from_config(config),
+            ..ApiHandles::default()
+        };
         let mut sinks = Vec::new();
         for component in &config.sinks {
             let Some((input, metrics)) = inputs.remove(component.name.as_str()) else {
                 continue;
             };
-            match component.config.build(&context(&component.name)) {
+            let built = match &component.config {
+                SinkConfig::ApiStore(store) => store.build_shared().and_then(|(store, sink)| {
+                    claim(&mut api.store, &component.name, store, "api_store sink")?;
+                    Ok(sink)
+                }),
+                other => other.build(&context(&component.name)),
+            };
+            match built {
                 Ok(sink) => sinks.push(BuiltSink {
                     sink,
                     input,
@@ -267,7 +316,18 @@ impl Topology {
                 component.config.type_name(),
                 ComponentKind::Source,
             );
-            match component.config.build(&context(&component.name)) {
+            let built = match &component.config {
+                SourceConfig::Api(intake) => {
+                    intake
+                        .build_shared(&context(&component.name))
+                        .and_then(|(ingest, source)| {
+                            claim(&mut api.ingest, &component.name, ingest, "api source")?;
+                            Ok(source)
+                        })
+                }
+                other => other.build(&context(&component.name)),
+            };
+            match built {
                 Ok(source) => sources.push(BuiltSource {
                     source,
                     outputs: outputs(&component.name, &metrics),
@@ -284,12 +344,18 @@ impl Topology {
             return Err(problems);
         }
         Ok(Topology {
+            api,
             sources,
             transforms,
             sinks,
             buffers,
             grace: config.shutdown_grace_period,
         })
+    }
+
+    /// The store and intake the API serves, handed up before the pipeline runs.
+    pub fn api_handles(&self) -> ApiHandles {
+        self.api.clone()
     }
 
     /// Every component's counters, sources first, for `/metrics` and `--summary`.
@@ -528,6 +594,7 @@ mod tests {
         let (tx, rx) = buffer(100, WhenFull::Block, Arc::clone(&sink_metrics));
         let outputs = Outputs::new(Fanout::new(vec![tx]), vec![], Arc::clone(&source_metrics));
         let topology = Topology {
+            api: Default::default(),
             sources: vec![BuiltSource {
                 source: Box::new(ScriptedSource { panic_after_send }),
                 outputs,

@@ -361,7 +361,7 @@ fn listing(events: &[UnifiedEvent]) -> String {
 }
 
 /// A buffer that keeps what it receives, and the task collecting it until its senders are gone.
-fn collector() -> (BufferSender, tokio::task::JoinHandle<Vec<UnifiedEvent>>) {
+pub(crate) fn collector() -> (BufferSender, tokio::task::JoinHandle<Vec<UnifiedEvent>>) {
     let metrics = Arc::new(ComponentMetrics::new("test", "test", ComponentKind::Sink));
     let (tx, mut rx): (BufferSender, BufferReceiver) =
         buffer(TEST_BUFFER_EVENTS, WhenFull::Block, metrics);

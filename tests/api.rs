@@ -1,0 +1,341 @@
+//! The API on `[api] address` with the real `tapio` binary: events POSTed to `/v1/events` go
+//! through an `api` source into an `api_store` sink and a file sink; REST queries with filters
+//! return exactly the matching events, live streams (NDJSON, SSE) receive them as they arrive,
+//! and an independent gRPC client (Python's grpcio, stubs generated from the committed `.proto`
+//! files by grpcio-tools, tests/api/client.py) queries and streams on the same port.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Output};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+/// `api → {api_store, file}` with the API on `port`.
+fn config(dir: &Path, port: u16, out: &Path, max_events: usize) -> std::path::PathBuf {
+    write_config(
+        dir,
+        "api.toml",
+        &format!(
+            r#"
+[api]
+address = "127.0.0.1:{port}"
+
+[sources.in]
+type = "api"
+
+[sinks.store]
+type = "api_store"
+inputs = ["in"]
+max_events = {max_events}
+
+[sinks.out]
+type = "file"
+inputs = ["in"]
+path = "{}"
+"#,
+            out.display()
+        ),
+    )
+}
+
+/// Starts tapio on `config` and waits for `/health` to say running.
+fn start(config: &Path, port: u16) -> Child {
+    let child = spawn_run(config);
+    eventually(Duration::from_secs(30), || {
+        http_get(port, "/health").filter(|(status, _)| *status == 200)
+    })
+    .expect("the API did not report running within 30 s");
+    child
+}
+
+/// Stops tapio with SIGTERM and returns what it printed.
+fn stop(child: Child) -> Output {
+    signal(child.id(), libc::SIGTERM);
+    let output = wait_with_timeout(child, Duration::from_secs(30));
+    assert_success(&output);
+    output
+}
+
+/// `POST /v1/events` with `body`; (status, body).
+fn post(port: u16, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /v1/events HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = response.split_once("\r\n\r\n").unwrap().1.to_owned();
+    (status, body)
+}
+
+/// `GET path` as JSON, failing unless it answers 200.
+fn get_json(port: u16, path: &str) -> Value {
+    let (status, body) = http_get(port, path).expect("the API answers");
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+fn ids(list: &Value) -> Vec<String> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Event `i`: one of three namespaces, types and pods, a timestamp `i` seconds into 2026.
+fn event(i: usize) -> Value {
+    let namespace = ["shop", "bank", "blog"][i % 3];
+    let kind = ["process", "network", "kubernetes"][(i / 3) % 3];
+    json!({
+        "id": format!("evt-{i:05}"),
+        "timestamp": format!("2026-01-01T00:{:02}:{:02}Z", i / 60 % 60, i % 60),
+        "type": kind,
+        "source": if i % 2 == 0 { "even" } else { "odd" },
+        "entity": {"type": "pod", "id": format!("pod-{}", i % 7), "namespace": namespace},
+    })
+}
+
+fn ndjson(events: &[Value]) -> String {
+    events.iter().map(|e| format!("{e}\n")).collect()
+}
+
+/// Opens `GET path` as HTTP/1.0 (the body ends when the server closes) with `accept`, and
+/// waits until the server answered (the subscription exists from then on).
+fn open_stream(port: u16, path: &str, accept: &str) -> BufReader<TcpStream> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nAccept: {accept}\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    assert!(status.contains(" 200 "), "{path}: {status}");
+    loop {
+        let mut header = String::new();
+        reader.read_line(&mut header).unwrap();
+        if header == "\r\n" {
+            return reader;
+        }
+    }
+}
+
+/// The test's own filter over what it sent, newest first: what the store must answer.
+fn expected(sent: &[Value], keep: impl Fn(&Value) -> bool) -> Vec<String> {
+    let mut matching: Vec<&Value> = sent.iter().filter(|e| keep(e)).collect();
+    matching.reverse();
+    matching
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Runs tests/api/client.py with `args`; its standard output.
+fn python_client(port: u16, args: &[&str]) -> String {
+    let client = std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/client.py"))
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/lib/tapio-proto/proto"))
+        .arg(format!("127.0.0.1:{port}"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        client.status.success(),
+        "{}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    String::from_utf8(client.stdout).unwrap()
+}
+
+/// The ids of `prefix <id>` lines.
+fn prefixed(text: &str, prefix: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .map(|l| l.trim().to_owned())
+        .collect()
+}
+
+#[test]
+fn posted_events_are_queried_streamed_and_reach_the_file_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let out = dir.path().join("out.ndjson");
+    let tapio = start(&config(dir.path(), port, &out, 100_000), port);
+
+    // Streams opened before the events arrive: NDJSON of `shop` processes, SSE of everything.
+    let shop_processes = expected(&(0..90).map(event).collect::<Vec<_>>(), |e| {
+        e["entity"]["namespace"] == "shop" && e["type"] == "process"
+    })
+    .len();
+    let mut ndjson_stream = open_stream(
+        port,
+        &format!("/v1/events/stream?namespace=shop&type=process&limit={shop_processes}"),
+        "application/x-ndjson",
+    );
+    let mut sse_stream = open_stream(port, "/v1/events/stream?limit=5", "text/event-stream");
+
+    // A body with a bad third line is refused whole, naming the line.
+    let (status, body) = post(
+        port,
+        &format!("{}{}not an event\n", event(900), event(901)),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("line 3: "), "{body}");
+
+    let sent: Vec<Value> = (0..90).map(event).collect();
+    for chunk in sent.chunks(30) {
+        let (status, body) = post(port, &ndjson(chunk));
+        assert_eq!((status, body.trim()), (200, r#"{"accepted":30}"#));
+    }
+    eventually(Duration::from_secs(10), || {
+        (ids(&get_json(port, "/v1/events?limit=1000")["events"]).len() == 90).then_some(())
+    })
+    .expect("the store holds the 90 events");
+
+    // Filters return exactly the matching events, newest first.
+    let cases: Vec<(&str, Box<dyn Fn(&Value) -> bool>)> = vec![
+        ("", Box::new(|_| true)),
+        ("type=network", Box::new(|e| e["type"] == "network")),
+        ("source=odd", Box::new(|e| e["source"] == "odd")),
+        ("namespace=bank", Box::new(|e| e["entity"]["namespace"] == "bank")),
+        ("entity=pod-3", Box::new(|e| e["entity"]["id"] == "pod-3")),
+        (
+            "type=process&namespace=shop&entity=pod-0",
+            Box::new(|e| {
+                e["type"] == "process" && e["entity"]["namespace"] == "shop" && e["entity"]["id"] == "pod-0"
+            }),
+        ),
+        (
+            "since=2026-01-01T00:00:30Z&until=2026-01-01T00:00:40Z",
+            Box::new(|e| {
+                let t = e["timestamp"].as_str().unwrap();
+                ("2026-01-01T00:00:30Z"..="2026-01-01T00:00:40Z").contains(&t)
+            }),
+        ),
+    ];
+    for (query, keep) in &cases {
+        let answer = get_json(port, &format!("/v1/events?limit=1000&{query}"));
+        assert_eq!(ids(&answer["events"]), expected(&sent, keep), "?{query}");
+        assert!(answer.get("next_page_token").is_none(), "?{query}");
+    }
+    // Paging walks the same list.
+    let mut paged = Vec::new();
+    let mut token = String::new();
+    loop {
+        let answer = get_json(port, &format!("/v1/events?type=network&limit=7{token}"));
+        paged.extend(ids(&answer["events"]));
+        match answer["next_page_token"].as_str() {
+            Some(next) => token = format!("&page_token={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, expected(&sent, &|e: &Value| e["type"] == "network"));
+    let (status, body) = http_get(port, "/v1/events?type=proces").unwrap();
+    assert_eq!(status, 400);
+    assert!(body.contains("`type` must be one of"), "{body}");
+
+    // The live streams got what arrived after they opened, in order.
+    let mut streamed = Vec::new();
+    for _ in 0..shop_processes {
+        let mut line = String::new();
+        ndjson_stream.read_line(&mut line).unwrap();
+        streamed.push(serde_json::from_str::<Value>(&line).unwrap()["id"].as_str().unwrap().to_owned());
+    }
+    let mut in_order = expected(&sent, &|e: &Value| {
+        e["entity"]["namespace"] == "shop" && e["type"] == "process"
+    });
+    in_order.reverse();
+    assert_eq!(streamed, in_order);
+    let mut sse = String::new();
+    sse_stream.read_to_string(&mut sse).unwrap();
+    let sse_ids: Vec<String> = sse
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str::<Value>(d).unwrap()["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(sse_ids, ["evt-00000", "evt-00001", "evt-00002", "evt-00003", "evt-00004"]);
+
+    // The independent gRPC client: QueryEvents pages, Health, and a live StreamEvents.
+    let queried = python_client(port, &["query", "blog", "kubernetes", "4"]);
+    assert_eq!(
+        prefixed(&queried, "query "),
+        expected(&sent, &|e: &Value| {
+            e["entity"]["namespace"] == "blog" && e["type"] == "kubernetes"
+        })
+    );
+    assert_eq!(prefixed(&queried, "health "), ["SERVING"]);
+    let live = python_client(port, &["stream", "live", "3"]);
+    assert_eq!(prefixed(&live, "stream "), ["live-0", "live-1", "live-2"]);
+
+    stop(tapio);
+    // Everything accepted reached the file sink, the refused body's events did not.
+    let written = parse_ndjson(&std::fs::read_to_string(&out).unwrap());
+    let written: Vec<&str> = written.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    let mut want: Vec<String> = sent.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+    for ns in ["live", "elsewhere"] {
+        want.extend((0..3).map(|i| format!("{ns}-{i}")));
+    }
+    let mut got: Vec<&str> = written.clone();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+}
+
+/// The p99 of `rounds` timed calls of `query`, in milliseconds.
+fn p99_ms(rounds: usize, mut query: impl FnMut()) -> f64 {
+    let mut times: Vec<Duration> = (0..rounds)
+        .map(|_| {
+            let start = Instant::now();
+            query();
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[rounds * 99 / 100 - 1].as_secs_f64() * 1000.0
+}
+
+/// Indexed queries on a full store of 100k events stay fast: REST and gRPC p99 printed (this
+/// is a debug build; the numbers are for comparison, the bound only catches a query that
+/// scans everything).
+#[test]
+fn indexed_queries_on_100k_stored_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let out = dir.path().join("out.ndjson");
+    let tapio = start(&config(dir.path(), port, &out, 100_000), port);
+    let total = 100_000;
+    for start in (0..total).step_by(10_000) {
+        let body = ndjson(&(start..start + 10_000).map(event).collect::<Vec<_>>());
+        assert_eq!(post(port, &body).0, 200);
+    }
+    eventually(Duration::from_secs(30), || {
+        let body = http_get(port, "/metrics")?.1;
+        (metric(&body, "tapio_component_sent_events_total", "store") == Some(total as u64))
+            .then_some(())
+    })
+    .expect("the store took the 100k events");
+    // pod-3 has 1/7 of the events; a page of 100 of them must not walk the other 6/7.
+    let rest = p99_ms(300, || {
+        let answer = get_json(port, "/v1/events?entity=pod-3&namespace=shop&limit=100");
+        assert_eq!(ids(&answer["events"]).len(), 100);
+    });
+    let grpc = python_client(port, &["bench", "pod-3", "300"]);
+    let grpc_p99: f64 = prefixed(&grpc, "p99_ms ")[0].parse().unwrap();
+    eprintln!("100k stored events, debug build: REST p99 {rest:.2} ms, gRPC QueryEvents p99 {grpc_p99:.2} ms (Python client)");
+    assert!(rest < 250.0, "REST p99 {rest} ms");
+    assert!(grpc_p99 < 250.0, "gRPC p99 {grpc_p99} ms");
+    stop(tapio);
+}
