@@ -103,7 +103,7 @@ fn event(i: usize) -> Value {
         "id": format!("evt-{i:05}"),
         "timestamp": format!("2026-01-01T00:{:02}:{:02}Z", i / 60 % 60, i % 60),
         "type": kind,
-        "source": if i % 2 == 0 { "even" } else { "odd" },
+        "source": if i.is_multiple_of(2) { "even" } else { "odd" },
         "entity": {"type": "pod", "id": format!("pod-{}", i % 7), "namespace": namespace},
     })
 }
@@ -133,6 +133,14 @@ fn open_stream(port: u16, path: &str, accept: &str) -> BufReader<TcpStream> {
     }
 }
 
+/// A test's own filter over events.
+type Keep = Box<dyn Fn(&Value) -> bool>;
+
+/// What the NDJSON stream asks for: processes in `shop`.
+fn shop_process(event: &Value) -> bool {
+    event["entity"]["namespace"] == "shop" && event["type"] == "process"
+}
+
 /// The test's own filter over what it sent, newest first: what the store must answer.
 fn expected(sent: &[Value], keep: impl Fn(&Value) -> bool) -> Vec<String> {
     let mut matching: Vec<&Value> = sent.iter().filter(|e| keep(e)).collect();
@@ -147,7 +155,10 @@ fn expected(sent: &[Value], keep: impl Fn(&Value) -> bool) -> Vec<String> {
 fn python_client(port: u16, args: &[&str]) -> String {
     let client = std::process::Command::new("python3")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/client.py"))
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/lib/tapio-proto/proto"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/lib/tapio-proto/proto"
+        ))
         .arg(format!("127.0.0.1:{port}"))
         .args(args)
         .output()
@@ -176,10 +187,7 @@ fn posted_events_are_queried_streamed_and_reach_the_file_sink() {
     let tapio = start(&config(dir.path(), port, &out, 100_000), port);
 
     // Streams opened before the events arrive: NDJSON of `shop` processes, SSE of everything.
-    let shop_processes = expected(&(0..90).map(event).collect::<Vec<_>>(), |e| {
-        e["entity"]["namespace"] == "shop" && e["type"] == "process"
-    })
-    .len();
+    let shop_processes = expected(&(0..90).map(event).collect::<Vec<_>>(), shop_process).len();
     let mut ndjson_stream = open_stream(
         port,
         &format!("/v1/events/stream?namespace=shop&type=process&limit={shop_processes}"),
@@ -190,7 +198,7 @@ fn posted_events_are_queried_streamed_and_reach_the_file_sink() {
     // A body with a bad third line is refused whole, naming the line.
     let (status, body) = post(
         port,
-        &format!("{}{}not an event\n", event(900), event(901)),
+        &format!("{}not an event\n", ndjson(&[event(900), event(901)])),
     );
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("line 3: "), "{body}");
@@ -206,16 +214,21 @@ fn posted_events_are_queried_streamed_and_reach_the_file_sink() {
     .expect("the store holds the 90 events");
 
     // Filters return exactly the matching events, newest first.
-    let cases: Vec<(&str, Box<dyn Fn(&Value) -> bool>)> = vec![
+    let cases: Vec<(&str, Keep)> = vec![
         ("", Box::new(|_| true)),
         ("type=network", Box::new(|e| e["type"] == "network")),
         ("source=odd", Box::new(|e| e["source"] == "odd")),
-        ("namespace=bank", Box::new(|e| e["entity"]["namespace"] == "bank")),
+        (
+            "namespace=bank",
+            Box::new(|e| e["entity"]["namespace"] == "bank"),
+        ),
         ("entity=pod-3", Box::new(|e| e["entity"]["id"] == "pod-3")),
         (
             "type=process&namespace=shop&entity=pod-0",
             Box::new(|e| {
-                e["type"] == "process" && e["entity"]["namespace"] == "shop" && e["entity"]["id"] == "pod-0"
+                e["type"] == "process"
+                    && e["entity"]["namespace"] == "shop"
+                    && e["entity"]["id"] == "pod-0"
             }),
         ),
         (
@@ -242,7 +255,7 @@ fn posted_events_are_queried_streamed_and_reach_the_file_sink() {
             None => break,
         }
     }
-    assert_eq!(paged, expected(&sent, &|e: &Value| e["type"] == "network"));
+    assert_eq!(paged, expected(&sent, |e| e["type"] == "network"));
     let (status, body) = http_get(port, "/v1/events?type=proces").unwrap();
     assert_eq!(status, 400);
     assert!(body.contains("`type` must be one of"), "{body}");
@@ -252,11 +265,14 @@ fn posted_events_are_queried_streamed_and_reach_the_file_sink() {
     for _ in 0..shop_processes {
         let mut line = String::new();
         ndjson_stream.read_line(&mut line).unwrap();
-        streamed.push(serde_json::from_str::<Value>(&line).unwrap()["id"].as_str().unwrap().to_owned());
+        streamed.push(
+            serde_json::from_str::<Value>(&line).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
-    let mut in_order = expected(&sent, &|e: &Value| {
-        e["entity"]["namespace"] == "shop" && e["type"] == "process"
-    });
+    let mut in_order = expected(&sent, shop_process);
     in_order.reverse();
     assert_eq!(streamed, in_order);
     let mut sse = String::new();
@@ -264,15 +280,29 @@ fn posted_events_are_queried_streamed_and_reach_the_file_sink() {
     let sse_ids: Vec<String> = sse
         .lines()
         .filter_map(|l| l.strip_prefix("data: "))
-        .map(|d| serde_json::from_str::<Value>(d).unwrap()["id"].as_str().unwrap().to_owned())
+        .map(|d| {
+            serde_json::from_str::<Value>(d).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
-    assert_eq!(sse_ids, ["evt-00000", "evt-00001", "evt-00002", "evt-00003", "evt-00004"]);
+    assert_eq!(
+        sse_ids,
+        [
+            "evt-00000",
+            "evt-00001",
+            "evt-00002",
+            "evt-00003",
+            "evt-00004"
+        ]
+    );
 
     // The independent gRPC client: QueryEvents pages, Health, and a live StreamEvents.
     let queried = python_client(port, &["query", "blog", "kubernetes", "4"]);
     assert_eq!(
         prefixed(&queried, "query "),
-        expected(&sent, &|e: &Value| {
+        expected(&sent, |e| {
             e["entity"]["namespace"] == "blog" && e["type"] == "kubernetes"
         })
     );
@@ -284,7 +314,10 @@ fn posted_events_are_queried_streamed_and_reach_the_file_sink() {
     // Everything accepted reached the file sink, the refused body's events did not.
     let written = parse_ndjson(&std::fs::read_to_string(&out).unwrap());
     let written: Vec<&str> = written.iter().map(|e| e["id"].as_str().unwrap()).collect();
-    let mut want: Vec<String> = sent.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+    let mut want: Vec<String> = sent
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
     for ns in ["live", "elsewhere"] {
         want.extend((0..3).map(|i| format!("{ns}-{i}")));
     }
@@ -334,7 +367,9 @@ fn indexed_queries_on_100k_stored_events() {
     });
     let grpc = python_client(port, &["bench", "pod-3", "300"]);
     let grpc_p99: f64 = prefixed(&grpc, "p99_ms ")[0].parse().unwrap();
-    eprintln!("100k stored events, debug build: REST p99 {rest:.2} ms, gRPC QueryEvents p99 {grpc_p99:.2} ms (Python client)");
+    eprintln!(
+        "100k stored events, debug build: REST p99 {rest:.2} ms, gRPC QueryEvents p99 {grpc_p99:.2} ms (Python client)"
+    );
     assert!(rest < 250.0, "REST p99 {rest} ms");
     assert!(grpc_p99 < 250.0, "gRPC p99 {grpc_p99} ms");
     stop(tapio);

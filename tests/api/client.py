@@ -12,6 +12,8 @@ usage: client.py PROTO_DIR HOST:PORT query NAMESPACE TYPE PAGE
          ROUNDS QueryEvents for one entity; prints "p50_ms <x>" and "p99_ms <y>"."""
 import importlib
 import json
+import os
+import shutil
 import sys
 import tempfile
 import time
@@ -22,14 +24,21 @@ import grpc
 
 proto_dir, target, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 out = tempfile.mkdtemp()
-for name in ["tapio/v1/event.proto", "tapio/v1/service.proto", "grpc/health/v1/health.proto"]:
-    status = protoc.main(["protoc", f"-I{proto_dir}", f"--python_out={out}", f"--grpc_python_out={out}", name])
+# The health service's file is grpc/health/v1/health.proto, whose Python module path would
+# shadow the grpc package itself: it is compiled from a copy under another directory (the
+# protobuf package, grpc.health.v1, stays what the server serves).
+health_dir = os.path.join(out, "protos")
+os.makedirs(os.path.join(health_dir, "standard_health"))
+shutil.copy(os.path.join(proto_dir, "grpc/health/v1/health.proto"), os.path.join(health_dir, "standard_health"))
+for include, name in [(proto_dir, "tapio/v1/event.proto"), (proto_dir, "tapio/v1/service.proto"),
+                      (health_dir, "standard_health/health.proto")]:
+    status = protoc.main(["protoc", f"-I{include}", f"--python_out={out}", f"--grpc_python_out={out}", name])
     assert status == 0, f"protoc failed on {name}"
 sys.path.insert(0, out)
 service_pb2 = importlib.import_module("tapio.v1.service_pb2")
 service_pb2_grpc = importlib.import_module("tapio.v1.service_pb2_grpc")
-health_pb2 = importlib.import_module("grpc.health.v1.health_pb2")
-health_pb2_grpc = importlib.import_module("grpc.health.v1.health_pb2_grpc")
+health_pb2 = importlib.import_module("standard_health.health_pb2")
+health_pb2_grpc = importlib.import_module("standard_health.health_pb2_grpc")
 
 channel = grpc.insecure_channel(target)
 grpc.channel_ready_future(channel).result(timeout=30)

@@ -8,9 +8,9 @@ use futures::stream::BoxStream;
 use tapio_event::EventType;
 use tapio_proto::health::health_server::{Health, HealthServer};
 use tapio_proto::health::{HealthCheckRequest, HealthCheckResponse, health_check_response};
+use tapio_proto::v1;
 use tapio_proto::v1::correlation_service_server::{CorrelationService, CorrelationServiceServer};
 use tapio_proto::v1::event_service_server::{EventService, EventServiceServer};
-use tapio_proto::v1;
 use tapio_sinks::api_store::{ApiStore, EventFilter, StreamEnd};
 use tapio_topology::HealthState;
 use tonic::{Request, Response, Status, Streaming};
@@ -127,7 +127,9 @@ fn client<T>(request: &Request<T>) -> String {
         .map_or_else(|| "unknown".to_owned(), |c| c.0.clone())
 }
 
-fn to_wire<'a>(events: impl IntoIterator<Item = &'a std::sync::Arc<tapio_event::UnifiedEvent>>) -> Vec<v1::UnifiedEvent> {
+fn to_wire<'a>(
+    events: impl IntoIterator<Item = &'a std::sync::Arc<tapio_event::UnifiedEvent>>,
+) -> Vec<v1::UnifiedEvent> {
     events
         .into_iter()
         .map(|e| tapio_proto::event_to_proto(e))
@@ -156,10 +158,7 @@ impl EventService for Api {
         let events = futures::stream::unfold(Some(subscription), |subscription| async move {
             let mut subscription = subscription?;
             match subscription.next().await {
-                Ok(event) => Some((
-                    Ok(tapio_proto::event_to_proto(&event)),
-                    Some(subscription),
-                )),
+                Ok(event) => Some((Ok(tapio_proto::event_to_proto(&event)), Some(subscription))),
                 Err(StreamEnd::TooSlow) => Some((
                     Err(Status::resource_exhausted(
                         "the client fell behind the live events and was dropped",

@@ -74,12 +74,27 @@ mod tests {
     #[test]
     fn values_parse_and_bad_ones_are_named() {
         assert_eq!(event_type("type", "network"), Ok(EventType::Network));
-        assert!(event_type("type", "netwrk").unwrap_err().0.contains("`type` must be one of network"));
+        assert!(
+            event_type("type", "netwrk")
+                .unwrap_err()
+                .0
+                .contains("`type` must be one of network")
+        );
         assert_eq!(severity("severity", "error"), Ok(Severity::Error));
-        assert!(severity("severity", "bad").unwrap_err().0.starts_with("`severity`"));
+        assert!(
+            severity("severity", "bad")
+                .unwrap_err()
+                .0
+                .starts_with("`severity`")
+        );
         assert_eq!(time("since", "1000"), Ok(1000));
         assert_eq!(time("since", "1970-01-01T00:00:01Z"), Ok(1_000_000_000));
-        assert!(time("until", "yesterday").unwrap_err().0.starts_with("`until` must be an RFC 3339"));
+        assert!(
+            time("until", "yesterday")
+                .unwrap_err()
+                .0
+                .starts_with("`until` must be an RFC 3339")
+        );
         assert_eq!(limit("limit", "5"), Ok(5));
         assert!(limit("limit", "0").is_err());
         assert!(limit("limit", "10001").is_err());

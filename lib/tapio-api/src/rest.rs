@@ -97,7 +97,11 @@ fn reply(status: StatusCode, content_type: &str, body: Bytes) -> Response<Respon
     Response::builder()
         .status(status)
         .header("content-type", content_type)
-        .body(Full::new(body).map_err(|never| match never {}).boxed_unsync())
+        .body(
+            Full::new(body)
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
         .expect("static response parts are valid")
 }
 
@@ -205,7 +209,10 @@ fn parse_query(query: Option<&str>) -> Result<HashMap<String, String>, BadParam>
 
 /// Refuses parameters the route does not know, naming the ones it does.
 fn only(query: &HashMap<String, String>, known: &[&str]) -> Result<(), BadParam> {
-    let mut unknown: Vec<_> = query.keys().filter(|k| !known.contains(&k.as_str())).collect();
+    let mut unknown: Vec<_> = query
+        .keys()
+        .filter(|k| !known.contains(&k.as_str()))
+        .collect();
     unknown.sort();
     match unknown.first() {
         None => Ok(()),
@@ -240,8 +247,12 @@ fn event_filter(query: &HashMap<String, String>) -> Result<EventFilter, BadParam
         source: get("source"),
         namespace: get("namespace"),
         entity: get("entity"),
-        since: get("since").map(|v| params::time("since", &v)).transpose()?,
-        until: get("until").map(|v| params::time("until", &v)).transpose()?,
+        since: get("since")
+            .map(|v| params::time("since", &v))
+            .transpose()?,
+        until: get("until")
+            .map(|v| params::time("until", &v))
+            .transpose()?,
         ..Default::default()
     })
 }
@@ -302,7 +313,14 @@ fn list_correlations(
 ) -> Result<Response<ResponseBody>, BadParam> {
     only(
         query,
-        &["pattern", "severity", "namespace", "since", "limit", "page_token"],
+        &[
+            "pattern",
+            "severity",
+            "namespace",
+            "since",
+            "limit",
+            "page_token",
+        ],
     )?;
     let get = |name: &str| query.get(name).cloned();
     let filter = EventFilter {
@@ -312,11 +330,16 @@ fn list_correlations(
         min_severity: get("severity")
             .map(|v| params::severity("severity", &v))
             .transpose()?,
-        since: get("since").map(|v| params::time("since", &v)).transpose()?,
+        since: get("since")
+            .map(|v| params::time("since", &v))
+            .transpose()?,
         ..Default::default()
     };
     let (limit, after) = paging(query)?;
-    Ok(page_json("correlations", &store.query(&filter, limit, after)))
+    Ok(page_json(
+        "correlations",
+        &store.query(&filter, limit, after),
+    ))
 }
 
 fn get_correlation(
@@ -351,10 +374,7 @@ fn stream_events(
     sse: bool,
     client: &str,
 ) -> Result<Response<ResponseBody>, BadParam> {
-    only(
-        query,
-        &["type", "source", "namespace", "entity", "limit"],
-    )?;
+    only(query, &["type", "source", "namespace", "entity", "limit"])?;
     let filter = event_filter(query)?;
     let limit = query
         .get("limit")
@@ -486,10 +506,18 @@ where
     if events.len() != 1 {
         return error(
             StatusCode::BAD_REQUEST,
-            format!("the body must hold exactly one event, it holds {}", events.len()),
+            format!(
+                "the body must hold exactly one event, it holds {}",
+                events.len()
+            ),
         );
     }
-    match state.handles.analyzer.predict_impact(events.remove(0)).await {
+    match state
+        .handles
+        .analyzer
+        .predict_impact(events.remove(0))
+        .await
+    {
         Ok(impact) => json(StatusCode::OK, &serde_json::json!({ "impact": impact })),
         Err(message) => error(StatusCode::UNPROCESSABLE_ENTITY, message),
     }
@@ -514,7 +542,13 @@ where
             "no `api` source is declared: add a source with `type = \"api\"` to accept events",
         );
     };
-    let body = match read_body(request, ingest.max_body_bytes(), "the `api` source's max_body_bytes").await {
+    let body = match read_body(
+        request,
+        ingest.max_body_bytes(),
+        "the `api` source's max_body_bytes",
+    )
+    .await
+    {
         Ok(body) => body,
         Err(refused) => return refused,
     };
@@ -533,10 +567,7 @@ where
     let accepted = events.len();
     tracing::info!(%client, token = "-", source = %name, events = accepted, "POST /v1/events");
     match ingest.submit(events).await {
-        Ok(()) => json(
-            StatusCode::OK,
-            &serde_json::json!({ "accepted": accepted }),
-        ),
+        Ok(()) => json(StatusCode::OK, &serde_json::json!({ "accepted": accepted })),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
@@ -552,8 +583,14 @@ mod tests {
             match_path("/v1/correlations/{id}", "/v1/correlations/abc"),
             Some(Some("abc"))
         );
-        assert_eq!(match_path("/v1/correlations/{id}", "/v1/correlations/"), None);
-        assert_eq!(match_path("/v1/correlations/{id}", "/v1/correlations/a/b"), None);
+        assert_eq!(
+            match_path("/v1/correlations/{id}", "/v1/correlations/"),
+            None
+        );
+        assert_eq!(
+            match_path("/v1/correlations/{id}", "/v1/correlations/a/b"),
+            None
+        );
         assert_eq!(match_path("/v1/events", "/v1/events/stream"), None);
     }
 
@@ -613,7 +650,8 @@ mod tests {
             event("c", EventType::Process, "shop", 30),
             event("d", EventType::Process, "bank", 40),
         ]);
-        let (status, body) = call(&state, "GET", "/v1/events?type=process&namespace=shop", "").await;
+        let (status, body) =
+            call(&state, "GET", "/v1/events?type=process&namespace=shop", "").await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(ids(&body, "events"), ["c", "a"]);
         let (_, body) = call(&state, "GET", "/v1/events?since=20&until=30&source=", "").await;
@@ -625,7 +663,13 @@ mod tests {
         assert_eq!(ids(&first, "events"), ["d", "c"]);
         let token: serde_json::Value = serde_json::from_str(&first).unwrap();
         let token = token["next_page_token"].as_str().unwrap().to_owned();
-        let (_, second) = call(&state, "GET", &format!("/v1/events?limit=2&page_token={token}"), "").await;
+        let (_, second) = call(
+            &state,
+            "GET",
+            &format!("/v1/events?limit=2&page_token={token}"),
+            "",
+        )
+        .await;
         assert_eq!(ids(&second, "events"), ["b", "a"]);
         assert!(!second.contains("next_page_token"), "{second}");
         for (query, named) in [
@@ -634,12 +678,18 @@ mod tests {
             ("limit=0", "`limit` must be 1 to 10000"),
             ("colour=red", "unknown parameter `colour`"),
             ("page_token=zz", "`page_token` must be"),
-            ("type=process&type=network", "`type` is given more than once"),
+            (
+                "type=process&type=network",
+                "`type` is given more than once",
+            ),
         ] {
             let (status, body) = call(&state, "GET", &format!("/v1/events?{query}"), "").await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
             let message: serde_json::Value = serde_json::from_str(&body).unwrap();
-            assert!(message["error"].as_str().unwrap().contains(named), "{query}: {body}");
+            assert!(
+                message["error"].as_str().unwrap().contains(named),
+                "{query}: {body}"
+            );
         }
     }
 
@@ -660,8 +710,18 @@ mod tests {
             correlation_id: Some("c1".into()),
             ..Default::default()
         }));
-        let state = with_store(vec![tagged, summary, event("x", EventType::Process, "shop", 45)]);
-        let (_, body) = call(&state, "GET", "/v1/correlations?pattern=oom_kill&severity=warning", "").await;
+        let state = with_store(vec![
+            tagged,
+            summary,
+            event("x", EventType::Process, "shop", 45),
+        ]);
+        let (_, body) = call(
+            &state,
+            "GET",
+            "/v1/correlations?pattern=oom_kill&severity=warning",
+            "",
+        )
+        .await;
         assert_eq!(ids(&body, "correlations"), ["s1"]);
         let (_, body) = call(&state, "GET", "/v1/correlations?severity=critical", "").await;
         assert!(ids(&body, "correlations").is_empty());
@@ -670,7 +730,10 @@ mod tests {
         let story: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(story["correlation"]["id"], "s1");
         assert_eq!(ids(&body, "related_events"), ["t1"]);
-        assert_eq!(call(&state, "GET", "/v1/correlations/nope", "").await.0, StatusCode::NOT_FOUND);
+        assert_eq!(
+            call(&state, "GET", "/v1/correlations/nope", "").await.0,
+            StatusCode::NOT_FOUND
+        );
     }
 
     #[tokio::test]
@@ -684,10 +747,22 @@ mod tests {
         assert!(body.contains("`api` source"), "{body}");
         // With a source: a bad line is refused naming it, before the (stopped) source.
         let state = with_store(Vec::new());
-        let (status, body) = call(&state, "POST", "/v1/events", "{\"type\":\"process\",\"source\":\"t\"}\nnot json\n").await;
+        let (status, body) = call(
+            &state,
+            "POST",
+            "/v1/events",
+            "{\"type\":\"process\",\"source\":\"t\"}\nnot json\n",
+        )
+        .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(body.contains("line 2: "), "{body}");
-        let (status, _) = call(&state, "POST", "/v1/events", "{\"type\":\"process\",\"source\":\"t\"}").await;
+        let (status, _) = call(
+            &state,
+            "POST",
+            "/v1/events",
+            "{\"type\":\"process\",\"source\":\"t\"}",
+        )
+        .await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     }
 
@@ -696,7 +771,10 @@ mod tests {
     #[tokio::test]
     async fn the_openapi_document_matches_the_routes() {
         let document: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
-        assert_eq!(document["openapi"].as_str().unwrap().chars().next(), Some('3'));
+        assert_eq!(
+            document["openapi"].as_str().unwrap().chars().next(),
+            Some('3')
+        );
         let mut documented = BTreeSet::new();
         for (path, item) in document["paths"].as_object().unwrap() {
             for method in item.as_object().unwrap().keys() {
@@ -742,10 +820,15 @@ critical_namespaces = ["shop"]
 type = "blackhole"
 inputs = ["impact"]
 "#;
-        let config = tapio_topology::load_str("t.toml", text, |_| None).config.unwrap();
+        let config = tapio_topology::load_str("t.toml", text, |_| None)
+            .config
+            .unwrap();
         let mut state = state();
         state.handles.analyzer = tapio_topology::analyze::Analyzer::from_config(&config);
-        assert_eq!(state.handles.analyzer.chain(), ["enrich", "correlate", "impact"]);
+        assert_eq!(
+            state.handles.analyzer.chain(),
+            ["enrich", "correlate", "impact"]
+        );
         state
     }
 
@@ -767,13 +850,22 @@ inputs = ["impact"]
             .iter()
             .find(|e| e["id"] == "a")
             .unwrap_or_else(|| panic!("the event is not in {body}"));
-        assert!(event["correlation"]["correlation_id"].is_string(), "{event}");
+        assert!(
+            event["correlation"]["correlation_id"].is_string(),
+            "{event}"
+        );
         assert!(event["impact"].is_object(), "{event}");
         let (status, body) = call(&state, "POST", "/v1/analyze", "nope").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(body.contains("line 1: "), "{body}");
         // Without the transforms there is nothing to analyze with.
-        let (status, body) = call(&crate::tests::state(), "POST", "/v1/analyze", &oom_kill("a", "shop")).await;
+        let (status, body) = call(
+            &crate::tests::state(),
+            "POST",
+            "/v1/analyze",
+            &oom_kill("a", "shop"),
+        )
+        .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
         assert!(body.contains("no semantic_enrich"), "{body}");
     }
@@ -784,8 +876,13 @@ inputs = ["impact"]
         let predict = |namespace: &'static str| {
             let state = state.clone();
             async move {
-                let (status, body) =
-                    call(&state, "POST", "/v1/predict_impact", &oom_kill("p", namespace)).await;
+                let (status, body) = call(
+                    &state,
+                    "POST",
+                    "/v1/predict_impact",
+                    &oom_kill("p", namespace),
+                )
+                .await;
                 assert_eq!(status, StatusCode::OK, "{body}");
                 let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
                 answer["impact"]["business_impact"]

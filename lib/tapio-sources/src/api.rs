@@ -78,13 +78,14 @@ pub fn decode_events(body: &[u8]) -> Result<Vec<UnifiedEvent>, BadBody> {
     let mut events = Vec::new();
     let mut first = None;
     let mut bad = 0;
-    let mut check = |decoded: Result<UnifiedEvent, DecodeError>, name: &dyn Fn() -> String| match decoded {
-        Ok(event) => events.push(event),
-        Err(e) => {
-            bad += 1;
-            first.get_or_insert_with(|| format!("{}: {e}", name()));
-        }
-    };
+    let mut check =
+        |decoded: Result<UnifiedEvent, DecodeError>, name: &dyn Fn() -> String| match decoded {
+            Ok(event) => events.push(event),
+            Err(e) => {
+                bad += 1;
+                first.get_or_insert_with(|| format!("{}: {e}", name()));
+            }
+        };
     if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
         let items: Vec<serde_json::Value> = serde_json::from_slice(body).map_err(|e| BadBody {
             bad: 1,
@@ -99,7 +100,9 @@ pub fn decode_events(body: &[u8]) -> Result<Vec<UnifiedEvent>, BadBody> {
     } else {
         for (i, line) in body.split(|b| *b == b'\n').enumerate() {
             if !line.iter().all(u8::is_ascii_whitespace) {
-                check(decoder.decode_json(line, now), &|| format!("line {}", i + 1));
+                check(decoder.decode_json(line, now), &|| {
+                    format!("line {}", i + 1)
+                });
             }
         }
     }
@@ -149,7 +152,9 @@ impl ApiSourceConfig {
         cx: &BuildContext,
     ) -> Result<(ApiIngest, Box<dyn Source>), ComponentError> {
         if self.max_body_bytes.0 == 0 {
-            return Err(ComponentError::config("`max_body_bytes` must be more than 0"));
+            return Err(ComponentError::config(
+                "`max_body_bytes` must be more than 0",
+            ));
         }
         let (queue, submissions) = mpsc::channel(1);
         let metrics = Arc::new(OnceLock::new());
@@ -240,7 +245,9 @@ mod tests {
         let array = format!(" [{}, {}]", line("d"), line("e"));
         assert_eq!(ids(ingest.decode(array.as_bytes()).unwrap()), ["d", "e"]);
         // A missing id is filled, as every NDJSON reader does.
-        let filled = ingest.decode(br#"{"type":"network","source":"t"}"#).unwrap();
+        let filled = ingest
+            .decode(br#"{"type":"network","source":"t"}"#)
+            .unwrap();
         assert!(!filled[0].id.is_empty());
     }
 

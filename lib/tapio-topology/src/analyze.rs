@@ -30,7 +30,11 @@ impl Analyzer {
     /// The first `semantic_enrich`, `correlate` and `impact_assess` of `config`, those it has.
     pub fn from_config(config: &Config) -> Analyzer {
         let first = |wanted: fn(&TransformConfig) -> bool| {
-            config.transforms.iter().find(|t| wanted(&t.config)).cloned()
+            config
+                .transforms
+                .iter()
+                .find(|t| wanted(&t.config))
+                .cloned()
         };
         let chain = [
             first(|c| matches!(c, TransformConfig::SemanticEnrich(_))),

@@ -59,7 +59,10 @@ pub struct EventFilter {
 /// The event's namespaces: the entity's and the Kubernetes object's (usually the same).
 fn namespaces(event: &UnifiedEvent) -> impl Iterator<Item = &str> {
     let entity = event.entity.as_ref().and_then(|e| e.namespace.as_deref());
-    let kube = event.kubernetes.as_ref().and_then(|k| k.namespace.as_deref());
+    let kube = event
+        .kubernetes
+        .as_ref()
+        .and_then(|k| k.namespace.as_deref());
     entity
         .into_iter()
         .chain(kube.filter(|k| Some(*k) != entity))
@@ -192,9 +195,7 @@ impl Indexes {
                 .map(|v| index.get(v.as_str()).unwrap_or(empty))
         };
         [
-            filter
-                .kind
-                .map(|k| self.kind.get(&k).unwrap_or(empty)),
+            filter.kind.map(|k| self.kind.get(&k).unwrap_or(empty)),
             lookup(&self.source, &filter.source),
             lookup(&self.namespace, &filter.namespace),
             lookup(&self.entity, &filter.entity),
@@ -513,7 +514,7 @@ impl ApiStore {
         let mut seen: HashSet<Cursor> = related.iter().map(|(k, _)| *k).collect();
         let extra: Vec<_> = listed.filter(|(k, _)| seen.insert(*k)).collect();
         related.extend(extra);
-        related.sort_by(|a, b| b.0.cmp(&a.0));
+        related.sort_by_key(|(key, _)| std::cmp::Reverse(*key));
         Some(Story {
             summaries: summaries.into_iter().map(|(_, e)| Arc::clone(e)).collect(),
             related: related.into_iter().map(|(_, e)| Arc::clone(e)).collect(),

@@ -110,8 +110,11 @@ fn full_scan(events: &[UnifiedEvent], max_events: usize, filter: &EventFilter) -
         .filter(|(_, e)| filter.matches(e))
         .map(|(i, e)| (e.timestamp.as_nanos(), i, e.id.as_str()))
         .collect();
-    matching.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
-    matching.into_iter().map(|(_, _, id)| id.to_owned()).collect()
+    matching.sort_by_key(|m| std::cmp::Reverse((m.0, m.1)));
+    matching
+        .into_iter()
+        .map(|(_, _, id)| id.to_owned())
+        .collect()
 }
 
 /// Every page of `filter`, `limit` at a time, concatenated.
@@ -152,12 +155,19 @@ fn indexed_queries_equal_a_full_scan_of_random_data() {
             let expected = full_scan(&events, max_events, &filter);
             nonempty += usize::from(!expected.is_empty());
             let limit = 1 + rng.below(30) as usize;
-            assert_eq!(all_pages(&store, &filter, limit), expected, "{filter:?}, limit {limit}");
+            assert_eq!(
+                all_pages(&store, &filter, limit),
+                expected,
+                "{filter:?}, limit {limit}"
+            );
             let first = store.query(&filter, limit, None);
             assert_eq!(first.next.is_some(), expected.len() > limit, "{filter:?}");
         }
         // The random filters are not all trivially empty.
-        assert!(nonempty > 100, "{nonempty} of 300 filters matched something");
+        assert!(
+            nonempty > 100,
+            "{nonempty} of 300 filters matched something"
+        );
     }
 }
 
@@ -215,7 +225,8 @@ fn a_story_is_its_summaries_and_its_events() {
         Instant::now(),
     );
     let story = store.story("c1").expect("c1 has a summary");
-    let ids = |events: &[Arc<UnifiedEvent>]| events.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+    let ids =
+        |events: &[Arc<UnifiedEvent>]| events.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
     assert_eq!(ids(&story.summaries), ["s"]);
     assert_eq!(ids(&story.related), ["b", "a", "listed"]);
     assert!(store.story("c3").is_none(), "no summary, no story");
@@ -236,7 +247,13 @@ async fn subscriptions_get_matching_live_events_and_slow_ones_are_dropped() {
         e.id = id.into();
         Arc::new(e)
     };
-    store.insert([event("n1", EventType::Network), event("p1", EventType::Process)], Instant::now());
+    store.insert(
+        [
+            event("n1", EventType::Network),
+            event("p1", EventType::Process),
+        ],
+        Instant::now(),
+    );
     assert_eq!(fast.next().await.unwrap().id, "n1");
     store.insert([event("n2", EventType::Network)], Instant::now());
     assert_eq!(fast.next().await.unwrap().id, "n2");
