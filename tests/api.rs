@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{Value, json};
 
-/// `api → {api_store, file}` with the API on `port`.
-fn config(dir: &Path, port: u16, out: &Path, max_events: usize) -> std::path::PathBuf {
+/// `api → {api_store, file}` with the API on `port`; `store` is more of the store's options.
+fn config(dir: &Path, port: u16, out: &Path, store: &str) -> std::path::PathBuf {
     write_config(
         dir,
         "api.toml",
@@ -31,7 +31,7 @@ type = "api"
 [sinks.store]
 type = "api_store"
 inputs = ["in"]
-max_events = {max_events}
+{store}
 
 [sinks.out]
 type = "file"
@@ -184,7 +184,7 @@ fn posted_events_are_queried_streamed_and_reach_the_file_sink() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let out = dir.path().join("out.ndjson");
-    let tapio = start(&config(dir.path(), port, &out, 100_000), port);
+    let tapio = start(&config(dir.path(), port, &out, "max_events = 100000"), port);
 
     // Streams opened before the events arrive: NDJSON of `shop` processes, SSE of everything.
     let shop_processes = expected(&(0..90).map(event).collect::<Vec<_>>(), shop_process).len();
@@ -327,6 +327,16 @@ fn posted_events_are_queried_streamed_and_reach_the_file_sink() {
     assert_eq!(got, want);
 }
 
+/// Waits until the `store` sink has taken `total` events.
+fn wait_stored(port: u16, total: usize) {
+    eventually(Duration::from_secs(30), || {
+        let body = http_get(port, "/metrics")?.1;
+        (metric(&body, "tapio_component_sent_events_total", "store") == Some(total as u64))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the store did not take {total} events within 30 s"));
+}
+
 /// The p99 of `rounds` timed calls of `query`, in milliseconds.
 fn p99_ms(rounds: usize, mut query: impl FnMut()) -> f64 {
     let mut times: Vec<Duration> = (0..rounds)
@@ -348,18 +358,13 @@ fn indexed_queries_on_100k_stored_events() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let out = dir.path().join("out.ndjson");
-    let tapio = start(&config(dir.path(), port, &out, 100_000), port);
+    let tapio = start(&config(dir.path(), port, &out, "max_events = 100000"), port);
     let total = 100_000;
     for start in (0..total).step_by(10_000) {
         let body = ndjson(&(start..start + 10_000).map(event).collect::<Vec<_>>());
         assert_eq!(post(port, &body).0, 200);
     }
-    eventually(Duration::from_secs(30), || {
-        let body = http_get(port, "/metrics")?.1;
-        (metric(&body, "tapio_component_sent_events_total", "store") == Some(total as u64))
-            .then_some(())
-    })
-    .expect("the store took the 100k events");
+    wait_stored(port, total);
     // pod-3 has 1/7 of the events; a page of 100 of them must not walk the other 6/7.
     let rest = p99_ms(300, || {
         let answer = get_json(port, "/v1/events?entity=pod-3&namespace=shop&limit=100");
@@ -373,4 +378,47 @@ fn indexed_queries_on_100k_stored_events() {
     assert!(rest < 250.0, "REST p99 {rest} ms");
     assert!(grpc_p99 < 250.0, "gRPC p99 {grpc_p99} ms");
     stop(tapio);
+}
+
+/// A stream client that stops reading is dropped once its queue fills, counted in `/metrics`,
+/// and told why at the end of its stream; the pipeline does not wait for it: every event
+/// reaches the store and the file sink.
+#[test]
+fn a_stream_client_that_stops_reading_is_dropped_not_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let out = dir.path().join("out.ndjson");
+    let tapio = start(&config(dir.path(), port, &out, "stream_queue = 8"), port);
+    let mut stalled = open_stream(port, "/v1/events/stream", "application/x-ndjson");
+    // Far more than the socket buffers and the queue of 8 hold.
+    let total = 40_000;
+    for start in (0..total).step_by(5_000) {
+        let body = ndjson(&(start..start + 5_000).map(event).collect::<Vec<_>>());
+        assert_eq!(post(port, &body).0, 200);
+    }
+    let dropped = eventually(Duration::from_secs(10), || {
+        let body = http_get(port, "/metrics")?.1;
+        body.lines()
+            .find(|l| {
+                l.starts_with("tapio_component_errors_total{component=\"store\",")
+                    && l.contains("error_type=\"slow_stream_client\"")
+            })
+            .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+    });
+    assert_eq!(dropped.as_deref(), Some("1"));
+    // The store took every event while the client stalled.
+    wait_stored(port, total);
+    // What the stalled client still gets: what was in flight, then why it ends.
+    let mut rest = String::new();
+    stalled.read_to_string(&mut rest).unwrap();
+    let lines: Vec<&str> = rest.lines().collect();
+    assert!(lines.len() < total, "{} lines", lines.len());
+    assert!(
+        lines.last().unwrap().contains("fell behind"),
+        "{:?}",
+        lines.last()
+    );
+    stop(tapio);
+    let written = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(written.lines().count(), total);
 }
