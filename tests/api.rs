@@ -422,3 +422,62 @@ fn a_stream_client_that_stops_reading_is_dropped_not_waited_for() {
     let written = std::fs::read_to_string(&out).unwrap();
     assert_eq!(written.lines().count(), total);
 }
+
+/// AnalyzeEvents and PredictImpact through the independent gRPC client, on a pipeline with the
+/// intelligence chain: the analysis runs the config's own transforms (the event comes back
+/// tagged with a story), and the predicted impact follows its rules (`shop` is critical).
+#[test]
+fn analyze_and_predict_impact_over_grpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(
+        dir.path(),
+        "chain.toml",
+        &format!(
+            r#"
+[api]
+address = "127.0.0.1:{port}"
+
+[sources.in]
+type = "api"
+
+[transforms.enrich]
+type = "semantic_enrich"
+inputs = ["in"]
+
+[transforms.correlate]
+type = "correlate"
+inputs = ["enrich"]
+
+[transforms.impact]
+type = "impact_assess"
+inputs = ["correlate"]
+critical_namespaces = ["shop"]
+
+[sinks.store]
+type = "api_store"
+inputs = ["impact"]
+"#
+        ),
+    );
+    let tapio = start(&config, port);
+    let answer = python_client(port, &["analyze"]);
+    let analyzed: Vec<Vec<String>> = prefixed(&answer, "analyzed ")
+        .iter()
+        .map(|l| l.split(' ').map(String::from).collect())
+        .collect();
+    let oom = analyzed
+        .iter()
+        .find(|fields| fields[0] == "oom-shop")
+        .unwrap_or_else(|| panic!("the event did not come back: {answer}"));
+    assert_ne!(oom[1], "-", "no correlation_id: {answer}");
+    let impact = |namespace: &str| -> f64 {
+        prefixed(&answer, &format!("impact {namespace} "))[0]
+            .parse()
+            .unwrap()
+    };
+    assert!(impact("shop") > impact("blog"), "{answer}");
+    // The analysis touched nothing live: the store saw none of it.
+    assert!(ids(&get_json(port, "/v1/events")["events"]).is_empty());
+    stop(tapio);
+}

@@ -8,6 +8,10 @@ usage: client.py PROTO_DIR HOST:PORT query NAMESPACE TYPE PAGE
          opens StreamEvents for NAMESPACE with limit COUNT, and once the server answered (it
          is subscribed then) POSTs COUNT events of that namespace and COUNT of another to
          /v1/events; prints "stream <id>" per event received.
+       client.py PROTO_DIR HOST:PORT analyze
+         AnalyzeEvents of one OOM kill in `shop`, then PredictImpact of it in `shop` and in
+         `blog`; prints "analyzed <id> <correlation_id>" per event out and "impact <namespace>
+         <business_impact>".
        client.py PROTO_DIR HOST:PORT bench ENTITY ROUNDS
          ROUNDS QueryEvents for one entity; prints "p50_ms <x>" and "p99_ms <y>"."""
 import importlib
@@ -35,6 +39,7 @@ for include, name in [(proto_dir, "tapio/v1/event.proto"), (proto_dir, "tapio/v1
     status = protoc.main(["protoc", f"-I{include}", f"--python_out={out}", f"--grpc_python_out={out}", name])
     assert status == 0, f"protoc failed on {name}"
 sys.path.insert(0, out)
+event_pb2 = importlib.import_module("tapio.v1.event_pb2")
 service_pb2 = importlib.import_module("tapio.v1.service_pb2")
 service_pb2_grpc = importlib.import_module("tapio.v1.service_pb2_grpc")
 health_pb2 = importlib.import_module("standard_health.health_pb2")
@@ -75,6 +80,26 @@ elif mode == "stream":
         assert answer.status == 200, answer.status
     for event in call:
         print("stream", event.id)
+elif mode == "analyze":
+    def oom_kill(namespace):
+        event = event_pb2.UnifiedEvent(id=f"oom-{namespace}", timestamp_unix_nano=1_767_225_600_000_000_000,
+                                       type=event_pb2.EVENT_TYPE_PROCESS, source="python")
+        event.entity.type = event_pb2.ENTITY_TYPE_POD
+        event.entity.id = f"uid-{namespace}"
+        event.entity.name = "api-1"
+        event.entity.namespace = namespace
+        event.process.operation = "oom_kill"
+        event.process.pid = 42
+        event.process.comm = "java"
+        return event
+    correlations = service_pb2_grpc.CorrelationServiceStub(channel)
+    answer = correlations.AnalyzeEvents(service_pb2.AnalyzeEventsRequest(events=[oom_kill("shop")]), timeout=10)
+    for event in answer.events:
+        print("analyzed", event.id, event.correlation.correlation_id or "-")
+    for namespace in ["shop", "blog"]:
+        answer = correlations.PredictImpact(service_pb2.PredictImpactRequest(event=oom_kill(namespace)), timeout=10)
+        assert answer.HasField("impact"), answer
+        print("impact", namespace, answer.impact.business_impact)
 elif mode == "bench":
     entity, rounds = sys.argv[4], int(sys.argv[5])
     times = []
