@@ -481,3 +481,66 @@ inputs = ["impact"]
     assert!(ids(&get_json(port, "/v1/events")["events"]).is_empty());
     stop(tapio);
 }
+
+/// Unix time now, in nanoseconds.
+fn unix_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
+
+/// Live delivery at 10k events/s (100 every 10 ms): every event reaches the NDJSON stream, in
+/// order; the latency from the POST to the stream client (which includes the HTTP request, the
+/// pipeline and the store, so it bounds the store → client part) is printed as p50/p99 (debug
+/// build).
+#[test]
+fn live_stream_latency_at_10k_events_per_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let out = dir.path().join("out.ndjson");
+    let tapio = start(&config(dir.path(), port, &out, ""), port);
+    let (batches, per_batch) = (200, 100);
+    let total = batches * per_batch;
+    let mut stream = open_stream(
+        port,
+        &format!("/v1/events/stream?limit={total}"),
+        "application/x-ndjson",
+    );
+    let poster = std::thread::spawn(move || {
+        let start = Instant::now();
+        for batch in 0..batches {
+            let sent = unix_nanos();
+            let events: Vec<Value> = (0..per_batch)
+                .map(|i| {
+                    let mut e = event(batch * per_batch + i);
+                    e["application"] = json!({ "sent_ns": sent });
+                    e
+                })
+                .collect();
+            assert_eq!(post(port, &ndjson(&events)).0, 200);
+            let next = start + Duration::from_millis(10 * (batch as u64 + 1));
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+    });
+    let mut latencies = Vec::with_capacity(total);
+    for i in 0..total {
+        let mut line = String::new();
+        stream.read_line(&mut line).unwrap();
+        let received = unix_nanos();
+        let event: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(event["id"], format!("evt-{i:05}"));
+        latencies.push(received - event["application"]["sent_ns"].as_i64().unwrap());
+    }
+    poster.join().unwrap();
+    latencies.sort_unstable();
+    let ms = |nanos: i64| nanos as f64 / 1e6;
+    let (p50, p99) = (latencies[total / 2], latencies[total * 99 / 100]);
+    eprintln!(
+        "live stream at 10k events/s, debug build: POST → stream client p50 {:.2} ms, p99 {:.2} ms",
+        ms(p50),
+        ms(p99)
+    );
+    assert!(ms(p99) < 1000.0, "p99 {} ms", ms(p99));
+    stop(tapio);
+}

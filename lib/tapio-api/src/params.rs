@@ -58,6 +58,19 @@ pub fn limit(name: &str, value: &str) -> Result<usize, BadParam> {
         .ok_or_else(|| BadParam(format!("`{name}` must be 1 to {MAX_LIMIT}, got {value:?}")))
 }
 
+/// How many events a stream delivers before it ends: at least 1, no upper bound.
+pub fn count(name: &str, value: &str) -> Result<usize, BadParam> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| {
+            BadParam(format!(
+                "`{name}` must be a whole number of at least 1, got {value:?}"
+            ))
+        })
+}
+
 /// A page token from a previous answer.
 pub fn page_token(name: &str, value: &str) -> Result<tapio_sinks::api_store::Cursor, BadParam> {
     tapio_sinks::api_store::Cursor::parse(value).ok_or_else(|| {
@@ -98,6 +111,8 @@ mod tests {
         assert_eq!(limit("limit", "5"), Ok(5));
         assert!(limit("limit", "0").is_err());
         assert!(limit("limit", "10001").is_err());
+        assert_eq!(count("limit", "20000"), Ok(20_000));
+        assert!(count("limit", "0").unwrap_err().0.contains("at least 1"));
         assert!(page_token("page_token", "x").is_err());
     }
 }

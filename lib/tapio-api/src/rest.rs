@@ -378,7 +378,7 @@ fn stream_events(
     let filter = event_filter(query)?;
     let limit = query
         .get("limit")
-        .map(|v| params::limit("limit", v))
+        .map(|v| params::count("limit", v))
         .transpose()?;
     tracing::info!(%client, token = "-", sse, "GET /v1/events/stream opened");
     let subscription = store.subscribe(filter);
