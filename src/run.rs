@@ -383,6 +383,13 @@ async fn run_pipeline(config: &Config, summary: bool) -> i32 {
     let health = Arc::new(Health::default());
     let metrics = Arc::new(topology.metrics());
     if let Some(api) = &config.api {
+        let tokens = match api.auth.as_ref().map(|auth| auth.load()).transpose() {
+            Ok(tokens) => tokens.unwrap_or_default(),
+            Err(error) => {
+                tracing::error!("api: {error}");
+                return EXIT_CONFIG;
+            }
+        };
         match tapio_api::Api::bind(api.address).await {
             Ok(server) => {
                 tracing::info!(address = %api.address, "serving the API (REST, gRPC, /health, /metrics)");
@@ -390,6 +397,7 @@ async fn run_pipeline(config: &Config, summary: bool) -> i32 {
                     health: Arc::clone(&health),
                     metrics: Arc::clone(&metrics),
                     handles: topology.api_handles(),
+                    tokens,
                 }));
             }
             Err(error) => {

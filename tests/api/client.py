@@ -8,6 +8,7 @@ usage: client.py PROTO_DIR HOST:PORT query NAMESPACE TYPE PAGE
          opens StreamEvents for NAMESPACE with limit COUNT, and once the server answered (it
          is subscribed then) POSTs COUNT events of that namespace and COUNT of another to
          /v1/events; prints "stream <id>" per event received.
+       With $TAPIO_API_TOKEN set, query calls carry it as `authorization: Bearer`.
        client.py PROTO_DIR HOST:PORT analyze
          AnalyzeEvents of one OOM kill in `shop`, then PredictImpact of it in `shop` and in
          `blog`; prints "analyzed <id> <correlation_id>" per event out and "impact <namespace>
@@ -48,6 +49,8 @@ health_pb2_grpc = importlib.import_module("standard_health.health_pb2_grpc")
 channel = grpc.insecure_channel(target)
 grpc.channel_ready_future(channel).result(timeout=30)
 events = service_pb2_grpc.EventServiceStub(channel)
+token = os.environ.get("TAPIO_API_TOKEN")
+metadata = [("authorization", f"Bearer {token}")] if token else None
 
 if mode == "query":
     namespace, kind, page = sys.argv[4], sys.argv[5], int(sys.argv[6])
@@ -55,7 +58,7 @@ if mode == "query":
     while True:
         request = service_pb2.QueryEventsRequest(
             filter=service_pb2.EventFilter(namespace=namespace, type=kind), limit=page, page_token=token)
-        answer = events.QueryEvents(request, timeout=10)
+        answer = events.QueryEvents(request, timeout=10, metadata=metadata)
         assert len(answer.events) <= page, len(answer.events)
         for event in answer.events:
             print("query", event.id)

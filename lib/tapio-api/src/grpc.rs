@@ -16,7 +16,7 @@ use tapio_topology::HealthState;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::params::{self, BadParam, DEFAULT_LIMIT, MAX_LIMIT};
-use crate::{ApiState, ClientAddr};
+use crate::{ApiState, Caller};
 
 /// The services on the API port, dispatched by path.
 #[derive(Clone)]
@@ -120,11 +120,16 @@ fn limit(limit: u32) -> Result<usize, Status> {
     }
 }
 
-fn client<T>(request: &Request<T>) -> String {
+/// Who calls, as the connection recorded it.
+fn caller<T>(request: &Request<T>) -> Caller {
     request
         .extensions()
-        .get::<ClientAddr>()
-        .map_or_else(|| "unknown".to_owned(), |c| c.0.clone())
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or_else(|| Caller {
+            address: "unknown".to_owned(),
+            token: "-".to_owned(),
+        })
 }
 
 fn to_wire<'a>(
@@ -145,7 +150,7 @@ impl EventService for Api {
         &self,
         request: Request<v1::StreamEventsRequest>,
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
-        let client = client(&request);
+        let caller = caller(&request);
         let request = request.into_inner();
         if request.tap.is_some() {
             return Err(Status::unimplemented(
@@ -154,7 +159,7 @@ impl EventService for Api {
         }
         let filter = filter(request.filter)?;
         let subscription = self.store()?.subscribe(filter);
-        tracing::info!(%client, token = "-", "StreamEvents opened");
+        tracing::info!(client = %caller.address, token = %caller.token, "StreamEvents opened");
         let events = futures::stream::unfold(Some(subscription), |subscription| async move {
             let mut subscription = subscription?;
             match subscription.next().await {

@@ -17,8 +17,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use http_body_util::combinators::UnsyncBoxBody;
-use tapio_event::ComponentMetrics;
 use tapio_event::throttle::Throttle;
+use tapio_event::{ComponentMetrics, Tokens};
 use tapio_topology::{ApiHandles, Health};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -37,12 +37,55 @@ pub struct ApiState {
     pub health: Arc<Health>,
     pub metrics: Arc<Vec<Arc<ComponentMetrics>>>,
     pub handles: ApiHandles,
+    /// Bearer tokens every call but `/health` must present; empty: no authentication.
+    pub tokens: Tokens,
 }
 
-/// The client's address, put on each request for the audit log (gRPC handlers read it from
-/// the request's extensions).
+/// Who calls: the client's address and the name of the token it presented (`-` when the API
+/// has no tokens, or for `/health`), for the audit log. gRPC handlers read it from the
+/// request's extensions.
 #[derive(Debug, Clone)]
-pub(crate) struct ClientAddr(pub(crate) String);
+pub(crate) struct Caller {
+    pub(crate) address: String,
+    pub(crate) token: String,
+}
+
+/// The paths open without a token: the probes'.
+fn is_open(path: &str) -> bool {
+    path == "/health" || path.starts_with("/grpc.health.v1.Health/")
+}
+
+/// The caller of `request`, or the refusal to answer when the API has tokens and the request
+/// carries none of them (HTTP 401, gRPC `UNAUTHENTICATED`).
+fn authenticate<B>(
+    tokens: &Tokens,
+    request: &hyper::Request<B>,
+    address: &str,
+) -> Result<Caller, Box<hyper::Response<ResponseBody>>> {
+    let caller = |token: &str| Caller {
+        address: address.to_owned(),
+        token: token.to_owned(),
+    };
+    if tokens.is_empty() || is_open(request.uri().path()) {
+        return Ok(caller("-"));
+    }
+    let authorization = request
+        .headers()
+        .get("authorization")
+        .map(|value| value.as_bytes());
+    if let Some(name) = tokens.check(authorization) {
+        return Ok(caller(name));
+    }
+    tracing::warn!(client = %address, path = %request.uri().path(), "API call refused: no valid bearer token");
+    let message = "a valid `authorization: Bearer <token>` header is required";
+    Err(Box::new(if is_grpc(request) {
+        tonic::Status::unauthenticated(message)
+            .into_http::<tonic::body::Body>()
+            .map(|body| body.map_err(BoxError::from).boxed_unsync())
+    } else {
+        rest::unauthorized(message)
+    }))
+}
 
 /// A bound, not yet serving, API listener; binding first lets `run` fail early (exit 69) when
 /// the address is taken.
@@ -167,13 +210,17 @@ async fn serve_connections(mut listener: impl Listener, state: ApiState) {
                 let grpc = grpc.clone();
                 let client = client.clone();
                 async move {
+                    let caller = match authenticate(&state.tokens, &request, &client) {
+                        Ok(caller) => caller,
+                        Err(refused) => return Ok(*refused),
+                    };
                     let response = if is_grpc(&request) {
-                        request.extensions_mut().insert(ClientAddr(client));
+                        request.extensions_mut().insert(caller);
                         grpc.call(request)
                             .await
                             .map(|body| body.map_err(BoxError::from).boxed_unsync())
                     } else {
-                        rest::respond(request, &state, &client).await
+                        rest::respond(request, &state, &caller).await
                     };
                     Ok::<_, std::convert::Infallible>(response)
                 }
@@ -208,6 +255,7 @@ mod tests {
             health: Arc::new(Health::default()),
             metrics: Arc::new(vec![metrics]),
             handles: ApiHandles::default(),
+            tokens: Tokens::default(),
         }
     }
 
@@ -224,7 +272,11 @@ mod tests {
             .uri(path)
             .body(http_body_util::Full::new(Bytes::from(body.to_owned())))
             .unwrap();
-        let response = rest::respond(request, state, "test").await;
+        let caller = Caller {
+            address: "test".into(),
+            token: "-".into(),
+        };
+        let response = rest::respond(request, state, &caller).await;
         let status = response.status();
         let streamed = response
             .headers()

@@ -17,7 +17,7 @@ use tapio_sinks::api_store::{ApiStore, Cursor, EventFilter, Page, StreamEnd};
 use tapio_topology::HealthState;
 
 use crate::params::{self, BadParam, DEFAULT_LIMIT};
-use crate::{ApiState, BoxError, ResponseBody};
+use crate::{ApiState, BoxError, Caller, ResponseBody};
 
 /// What a request asks for, once its method and path matched a row of [`ROUTES`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,11 +105,22 @@ fn reply(status: StatusCode, content_type: &str, body: Bytes) -> Response<Respon
         .expect("static response parts are valid")
 }
 
-/// The answer to `request` from `client` (its address, for the audit log).
+/// The refusal of a call without a valid token: 401 with the scheme to use.
+pub(crate) fn unauthorized(message: &str) -> Response<ResponseBody> {
+    let mut response = error(StatusCode::UNAUTHORIZED, message);
+    response.headers_mut().insert(
+        "www-authenticate",
+        hyper::header::HeaderValue::from_static("Bearer"),
+    );
+    response
+}
+
+/// The answer to `request` from `caller` (named in the audit log of calls that write or
+/// stream).
 pub(crate) async fn respond<B>(
     request: Request<B>,
     state: &ApiState,
-    client: &str,
+    caller: &Caller,
 ) -> Response<ResponseBody>
 where
     B: Body<Data = Bytes> + Send + 'static,
@@ -170,9 +181,9 @@ where
                 .get_all("accept")
                 .iter()
                 .any(|v| v.to_str().is_ok_and(|v| v.contains("text/event-stream")));
-            with_store(state, |store| stream_events(store, &query, sse, client))
+            with_store(state, |store| stream_events(store, &query, sse, caller))
         }
-        Route::SubmitEvents => Ok(submit_events(request, state, &query, client).await),
+        Route::SubmitEvents => Ok(submit_events(request, state, &query, caller).await),
         Route::Analyze => Ok(analyze(request, state, &query).await),
         Route::PredictImpact => Ok(predict_impact(request, state, &query).await),
     };
@@ -372,7 +383,7 @@ fn stream_events(
     store: &ApiStore,
     query: &HashMap<String, String>,
     sse: bool,
-    client: &str,
+    caller: &Caller,
 ) -> Result<Response<ResponseBody>, BadParam> {
     only(query, &["type", "source", "namespace", "entity", "limit"])?;
     let filter = event_filter(query)?;
@@ -380,7 +391,7 @@ fn stream_events(
         .get("limit")
         .map(|v| params::count("limit", v))
         .transpose()?;
-    tracing::info!(%client, token = "-", sse, "GET /v1/events/stream opened");
+    tracing::info!(client = %caller.address, token = %caller.token, sse, "GET /v1/events/stream opened");
     let subscription = store.subscribe(filter);
     let frame = move |line: Vec<u8>, event: Option<&str>| {
         let mut out = Vec::with_capacity(line.len() + 16);
@@ -527,7 +538,7 @@ async fn submit_events<B>(
     request: Request<B>,
     state: &ApiState,
     query: &HashMap<String, String>,
-    client: &str,
+    caller: &Caller,
 ) -> Response<ResponseBody>
 where
     B: Body<Data = Bytes> + Send + 'static,
@@ -565,7 +576,7 @@ where
         return error(StatusCode::BAD_REQUEST, "the body holds no events");
     }
     let accepted = events.len();
-    tracing::info!(%client, token = "-", source = %name, events = accepted, "POST /v1/events");
+    tracing::info!(client = %caller.address, token = %caller.token, source = %name, events = accepted, "POST /v1/events");
     match ingest.submit(events).await {
         Ok(()) => json(StatusCode::OK, &serde_json::json!({ "accepted": accepted })),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),

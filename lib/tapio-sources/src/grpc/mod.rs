@@ -103,7 +103,8 @@ pub struct AuthConfig {
 
 impl AuthConfig {
     /// All configured tokens; at least one, since `auth` without tokens would let nobody in.
-    pub(crate) fn load(&self) -> Result<Tokens, ComponentError> {
+    /// Public for the API's `[api] auth`, which takes tokens the same way.
+    pub fn load(&self) -> Result<Tokens, ComponentError> {
         let mut tokens = Tokens::default();
         if let Some(path) = &self.tokens_file {
             let text = std::fs::read_to_string(path).map_err(|e| {

@@ -39,12 +39,16 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "tests",
 ];
 
-/// The `[api]` section: where health, metrics (and later the gRPC/REST API) are served.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// The `[api]` section: where health, metrics and the gRPC/REST API are served.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     /// `host:port` to listen on, e.g. `"127.0.0.1:8686"` (required).
     pub address: SocketAddr,
+    /// Bearer tokens every call but `/health` (and gRPC health) must present, as the `grpc`
+    /// source takes them.
+    #[serde(default)]
+    pub auth: Option<tapio_sources::grpc::AuthConfig>,
 }
 
 /// Where a buffer keeps its events.
