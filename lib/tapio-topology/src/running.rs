@@ -681,4 +681,27 @@ mod tests {
         assert_eq!(outcome, Outcome::Completed);
         assert_eq!(sink.snapshot().latency.count, 1, "one batch of 10 was sent");
     }
+
+    /// Builds the pipeline of `text`, a config expected to be valid.
+    fn build(text: &str) -> Result<Topology, Vec<ComponentFailure>> {
+        let loaded = crate::load_str("t.toml", text, |_| None);
+        Topology::build(&loaded.config.expect("a valid config"))
+    }
+
+    #[test]
+    fn the_api_store_and_intake_are_handed_up_and_only_one_of_each_is_allowed() {
+        let one =
+            "[sources.in]\ntype = \"api\"\n\n[sinks.a]\ntype = \"api_store\"\ninputs = [\"in\"]\n";
+        let handles = build(one).ok().expect("builds").api_handles();
+        assert_eq!(handles.store.map(|(name, _)| name).as_deref(), Some("a"));
+        assert_eq!(handles.ingest.map(|(name, _)| name).as_deref(), Some("in"));
+        let two = format!("{one}\n[sinks.b]\ntype = \"api_store\"\ninputs = [\"in\"]\n");
+        let problems = build(&two).err().expect("two stores are refused");
+        assert_eq!(problems.len(), 1);
+        assert_eq!(
+            problems[0].to_string(),
+            "sinks.b: only one api_store sink is allowed (the API serves one), and `a` is one already"
+        );
+        assert_eq!(problems[0].error.kind(), tapio_event::ErrorKind::Config);
+    }
 }
