@@ -692,7 +692,7 @@ mod tests {
     fn the_api_store_and_intake_are_handed_up_and_only_one_of_each_is_allowed() {
         let one =
             "[sources.in]\ntype = \"api\"\n\n[sinks.a]\ntype = \"api_store\"\ninputs = [\"in\"]\n";
-        let handles = build(one).ok().expect("builds").api_handles();
+        let handles = build(one).expect("builds").api_handles();
         assert_eq!(handles.store.map(|(name, _)| name).as_deref(), Some("a"));
         assert_eq!(handles.ingest.map(|(name, _)| name).as_deref(), Some("in"));
         let two = format!("{one}\n[sinks.b]\ntype = \"api_store\"\ninputs = [\"in\"]\n");
