@@ -177,6 +177,28 @@ impl AcceptBackoff {
     }
 }
 
+/// How long a client may take to send a request's headers (HTTP/1.1) before the connection
+/// is closed, so idle or trickling connections do not hold the server's resources.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Concurrent calls (HTTP/2 streams) one client connection may have open: a bound on what one
+/// client holds (live streams included).
+const MAX_STREAMS_PER_CONNECTION: u32 = 64;
+
+/// The per-connection server: HTTP/1.1 or HTTP/2 as the client speaks, with the limits above.
+fn connection_builder() -> hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor> {
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
+    builder
+}
+
 /// Whether a request is a gRPC call (`application/grpc`, `application/grpc+proto`, ...).
 fn is_grpc<B>(request: &hyper::Request<B>) -> bool {
     request
@@ -226,9 +248,7 @@ async fn serve_connections(mut listener: impl Listener, state: ApiState) {
                 }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
-            let builder =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            if let Err(error) = builder.serve_connection(io, service).await {
+            if let Err(error) = connection_builder().serve_connection(io, service).await {
                 tracing::debug!(%error, "API connection ended with an error");
             }
         });
@@ -395,5 +415,32 @@ mod tests {
             .unwrap();
         server.abort();
         assert!(answer.contains("starting"), "{answer}");
+    }
+
+    /// A client that never finishes its request's headers is disconnected after
+    /// [`HEADER_READ_TIMEOUT`] (on tokio's paused clock, so the test takes no real time).
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_never_finishes_its_headers_is_closed() {
+        let (mut client, connection) = tokio::io::duplex(4096);
+        let listener = Exhausted {
+            failures: 0,
+            connection: Some(connection),
+            attempts: Arc::new(AtomicUsize::new(0)),
+        };
+        let server = tokio::spawn(serve_connections(listener, state()));
+        client
+            .write_all(b"GET /health HTTP/1.1\r\nhost")
+            .await
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        let mut answer = Vec::new();
+        tokio::time::timeout(HEADER_READ_TIMEOUT * 2, client.read_to_end(&mut answer))
+            .await
+            .expect("the server closed the connection")
+            .unwrap();
+        server.abort();
+        let waited = started.elapsed();
+        assert!(waited >= HEADER_READ_TIMEOUT, "closed after {waited:?}");
+        assert!(!String::from_utf8_lossy(&answer).contains("running"));
     }
 }
