@@ -27,6 +27,7 @@ pub(crate) struct GrpcRoutes {
 }
 
 impl GrpcRoutes {
+    /// The three services over one shared state.
     pub(crate) fn new(state: ApiState) -> Self {
         let api = Api(state);
         GrpcRoutes {

@@ -34,8 +34,11 @@ pub(crate) type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
 /// intake inside the pipeline.
 #[derive(Clone)]
 pub struct ApiState {
+    /// The lifecycle state `/health` and `grpc.health.v1` report.
     pub health: Arc<Health>,
+    /// Every component's counters, for `/metrics`.
     pub metrics: Arc<Vec<Arc<ComponentMetrics>>>,
+    /// The store queries read, the intake `POST /v1/events` writes, the analysis chain.
     pub handles: ApiHandles,
     /// Bearer tokens every call but `/health` must present; empty: no authentication.
     pub tokens: Tokens,
@@ -46,7 +49,9 @@ pub struct ApiState {
 /// request's extensions.
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
+    /// The client's address (`ip:port`).
     pub(crate) address: String,
+    /// The name of the token it presented, `-` when none was needed.
     pub(crate) token: String,
 }
 
@@ -264,6 +269,7 @@ mod tests {
     use tapio_topology::HealthState;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
+    /// A state with one sink's counters and nothing inside the pipeline.
     pub(crate) fn state() -> ApiState {
         let metrics = Arc::new(ComponentMetrics::new(
             "out",

@@ -64,7 +64,9 @@ impl std::fmt::Display for NotRunning {
 /// named.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadBody {
+    /// Lines (or array elements) that are not events, counted as `invalid_event` errors.
     pub bad: usize,
+    /// The first of them, named (`line 3: ...`), for the client.
     pub first: String,
 }
 

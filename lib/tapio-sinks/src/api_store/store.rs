@@ -39,7 +39,9 @@ impl Cursor {
 /// What an event must match; unset fields match everything. Shared by queries and streams.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EventFilter {
+    /// The event's type.
     pub kind: Option<EventType>,
+    /// The event's `source`.
     pub source: Option<String>,
     /// The entity's namespace, or the Kubernetes object's.
     pub namespace: Option<String>,
@@ -51,8 +53,9 @@ pub struct EventFilter {
     pub correlation_id: Option<String>,
     /// `impact.severity` at least this.
     pub min_severity: Option<Severity>,
-    /// Inclusive bounds on the event's timestamp, nanoseconds since the Unix epoch.
+    /// Not before (inclusive), nanoseconds since the Unix epoch.
     pub since: Option<i64>,
+    /// Not after (inclusive), nanoseconds since the Unix epoch.
     pub until: Option<i64>,
 }
 
@@ -120,7 +123,9 @@ impl EventFilter {
 /// A page of results, newest first, and where the next page starts when there is one.
 #[derive(Debug, Clone)]
 pub struct Page {
+    /// The page's events, newest first.
     pub events: Vec<Arc<UnifiedEvent>>,
+    /// Where the next page starts; `None`: this was the last.
     pub next: Option<Cursor>,
 }
 
