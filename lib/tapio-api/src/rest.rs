@@ -626,13 +626,8 @@ mod tests {
     fn with_store(events: Vec<UnifiedEvent>) -> ApiState {
         let store = ApiStore::new(1000, Duration::from_secs(3600), 16);
         store.insert(events.into_iter().map(Arc::new), Instant::now());
-        let cx = tapio_event::BuildContext {
-            name: "in".into(),
-            data_dir: std::env::temp_dir(),
-            node_name: "node".into(),
-        };
         let config: tapio_sources::api::ApiSourceConfig = serde_json::from_str("{}").unwrap();
-        let (ingest, _source) = config.build_shared(&cx).unwrap();
+        let (ingest, _source) = config.build_shared().unwrap();
         ApiState {
             handles: ApiHandles {
                 store: Some(("store".into(), store)),

@@ -44,7 +44,6 @@ struct Submission {
 /// The API's side of the source: decodes bodies and submits them. Cloning is cheap.
 #[derive(Clone)]
 pub struct ApiIngest {
-    name: Arc<str>,
     queue: mpsc::Sender<Submission>,
     max_body_bytes: usize,
     metrics: Arc<OnceLock<Arc<ComponentMetrics>>>,
@@ -115,11 +114,6 @@ pub fn decode_events(body: &[u8]) -> Result<Vec<UnifiedEvent>, BadBody> {
 }
 
 impl ApiIngest {
-    /// The source's name in the config, for logs and answers.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// The largest body to read.
     pub fn max_body_bytes(&self) -> usize {
         self.max_body_bytes
@@ -149,10 +143,7 @@ impl ApiIngest {
 
 impl ApiSourceConfig {
     /// The source and its handle, for the topology to hand the handle to the API.
-    pub fn build_shared(
-        &self,
-        cx: &BuildContext,
-    ) -> Result<(ApiIngest, Box<dyn Source>), ComponentError> {
+    pub fn build_shared(&self) -> Result<(ApiIngest, Box<dyn Source>), ComponentError> {
         if self.max_body_bytes.0 == 0 {
             return Err(ComponentError::config(
                 "`max_body_bytes` must be more than 0",
@@ -161,7 +152,6 @@ impl ApiSourceConfig {
         let (queue, submissions) = mpsc::channel(1);
         let metrics = Arc::new(OnceLock::new());
         let ingest = ApiIngest {
-            name: cx.name.as_str().into(),
             queue,
             max_body_bytes: usize::try_from(self.max_body_bytes.0).unwrap_or(usize::MAX),
             metrics: Arc::clone(&metrics),
@@ -181,8 +171,8 @@ impl ComponentConfig for ApiSourceConfig {
 
     /// A source nothing submits to (as in `tapio test`); the topology uses
     /// [`ApiSourceConfig::build_shared`].
-    fn build(&self, cx: &BuildContext) -> Result<Box<dyn Source>, ComponentError> {
-        self.build_shared(cx).map(|(_, source)| source)
+    fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Source>, ComponentError> {
+        self.build_shared().map(|(_, source)| source)
     }
 }
 
@@ -225,15 +215,10 @@ mod tests {
     use super::*;
 
     fn ingest() -> ApiIngest {
-        let cx = BuildContext {
-            name: "in".into(),
-            data_dir: std::env::temp_dir(),
-            node_name: "node".into(),
-        };
         let config = ApiSourceConfig {
             max_body_bytes: default_max_body_bytes(),
         };
-        config.build_shared(&cx).unwrap().0
+        config.build_shared().unwrap().0
     }
 
     #[test]

@@ -317,12 +317,10 @@ impl Topology {
                 ComponentKind::Source,
             );
             let built = match &component.config {
-                SourceConfig::Api(intake) => intake
-                    .build_shared(&context(&component.name))
-                    .and_then(|(ingest, source)| {
-                        claim(&mut api.ingest, &component.name, ingest, "api source")?;
-                        Ok(source)
-                    }),
+                SourceConfig::Api(intake) => intake.build_shared().and_then(|(ingest, source)| {
+                    claim(&mut api.ingest, &component.name, ingest, "api source")?;
+                    Ok(source)
+                }),
                 other => other.build(&context(&component.name)),
             };
             match built {
