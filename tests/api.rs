@@ -637,3 +637,63 @@ fn with_tokens_calls_without_one_are_refused() {
         "the token itself is never logged"
     );
 }
+
+/// Correlation summaries (events of type `correlation`) and the events of their stories, POSTed
+/// and then read back by REST and by the independent gRPC client, filtered by pattern,
+/// severity and namespace, and one story with its related events.
+#[test]
+fn correlations_are_listed_and_told_by_rest_and_grpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let out = dir.path().join("out.ndjson");
+    let tapio = start(&config(dir.path(), port, &out, ""), port);
+    let tagged = |id: &str, second: u32, story: &str| {
+        json!({
+            "id": id, "timestamp": format!("2026-01-01T00:00:{second:02}Z"), "type": "process",
+            "source": "t", "correlation": {"correlation_id": story},
+            "entity": {"type": "pod", "id": "uid-api", "namespace": "shop"},
+        })
+    };
+    let summary = |id: &str, second: u32, story: &str, pattern: &str, severity: &str, ns: &str| {
+        json!({
+            "id": id, "timestamp": format!("2026-01-01T00:00:{second:02}Z"), "type": "correlation",
+            "source": "correlate", "impact": {"severity": severity},
+            "correlation": {"correlation_id": story, "pattern": pattern, "related_events": ["e1"]},
+            "entity": {"type": "pod", "id": format!("uid-{ns}"), "namespace": ns},
+        })
+    };
+    let events = [
+        tagged("e1", 1, "c1"),
+        tagged("e2", 2, "c1"),
+        tagged("e3", 3, "c2"),
+        summary("s1", 4, "c1", "oom_kill", "error", "shop"),
+        summary("s2", 5, "c2", "crash_loop", "warning", "bank"),
+    ];
+    assert_eq!(post(port, &ndjson(&events)).0, 200);
+    wait_stored(port, events.len());
+    for (query, want) in [
+        ("", vec!["s2", "s1"]),
+        ("?pattern=oom_kill", vec!["s1"]),
+        ("?severity=error", vec!["s1"]),
+        ("?severity=warning", vec!["s2", "s1"]),
+        ("?namespace=bank", vec!["s2"]),
+        ("?since=2026-01-01T00:00:05Z", vec!["s2"]),
+    ] {
+        let answer = get_json(port, &format!("/v1/correlations{query}"));
+        assert_eq!(ids(&answer["correlations"]), want, "{query}");
+    }
+    let story = get_json(port, "/v1/correlations/c1");
+    assert_eq!(story["correlation"]["id"], "s1");
+    assert_eq!(ids(&story["related_events"]), ["e2", "e1"]);
+    let (status, body) = http_get(port, "/v1/correlations/c9").unwrap();
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = http_get(port, "/v1/correlations?severity=loud").unwrap();
+    assert_eq!(status, 400);
+    assert!(body.contains("`severity` must be one of"), "{body}");
+    let grpc = python_client(port, &["correlations", "error", "c2"]);
+    assert_eq!(prefixed(&grpc, "correlation "), ["s1"]);
+    assert_eq!(prefixed(&grpc, "story "), ["s2"]);
+    // c2's summary lists e1 too, so the story has both its tagged event and the listed one.
+    assert_eq!(prefixed(&grpc, "related "), ["e3", "e1"]);
+    stop(tapio);
+}

@@ -9,6 +9,9 @@ usage: client.py PROTO_DIR HOST:PORT query NAMESPACE TYPE PAGE
          is subscribed then) POSTs COUNT events of that namespace and COUNT of another to
          /v1/events; prints "stream <id>" per event received.
        With $TAPIO_API_TOKEN set, query calls carry it as `authorization: Bearer`.
+       client.py PROTO_DIR HOST:PORT correlations SEVERITY ID
+         GetCorrelations of at least SEVERITY, then of the story ID; prints "correlation <id>"
+         per summary of the first and "story <id>" / "related <id>" for the second.
        client.py PROTO_DIR HOST:PORT analyze
          AnalyzeEvents of one OOM kill in `shop`, then PredictImpact of it in `shop` and in
          `blog`; prints "analyzed <id> <correlation_id>" per event out and "impact <namespace>
@@ -83,6 +86,17 @@ elif mode == "stream":
         assert answer.status == 200, answer.status
     for event in call:
         print("stream", event.id)
+elif mode == "correlations":
+    severity, story_id = sys.argv[4], sys.argv[5]
+    correlations = service_pb2_grpc.CorrelationServiceStub(channel)
+    answer = correlations.GetCorrelations(service_pb2.GetCorrelationsRequest(severity=severity), timeout=10)
+    for summary in answer.correlations:
+        print("correlation", summary.id)
+    answer = correlations.GetCorrelations(service_pb2.GetCorrelationsRequest(correlation_id=story_id), timeout=10)
+    for summary in answer.correlations:
+        print("story", summary.id)
+    for event in answer.related_events:
+        print("related", event.id)
 elif mode == "analyze":
     def oom_kill(namespace):
         event = event_pb2.UnifiedEvent(id=f"oom-{namespace}", timestamp_unix_nano=1_767_225_600_000_000_000,
