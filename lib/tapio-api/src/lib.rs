@@ -12,19 +12,19 @@ use std::time::Duration;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Method, Response, StatusCode};
-use tapio_event::ComponentMetrics;
 use tapio_event::throttle::Throttle;
-use tapio_topology::{Health, HealthState};
+use tapio_topology::{ComponentList, Health, HealthState};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 pub use prometheus::render as render_prometheus;
 
-/// What the API reads: the lifecycle state and every component's counters.
+/// What the API reads: the lifecycle state and reload counts, and the counters of every
+/// component running now (a reload changes the list).
 #[derive(Clone)]
 pub struct ApiState {
     pub health: Arc<Health>,
-    pub metrics: Arc<Vec<Arc<ComponentMetrics>>>,
+    pub metrics: Arc<ComponentList>,
 }
 
 /// A bound, not yet serving, API listener; binding first lets `run` fail early (exit 69) when
@@ -175,14 +175,18 @@ fn respond(method: &Method, path: &str, state: &ApiState) -> Response<Full<Bytes
                 "application/json",
                 "{\"status\":\"draining\"}\n".into(),
             ),
+            // Still serving: a reload stops and starts only what changed.
+            HealthState::Reloading => reply(
+                StatusCode::OK,
+                "application/json",
+                "{\"status\":\"reloading\"}\n".into(),
+            ),
         },
         "/metrics" => {
-            let snapshots: Vec<_> = state.metrics.iter().map(|m| m.snapshot()).collect();
-            reply(
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                prometheus::render(&snapshots),
-            )
+            let snapshots: Vec<_> = state.metrics.get().iter().map(|m| m.snapshot()).collect();
+            let mut text = prometheus::render(&snapshots);
+            prometheus::render_reloads(&mut text, state.health.reloads());
+            reply(StatusCode::OK, "text/plain; version=0.0.4", text)
         }
         _ => reply(
             StatusCode::NOT_FOUND,
@@ -197,7 +201,7 @@ mod tests {
     use super::*;
     use http_body_util::BodyExt;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use tapio_event::ComponentKind;
+    use tapio_event::{ComponentKind, ComponentMetrics};
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     fn state() -> ApiState {
@@ -209,7 +213,7 @@ mod tests {
         metrics.add_events_out(7);
         ApiState {
             health: Arc::new(Health::default()),
-            metrics: Arc::new(vec![metrics]),
+            metrics: Arc::new(ComponentList::new(vec![metrics])),
         }
     }
 
@@ -233,6 +237,7 @@ mod tests {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "draining",
             ),
+            (HealthState::Reloading, StatusCode::OK, "reloading"),
         ] {
             state.health.set(lifecycle);
             let response = respond(&Method::GET, "/health", &state);
@@ -244,12 +249,20 @@ mod tests {
     #[tokio::test]
     async fn metrics_other_paths_and_methods() {
         let state = state();
+        state.health.count_reload(true);
+        state.health.count_reload(false);
+        state.health.count_reload(false);
         let metrics = respond(&Method::GET, "/metrics", &state);
         assert_eq!(metrics.status(), StatusCode::OK);
+        let text = body(metrics).await;
+        assert!(text.contains("tapio_component_sent_events_total{component=\"out\""));
         assert!(
-            body(metrics)
-                .await
-                .contains("tapio_component_sent_events_total{component=\"out\"")
+            text.contains("tapio_config_reloads_total{result=\"ok\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tapio_config_reloads_total{result=\"failed\"} 2\n"),
+            "{text}"
         );
         assert_eq!(
             respond(&Method::GET, "/nope", &state).status(),
