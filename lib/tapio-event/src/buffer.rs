@@ -66,20 +66,26 @@ pub struct WeakBufferSender {
     room: Arc<Semaphore>,
     max_events: u32,
     when_full: WhenFull,
-    overflow: Option<Box<BufferSender>>,
+    /// Weak too: a strong one would keep the overflow (a disk buffer) open, and with it, through
+    /// what the overflow feeds back, this buffer.
+    overflow: Option<Box<WeakBufferSender>>,
     metrics: Arc<ComponentMetrics>,
 }
 
 impl WeakBufferSender {
-    /// A sender again, while anything else still sends into the buffer; `None` once the
-    /// buffer has been closed for good.
+    /// A sender again, while anything else still sends into the buffer (and its overflow);
+    /// `None` once the buffer has been closed for good.
     pub fn upgrade(&self) -> Option<BufferSender> {
+        let overflow = match &self.overflow {
+            Some(overflow) => Some(Box::new(overflow.upgrade()?)),
+            None => None,
+        };
         Some(BufferSender {
             queue: self.queue.upgrade()?,
             room: Arc::clone(&self.room),
             max_events: self.max_events,
             when_full: self.when_full,
-            overflow: self.overflow.clone(),
+            overflow,
             metrics: Arc::clone(&self.metrics),
         })
     }
@@ -207,7 +213,7 @@ impl BufferSender {
             room: Arc::clone(&self.room),
             max_events: self.max_events,
             when_full: self.when_full,
-            overflow: self.overflow.clone(),
+            overflow: self.overflow.as_ref().map(|o| Box::new(o.downgrade())),
             metrics: Arc::clone(&self.metrics),
         }
     }
@@ -617,5 +623,26 @@ mod tests {
             "a weak sender kept the buffer open"
         );
         assert!(back.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_weak_sender_keeps_neither_the_buffer_nor_its_overflow_open() {
+        let (tx, _rx) = buffer(5, WhenFull::Overflow, metrics());
+        let (spill_tx, mut spill_rx) = buffer(100, WhenFull::Block, metrics());
+        let tx = tx.with_overflow(spill_tx);
+        let weak = tx.downgrade();
+        let again = weak.upgrade().expect("still open");
+        again.send(EventBatch::new(events(5))).await.unwrap();
+        again.send(EventBatch::new(events(2))).await.unwrap();
+        assert_eq!(
+            spill_rx.recv().await.unwrap().len(),
+            2,
+            "the upgrade lost its overflow"
+        );
+        drop((tx, again));
+        assert!(
+            spill_rx.recv().await.is_none(),
+            "a weak sender kept the overflow open"
+        );
     }
 }
