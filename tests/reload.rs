@@ -699,3 +699,63 @@ fn a_reload_barely_pauses_an_unchanged_path() {
     let (code, log) = running.stop();
     assert_eq!(code, Some(0), "{log}");
 }
+
+/// The inode of the socket listening on 127.0.0.1:`port` in process `pid`, if any.
+fn listening_socket(pid: u32, port: u16) -> Option<String> {
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap();
+    let local = format!("0100007F:{port:04X}");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // `0A` is LISTEN.
+        (fields[1] == local && fields[3] == "0A").then(|| fields[9].to_owned())
+    })
+}
+
+/// (6) A listener re-binds only when its address changes: a `grpc` source whose other options
+/// change is replaced on the very same socket; moved to another port, it listens there and
+/// the old port is freed.
+#[test]
+fn a_changed_source_keeps_its_socket_unless_its_address_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (api, first, second) = (free_port(), free_port(), free_port());
+    let config_text = |port: u16, max_in_flight: u32| {
+        format!(
+            "data_dir = \"{}\"\n[api]\naddress = \"127.0.0.1:{api}\"\n\n[sources.grpc]\ntype = \"grpc\"\naddress = \"127.0.0.1:{port}\"\nmax_in_flight = {max_in_flight}\n{}",
+            dir.path().join("data").display(),
+            file_sink(dir.path(), "out", "grpc")
+        )
+    };
+    let config = write_config(dir.path(), "tapio.toml", &config_text(first, 8));
+    let running = Running::start(&config, &[], api);
+    let pid = running.child.id();
+    let socket = listening_socket(pid, first).expect("the grpc source listens");
+
+    write_config(dir.path(), "tapio.toml", &config_text(first, 16));
+    running.reload(true);
+    assert!(
+        running.log().contains("changed: sources.grpc"),
+        "{}",
+        running.log()
+    );
+    running.wait_for_log("reload complete", 1);
+    assert_eq!(
+        listening_socket(pid, first),
+        Some(socket.clone()),
+        "the replaced source bound a new socket"
+    );
+    assert!(std::net::TcpStream::connect(("127.0.0.1", first)).is_ok());
+
+    write_config(dir.path(), "tapio.toml", &config_text(second, 16));
+    running.reload(true);
+    let moved = eventually(Duration::from_secs(10), || listening_socket(pid, second));
+    assert!(
+        moved.is_some_and(|s| s != socket),
+        "not listening on the new port"
+    );
+    let freed = eventually(Duration::from_secs(15), || {
+        listening_socket(pid, first).is_none().then_some(())
+    });
+    assert!(freed.is_some(), "the old port stayed bound");
+    let (code, log) = running.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
