@@ -57,6 +57,14 @@ impl Triggers {
         })
     }
 
+    /// Forgets the file changes already waiting: the reload about to happen reads the file
+    /// as it is now, which covers them. (Signals that arrive together are one already.)
+    fn fold_pending(&mut self) {
+        if let Some(changes) = &mut self.changes {
+            while changes.try_recv().is_ok() {}
+        }
+    }
+
     /// Why the next reload happens; `None` once nothing can ask any more.
     async fn next(&mut self) -> Option<&'static str> {
         let Triggers {
@@ -145,6 +153,7 @@ pub async fn serve(
     topology: mpsc::UnboundedSender<ReloadRequest>,
 ) {
     while let Some(reason) = triggers.next().await {
+        triggers.fold_pending();
         tracing::info!("{reason}; reloading the config");
         let Some(config) = validated(&choice) else {
             state.health.count_reload(false);
