@@ -425,11 +425,7 @@ fn build_parts(config: &Config, reuse: &Reuse) -> Result<Topology, Vec<Component
             )),
         }]);
     }
-    let context = |name: &str| BuildContext {
-        name: name.to_owned(),
-        data_dir: config.data_dir.clone(),
-        node_name: config.node_name.clone(),
-    };
+    let context = |name: &str| build_context(config, name);
     let counters = |name: &str, type_name: &str, kind| match reuse.metrics.get(name) {
         Some(metrics) if metrics.component_type == type_name && metrics.kind == kind => {
             Arc::clone(metrics)
@@ -642,6 +638,38 @@ enum SinkInput {
 
 type Finished = (u64, Result<Result<(), ComponentError>, JoinError>);
 
+/// Builds a replaced source again once its predecessor has stopped: a source may read, when
+/// it is built, state its predecessor writes as it stops (the `file` source's checkpoints).
+/// The build a reload makes first only proves that it builds.
+type Rebuild = Box<dyn FnOnce() -> Result<Box<dyn Source>, ComponentError> + Send>;
+
+/// What a reload's new components start after: the instances they replace (by name), and
+/// the config to build a replaced source from again.
+struct Successors<'c> {
+    predecessors: HashMap<String, Done>,
+    config: &'c Config,
+}
+
+impl Successors<'_> {
+    /// The predecessor of source `name` and how to build it again, if a reload replaces one.
+    fn rebuild(&self, name: &str) -> Option<(Done, Rebuild)> {
+        let done = self.predecessors.get(name)?.clone();
+        let component = self.config.sources.iter().find(|c| c.name == name)?;
+        let config = component.config.clone();
+        let cx = build_context(self.config, name);
+        Some((done, Box::new(move || config.build(&cx))))
+    }
+}
+
+/// What building component `name` of `config` gets.
+fn build_context(config: &Config, name: &str) -> BuildContext {
+    BuildContext {
+        name: name.to_owned(),
+        data_dir: config.data_dir.clone(),
+        node_name: config.node_name.clone(),
+    }
+}
+
 /// The run loop's state: every task, the live components, and those a reload stopped, each
 /// with the moment it is cut if still running.
 struct Running<'h> {
@@ -749,7 +777,12 @@ impl Running<'_> {
         );
     }
 
-    fn spawn_source(&mut self, built: BuiltSource, after: Option<Done>, wiring: &mut Wiring) {
+    fn spawn_source(
+        &mut self,
+        built: BuiltSource,
+        after: Option<(Done, Rebuild)>,
+        wiring: &mut Wiring,
+    ) {
         let name = built.metrics.name.clone();
         let metrics = Arc::clone(&built.metrics);
         let (trigger, signal) = ShutdownSignal::new();
@@ -760,9 +793,14 @@ impl Running<'_> {
         };
         let source = built.source;
         let run: ComponentFuture = Box::pin(async move {
-            if let Some(predecessor) = after {
-                predecessor.wait().await;
-            }
+            let source = match after {
+                Some((predecessor, rebuild)) => {
+                    drop(source);
+                    predecessor.wait().await;
+                    rebuild()?
+                }
+                None => source,
+            };
             source.run(cx).await
         });
         let main = self.spawn(&name, ComponentKind::Source, name.clone(), run);
@@ -820,8 +858,8 @@ impl Running<'_> {
     }
 
     /// Starts a built topology: sinks first, then transforms, then sources, so nothing is sent
-    /// into a void. `predecessors` holds what a reload replaces, by name.
-    fn start(&mut self, parts: Topology, predecessors: Option<&HashMap<String, Done>>) {
+    /// into a void; a reload's new components after what they replace.
+    fn start(&mut self, parts: Topology, successors: Option<&Successors<'_>>) {
         let Topology {
             sources,
             transforms,
@@ -831,13 +869,13 @@ impl Running<'_> {
             ..
         } = parts;
         let none = HashMap::new();
-        let predecessors = predecessors.unwrap_or(&none);
+        let predecessors = successors.map_or(&none, |s| &s.predecessors);
         self.spawn_sinks(sinks, buffers, predecessors, &wiring);
         for built in transforms {
             self.spawn_transform(built, &mut wiring);
         }
         for built in sources {
-            let after = predecessors.get(&built.metrics.name).cloned();
+            let after = successors.and_then(|s| s.rebuild(&built.metrics.name));
             self.spawn_source(built, after, &mut wiring);
         }
     }
@@ -1083,7 +1121,11 @@ impl Running<'_> {
                 .filter_map(|(name, sender)| Some((name.clone(), sender.clone()?)))
                 .chain(reuse.rebuilt.iter().map(|(n, s)| (n.clone(), s.clone()))),
         );
-        self.start(parts, Some(&predecessors));
+        let successors = Successors {
+            predecessors,
+            config: &new,
+        };
+        self.start(parts, Some(&successors));
         for (name, live) in &self.live {
             if live.kind == ComponentKind::Sink || !reuse.kept.contains_key(name) {
                 continue;
