@@ -482,8 +482,9 @@ fn a_changed_sink_takes_over_its_buffer_memory_and_disk() {
     }
 }
 
-/// (3) A file with a syntax error, then one with an unknown input: each is refused with its
-/// file:line, nothing changes, and events keep flowing through the old pipeline.
+/// (3) A file with a syntax error, then one with an unknown input, then one whose changed
+/// source cannot be built: each is refused (the first two with their file:line), nothing
+/// changes, and events keep flowing through the old pipeline.
 #[test]
 fn a_broken_file_changes_nothing_and_says_where() {
     let dir = tempfile::tempdir().unwrap();
@@ -521,11 +522,23 @@ fn a_broken_file_changes_nothing_and_says_where() {
         "no file:line for the unknown input in:\n{log}"
     );
 
+    // Valid TOML and graph, but the changed source cannot be built: refused all the same.
+    let unbuildable = good.replace("in.ndjson\"]", "in.ndjson\", \"[\"]");
+    write_config(dir.path(), "tapio.toml", &unbuildable);
+    running.reload(false);
+    assert!(
+        running
+            .log()
+            .contains("reload refused: sources.in: include pattern \"[\" is not a valid glob"),
+        "{}",
+        running.log()
+    );
+
     append_numbered(&input, 0, 3000);
     let counts = all_arrived(&out, 3000);
     assert!(counts.values().all(|&c| c == 1));
     assert!(stages(&out).values().all(|s| s == "v1"));
-    assert_eq!(running.reload_counts(), (0, 2));
+    assert_eq!(running.reload_counts(), (0, 3));
     assert!(running.health().contains("running"), "{}", running.health());
     let (code, log) = running.stop();
     assert_eq!(code, Some(0), "{log}");
