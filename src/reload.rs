@@ -83,8 +83,11 @@ impl Triggers {
     }
 }
 
-/// Watches the directory of `path` (editors replace a file by renaming a new one over it) and
-/// sends one message per burst of changes to `path`, once it has been quiet for [`DEBOUNCE`].
+/// Watches the directory of `path` and sends one message per burst of changes that leaves
+/// the file's content different, once the burst has been quiet for [`DEBOUNCE`]. The directory,
+/// not the file: editors replace a file by renaming a new one over it, and a Kubernetes
+/// ConfigMap volume swaps a `..data` symlink the file points through (hence the `..` names).
+/// Comparing the content skips a save that changed nothing and writes of other files there.
 fn watch_file(path: &Path) -> notify::Result<(RecommendedWatcher, mpsc::UnboundedReceiver<()>)> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
@@ -94,13 +97,18 @@ fn watch_file(path: &Path) -> notify::Result<(RecommendedWatcher, mpsc::Unbounde
     let (raw_tx, mut raw) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
-        let touches = event.paths.iter().any(|p| p.file_name() == name.as_deref());
-        if touches && (event.kind.is_create() || event.kind.is_modify()) {
+        let touches = event.paths.iter().any(|p| {
+            let file = p.file_name();
+            file == name.as_deref() || file.is_some_and(|f| f.as_encoded_bytes().starts_with(b".."))
+        });
+        if touches && (event.kind.is_create() || event.kind.is_modify() || event.kind.is_remove()) {
             let _ = raw_tx.send(());
         }
     })?;
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     let (tx, rx) = mpsc::unbounded_channel();
+    let path = path.to_path_buf();
+    let mut last = std::fs::read(&path).ok();
     tokio::spawn(async move {
         while raw.recv().await.is_some() {
             loop {
@@ -110,6 +118,11 @@ fn watch_file(path: &Path) -> notify::Result<(RecommendedWatcher, mpsc::Unbounde
                     Err(_quiet) => break,
                 }
             }
+            let now = std::fs::read(&path).ok();
+            if now == last {
+                continue;
+            }
+            last = now;
             if tx.send(()).is_err() {
                 return;
             }

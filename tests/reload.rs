@@ -576,6 +576,54 @@ fn watch_config_reloads_when_the_file_is_written() {
         "the change did not take effect"
     );
     assert_eq!(running.reload_counts(), (1, 0), "one write, one reload");
+    // Saving the same text again changes nothing, so nothing is reloaded.
+    write_config(
+        dir.path(),
+        "tapio.toml",
+        &pipeline(dir.path(), api, "v2", ""),
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        running.reload_counts(),
+        (1, 0),
+        "an unchanged file was reloaded"
+    );
+    let (code, log) = running.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// (4b) A Kubernetes ConfigMap volume updates a file by swapping the `..data` symlink the
+/// file's own symlink points through; `--watch-config` picks that up too.
+#[test]
+fn watch_config_follows_a_configmap_style_symlink_swap() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("mount");
+    let api = free_port();
+    for (version, stage) in [("..v1", "v1"), ("..v2", "v2")] {
+        std::fs::create_dir_all(mount.join(version)).unwrap();
+        write_config(
+            &mount.join(version),
+            "tapio.toml",
+            &pipeline(dir.path(), api, stage, ""),
+        );
+    }
+    symlink("..v1", mount.join("..data")).unwrap();
+    symlink("..data/tapio.toml", mount.join("tapio.toml")).unwrap();
+    let running = Running::start(&mount.join("tapio.toml"), &["--watch-config"], api);
+    running.wait_for_log("watching the config file", 1);
+    symlink("..v2", mount.join("..data_tmp")).unwrap();
+    std::fs::rename(mount.join("..data_tmp"), mount.join("..data")).unwrap();
+    running.wait_for_log("config reloaded", 1);
+    let input = dir.path().join("in.ndjson");
+    append_numbered(&input, 0, 100);
+    let out = dir.path().join("out.ndjson");
+    all_arrived(&out, 100);
+    assert!(
+        stages(&out).values().all(|s| s == "v2"),
+        "the swapped-in config did not apply"
+    );
+    assert_eq!(running.reload_counts(), (1, 0));
     let (code, log) = running.stop();
     assert_eq!(code, Some(0), "{log}");
 }
