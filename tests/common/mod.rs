@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod cni;
+pub mod systemd;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
