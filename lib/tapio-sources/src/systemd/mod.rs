@@ -16,8 +16,8 @@
 //!
 //! The source calls `Subscribe`, follows every signal of `org.freedesktop.systemd1` in order
 //! (`UnitNew`, `UnitRemoved`, `PropertiesChanged` of unit objects; see [`bus`]), and reads the
-//! state of the loaded units with `ListUnits` when it connects, without reporting it: the first
-//! event is the first real transition. Only a changed `ActiveState` or `SubState` is a
+//! state of the loaded units with `ListUnits` when it connects (and each container scope's
+//! slice), without reporting it: the first event is the first real transition. Only a changed `ActiveState` or `SubState` is a
 //! transition (see [`units`]). When the bus goes away it reconnects with backoff, and reports
 //! what changed while it was away.
 
@@ -27,7 +27,7 @@ mod journal;
 mod tests;
 mod units;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -316,7 +316,7 @@ impl SystemdSource {
         let mut loaded = HashSet::with_capacity(listed.len());
         for unit in listed {
             let mut reading = unit.reading;
-            if state.units.watches(&unit.name) {
+            if state.units.needs_details(&unit.name) {
                 // A unit unloaded in between has no details; its state is still right.
                 if let Ok(details) = bus.details(&unit.name).await {
                     reading = Reading {
@@ -355,26 +355,33 @@ impl SystemdSource {
                 () = shutdown.triggered() => return Ended::Done,
                 signal = bus.next() => signal,
             };
-            let mut signal = match first {
-                Ok(signal) => signal,
+            let mut signals = match first {
+                Ok(signal) => vec![signal],
                 Err(error) => return Ended::Lost(error),
             };
-            loop {
-                self.on_signal(bus, signal, state).await;
-                if state.events.len() >= MAX_BATCH {
-                    break;
+            // What else is here already. An error ends the batch; the next `next` reports it.
+            while signals.len() < MAX_BATCH {
+                match bus.try_next() {
+                    Ok(Some(signal)) => signals.push(signal),
+                    Ok(None) | Err(_) => break,
                 }
-                signal = match bus.try_next() {
-                    Ok(Some(signal)) => signal,
-                    Ok(None) => break,
-                    // The events so far go out first; the next `next` reports the loss.
-                    Err(_) => break,
-                };
+            }
+            let mut slices = slices_of_new_units(bus, &signals, &state.units).await;
+            for signal in signals {
+                self.on_signal(bus, signal, state, &mut slices).await;
             }
         }
     }
 
-    async fn on_signal(&self, bus: &Bus, signal: Signal, state: &mut State) {
+    /// Takes in one signal; `slices` holds the slices asked for ahead (see
+    /// [`slices_of_new_units`]).
+    async fn on_signal(
+        &self,
+        bus: &Bus,
+        signal: Signal,
+        state: &mut State,
+        slices: &mut HashMap<String, Option<String>>,
+    ) {
         match signal {
             Signal::UnitNew(name) => state.units.loaded(&name),
             // A reload unloads and loads every unit again: their states stay as they were.
@@ -393,12 +400,11 @@ impl SystemdSource {
             Signal::Changed(name, mut reading) => {
                 // The signal itself carries the type's properties; only the slice is missing.
                 if state.units.wants_details(&name) {
-                    reading.slice = bus
-                        .details(&name)
-                        .await
-                        .unwrap_or_default()
-                        .slice
-                        .or(reading.slice);
+                    let slice = match slices.remove(&name) {
+                        Some(slice) => slice,
+                        None => bus.details(&name).await.ok().and_then(|d| d.slice),
+                    };
+                    reading.slice = slice.or(reading.slice);
                 }
                 let transition = state.units.apply(&name, reading, false);
                 self.queue(transition, &mut state.ids, &mut state.events)
@@ -435,6 +441,28 @@ impl SystemdSource {
         }
         events.push(event);
     }
+}
+
+/// The slices of the watched units these signals are the first about, asked for all at once:
+/// one call after the other would keep the source a round trip per new unit behind systemd
+/// during a burst of new units.
+async fn slices_of_new_units(
+    bus: &Bus,
+    signals: &[Signal],
+    units: &Units,
+) -> HashMap<String, Option<String>> {
+    let new: HashSet<&str> = signals
+        .iter()
+        .filter_map(|signal| match signal {
+            Signal::Changed(name, _) if units.needs_details(name) => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    let answers = futures::future::join_all(new.iter().map(|name| bus.details(name))).await;
+    new.into_iter()
+        .zip(answers)
+        .map(|(name, answer)| (name.to_owned(), answer.ok().and_then(|d| d.slice)))
+        .collect()
 }
 
 /// What the source carries between signals and across reconnects.

@@ -182,13 +182,19 @@ fn new_units_report_their_first_state_unless_only_loaded() {
     let mut units = default_units();
     let scope = scope_name();
     units.loaded(&scope);
+    assert!(units.needs_details(&scope) && units.needs_details(&scope));
     assert!(
         units.wants_details(&scope),
         "a new scope's slice is asked for"
     );
     assert!(!units.wants_details(&scope), "once");
+    assert!(!units.needs_details(&scope));
     assert!(
-        !units.wants_details("ssh.service"),
+        !units.wants_details("kubelet.service"),
+        "not for other units: the signals carry the rest"
+    );
+    assert!(
+        !units.wants_details("session-1.scope"),
         "not for units only reported on failure"
     );
     let started = units

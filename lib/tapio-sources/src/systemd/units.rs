@@ -170,11 +170,11 @@ impl Units {
     }
 
     /// Whether the source should ask for `name`'s type-specific properties (its slice) before
-    /// taking in a signal about it: once per loaded unit, and only for the watched ones. Asking
+    /// taking in a signal about it: once per loaded unit, and only for watched scopes. Asking
     /// loads a unit systemd has just unloaded again (it sends `UnitNew`, never a state), so
     /// this is never asked on `UnitNew`, which would then repeat forever.
     pub fn wants_details(&mut self, name: &str) -> bool {
-        if !self.filter.watches(name) {
+        if !self.slice_matters(name) {
             return false;
         }
         let unit = self
@@ -182,6 +182,18 @@ impl Units {
             .entry(name.to_owned())
             .or_insert_with(|| Unit::new(name, Reading::default()));
         !std::mem::replace(&mut unit.asked, true)
+    }
+
+    /// What [`Units::wants_details`] would answer, without recording that it was asked.
+    pub fn needs_details(&self, name: &str) -> bool {
+        self.slice_matters(name) && self.units.get(name).is_none_or(|unit| !unit.asked)
+    }
+
+    /// A watched scope's slice names the pod of the container in it; any other unit's slice
+    /// tells nothing its name does not (a pod slice names itself), and the signals carry the
+    /// rest, so asking would only cost a round trip per unit.
+    fn slice_matters(&self, name: &str) -> bool {
+        name.ends_with(".scope") && self.filter.watches(name)
     }
 
     /// Takes in `reading` of `name`; returns the transition if it changed the unit's state
