@@ -32,6 +32,11 @@ fn state(active: &str, sub: &str) -> Reading {
 }
 
 fn default_units() -> Units {
+    Units::new(default_filter())
+}
+
+/// The default globs, excluding `noisy-*.service`.
+fn default_filter() -> UnitFilter {
     let SystemdConfig { units, .. } = config("");
     let patterns = |globs: &[String]| {
         globs
@@ -39,11 +44,11 @@ fn default_units() -> Units {
             .map(|g| glob::Pattern::new(g).unwrap())
             .collect()
     };
-    Units::new(UnitFilter {
+    UnitFilter {
         include: patterns(&units.include),
         exclude: patterns(&["noisy-*.service".to_owned()]),
         report_failed: true,
-    })
+    }
 }
 
 fn scope_name() -> String {
@@ -77,7 +82,7 @@ fn defaults_are_a_kubernetes_nodes_units() {
     assert_eq!(defaults.bus, "system");
     assert!(defaults.required && defaults.report_failed && !defaults.journal);
     assert_eq!(defaults.journal_lines, 20);
-    let units = default_units();
+    let units = default_filter();
     for name in [
         scope_name().as_str(),
         &pod_slice(),

@@ -156,11 +156,6 @@ impl Units {
         }
     }
 
-    /// Whether `name` is followed closely (see [`UnitFilter::watches`]).
-    pub fn watches(&self, name: &str) -> bool {
-        self.filter.watches(name)
-    }
-
     /// Learns that `name` was loaded (`UnitNew`): known, with no state yet, so its first
     /// state is a transition.
     pub fn loaded(&mut self, name: &str) {
