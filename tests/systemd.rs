@@ -65,27 +65,8 @@ fn start_agent(manager: &UserManager, options: &str, env_bus: bool, out: &Path) 
         command.env("DBUS_SESSION_BUS_ADDRESS", manager.bus_address());
     }
     let child = command.spawn().unwrap();
-    wait_until_live(manager, out);
+    manager.wait_until_reported(out, Duration::from_millis(300));
     child
-}
-
-/// Waits until the agent reports transitions: starts `tapio-marker-<n>.service` until one of
-/// them shows up (the source is subscribed from then on).
-fn wait_until_live(manager: &UserManager, out: &Path) {
-    for n in 0..100 {
-        let unit = format!("tapio-marker-{n}.service");
-        manager.run(
-            "systemd-run",
-            &["--user", "--quiet", &format!("--unit={unit}"), "true"],
-        );
-        let seen = eventually(Duration::from_millis(300), || {
-            (!events_of(out, &unit).is_empty()).then_some(())
-        });
-        if seen.is_some() {
-            return;
-        }
-    }
-    panic!("the agent never reported a transition: {}", manager.log());
 }
 
 /// Every event the agent wrote about `unit`, in order.
@@ -265,7 +246,7 @@ fn failures_restarts_and_repeated_signals() {
         ]);
     }
     // Anything they caused would be written before a later transition.
-    wait_until_live(&manager, &out);
+    manager.wait_until_reported(&out, Duration::from_millis(300));
     assert_eq!(
         events_of(&out, "tapio-steady.service").len(),
         before,

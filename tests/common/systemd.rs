@@ -238,6 +238,33 @@ impl UserManager {
             .unwrap_or_else(|| panic!("systemd never joined its bus: {}", self.log()));
     }
 
+    /// Waits until an agent writing to `out` reports this manager's transitions: starts
+    /// `tapio-marker-<n>.service` (its source must follow `tapio-*.service`) until one of them
+    /// shows up in `out` within `per_try`.
+    pub fn wait_until_reported(&self, out: &Path, per_try: Duration) {
+        for n in 0..100 {
+            let unit = format!("\"tapio-marker-{n}.service\"");
+            self.run(
+                "systemd-run",
+                &[
+                    "--user",
+                    "--quiet",
+                    &format!("--unit=tapio-marker-{n}.service"),
+                    "true",
+                ],
+            );
+            let seen = eventually(per_try, || {
+                std::fs::read_to_string(out)
+                    .is_ok_and(|text| text.contains(&unit))
+                    .then_some(())
+            });
+            if seen.is_some() {
+                return;
+            }
+        }
+        panic!("the agent never reported a transition: {}", self.log());
+    }
+
     /// Stops the bus (the daemon and its socket): every client loses its connection.
     pub fn stop_bus(&self) {
         self.systemctl(&["stop", "dbus.socket", "dbus.service"]);

@@ -1,0 +1,220 @@
+//! Issue 11's acceptance: one node agent, four real collectors, one incident. The real `tapio`
+//! binary runs `kubernetes` (against the FAKE API server of `kubernetes/server.rs`: no real
+//! kube-apiserver can be installed here), `cni` (Debian's real plugins, run as a runtime runs
+//! them: `common/cni.rs`), `systemd` (a real `systemd --user` manager in its own namespace:
+//! `common/systemd.rs`) and `ebpf` (the kernel) at once, into `semantic_enrich → correlate`.
+//! The API server announces pod U with container C; the test creates the pod's network, starts
+//! `cri-containerd-C.scope` in `kubepods-burstable-pod<U>.slice` as containerd would, and in it a
+//! process that connects to a closed port and exits 3. correlate must emit one summary about the
+//! pod whose related events come from all four sources.
+
+mod common;
+#[path = "kubernetes/server.rs"]
+mod server;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use common::cni::{Netns, Pod, Runtime};
+use common::systemd::UserManager;
+use common::{eventually, free_port, parse_ndjson, signal, tapio, wait_with_timeout, write_config};
+use server::{FakeApiServer, container_status, pod, with_containers};
+
+const WAIT: Duration = Duration::from_secs(60);
+const POD_UID: &str = "7c2d9e4f-1a3b-4c5d-8e6f-0a1b2c3d4e5f";
+const CONTAINER: &str = "c0ffee00112233445566778899aabbccddeeff00112233445566778899aabbcc";
+const SANDBOX: &str = "5a4db0c0112233445566778899aabbccddeeff00112233445566778899aabbcc";
+const NODE: &str = "agent-node";
+
+/// Why the scenario cannot run here, if it cannot.
+fn unavailable() -> Option<String> {
+    common::systemd::unavailable().or_else(common::cni::unavailable)
+}
+
+/// The agent's config: the four collectors, enrichment, and a pattern that needs one event of
+/// each about the same pod.
+fn config(server: &FakeApiServer, manager: &UserManager, runtime: &Runtime, out: &Path) -> String {
+    format!(
+        r#"node_name = "{NODE}"
+
+[sources.cluster]
+type = "kubernetes"
+kubeconfig = "{kubeconfig}"
+resources = ["pods"]
+emit_initial = true
+
+[sources.network]
+type = "cni"
+cache_dir = "{cache}"
+ipam_dir = "{ipam}"
+socket_path = "{socket}"
+
+[sources.units]
+type = "systemd"
+bus = "{bus}"
+units.include = ["kubepods*.slice", "cri-containerd-*.scope", "tapio-*.service"]
+
+[sources.kernel]
+type = "ebpf"
+programs = ["exec", "exit", "tcp_connect", "tcp_state"]
+
+[transforms.enrich]
+type = "semantic_enrich"
+inputs = ["cluster", "network", "units", "kernel"]
+
+[transforms.correlate]
+type = "correlate"
+inputs = ["enrich"]
+idle_flush = "200ms"
+allowed_lateness = "1s"
+
+[[transforms.correlate.patterns]]
+name = "container-failed-on-node"
+root_cause = "container-exited-with-error"
+recommended_action = "read-the-container-logs"
+confidence = 0.9
+summary = "had its container fail"
+steps = [
+  {{ label = "pod announced", match = {{ source = "kubernetes", "kubernetes.kind" = "Pod" }} }},
+  {{ label = "pod network set up", match = {{ source = "cni", "network.operation" = "ADD" }} }},
+  {{ label = "container scope started", match = {{ source = "systemd", "systemd.active_state" = "active" }} }},
+  {{ label = "process exited with an error", match = {{ source = "ebpf", "process.operation" = "exit", "process.exit_code" = {{ not = 0 }} }} }},
+]
+
+[sinks.out]
+type = "file"
+inputs = ["correlate"]
+path = "{out}"
+"#,
+        kubeconfig = server.kubeconfig().display(),
+        cache = runtime.cache_dir.display(),
+        ipam = runtime.ipam_dir.display(),
+        socket = manager.dir.join("cni.sock").display(),
+        bus = manager.bus_address(),
+        out = out.display(),
+    )
+}
+
+fn events(out: &Path) -> Vec<Value> {
+    parse_ndjson(&std::fs::read_to_string(out).unwrap_or_default())
+}
+
+#[test]
+fn four_collectors_tell_one_incident_about_the_pod() {
+    if let Some(reason) = unavailable() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let manager = UserManager::start(dir.path());
+    let server = FakeApiServer::start();
+    let running = json!({ "running": { "startedAt": "2026-12-02T10:00:00Z" } });
+    server.put(
+        "pods",
+        with_containers(
+            pod("shop", "api-7d9", POD_UID, NODE, "Running"),
+            vec![container_status(CONTAINER, 0, running, json!({}))],
+        ),
+    );
+    let id = std::process::id() % 10_000;
+    let runtime = Runtime::new(dir.path(), id, &manager.dir.join("cni.sock"));
+    let out = dir.path().join("events.ndjson");
+    let log = dir.path().join("tapio.log");
+    let config_path = write_config(
+        dir.path(),
+        "tapio.toml",
+        &config(&server, &manager, &runtime, &out),
+    );
+    let agent = tapio()
+        .args(["run", "--config"])
+        .arg(&config_path)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let attached = eventually(WAIT, || {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|text| text.contains("eBPF programs attached"))
+    });
+    assert!(
+        attached.is_some(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    manager.wait_until_reported(&out, Duration::from_secs(3));
+
+    // The runtime sets up the pod's network...
+    let netns = Netns::new(format!("tapio-pod-{id}"));
+    let cni_pod = Pod {
+        container_id: SANDBOX,
+        netns: &netns,
+        namespace: "shop",
+        name: "api-7d9",
+        uid: POD_UID,
+    };
+    let (result, _) = runtime.add(&cni_pod);
+    // ...starts the container in its scope, and the container's process fails.
+    let closed = free_port();
+    let program = format!(
+        "import socket, sys\ns = socket.socket()\ns.settimeout(2)\n\
+         print(s.connect_ex(('127.0.0.1', {closed})))\nsys.exit(3)"
+    );
+    let slice = format!("kubepods-burstable-pod{}.slice", POD_UID.replace('-', "_"));
+    let ran = manager.run(
+        "systemd-run",
+        &[
+            "--user",
+            "--scope",
+            "--quiet",
+            &format!("--unit=cri-containerd-{CONTAINER}"),
+            &format!("--slice={slice}"),
+            "/usr/bin/python3",
+            "-c",
+            &program,
+        ],
+    );
+    assert_eq!(ran.status.code(), Some(3), "{ran:?}");
+
+    let summary = eventually(WAIT, || {
+        events(&out)
+            .into_iter()
+            .find(|e| e["correlation"]["pattern"] == "container-failed-on-node")
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no summary; events: {:#?}\nlog: {}",
+            events(&out),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
+    assert_eq!(summary["type"], "correlation");
+    assert_eq!(summary["entity"]["id"], POD_UID);
+    assert_eq!(summary["entity"]["name"], "api-7d9");
+    let all = events(&out);
+    let related: Vec<&Value> = summary["correlation"]["related_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|id| all.iter().find(|e| e["id"] == *id))
+        .collect();
+    for source in ["kubernetes", "cni", "systemd", "ebpf"] {
+        assert!(
+            related.iter().any(|e| e["source"] == source),
+            "no {source} event among the related ones: {related:#?}"
+        );
+    }
+    assert_eq!(
+        all.iter()
+            .filter(|e| e["correlation"]["pattern"] == "container-failed-on-node")
+            .count(),
+        1,
+        "one summary"
+    );
+    runtime.del(&cni_pod, &result);
+    signal(agent.id(), libc::SIGTERM);
+    wait_with_timeout(agent, WAIT);
+}
