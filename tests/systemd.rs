@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use common::systemd::{UserManager, unavailable};
 use common::{
@@ -164,7 +164,8 @@ fn failures_restarts_and_repeated_signals() {
     };
     manager.write_unit(
         "tapio-fails.service",
-        "[Unit]\nDefaultDependencies=no\n[Service]\nExecStart=/bin/sh -c 'exit 3'\n",
+        "[Unit]\nDefaultDependencies=no\n[Service]\n\
+         ExecStart=/bin/sh -c 'echo cannot open /etc/tapio-fails.conf >&2; sleep 0.2; exit 3'\n",
     );
     // Not in `units.include`: reported only because it fails (`report_failed`).
     manager.write_unit(
@@ -182,7 +183,11 @@ fn failures_restarts_and_repeated_signals() {
     );
     manager.reload();
     let out = manager.dir.join("events.ndjson");
-    let agent = start_agent(&manager, "journal = true", false, &out);
+    let journal = format!(
+        "journal = true\njournal_directory = \"{}\"",
+        manager.journal_dir().display()
+    );
+    let agent = start_agent(&manager, &journal, false, &out);
 
     manager.systemctl(&["start", "tapio-fails.service", "other-fails.service"]);
     let fails = wait_for(&out, "tapio-fails.service", |e| {
@@ -191,6 +196,11 @@ fn failures_restarts_and_repeated_signals() {
     let failed = fails.last().unwrap();
     assert_eq!(failed["systemd"]["result"], "exit-code");
     assert_eq!(failed["systemd"]["exit_status"], 3);
+    assert_eq!(
+        failed["systemd"]["journal"],
+        json!(["cannot open /etc/tapio-fails.conf"]),
+        "why it failed, from the unit's journal"
+    );
     assert_eq!(failed["entity"]["type"], "host");
     let other = wait_for(&out, "other-fails.service", |e| {
         e["systemd"]["active_state"] == "failed"

@@ -12,7 +12,9 @@
 //! - its bus is a `dbus-daemon --session` started by the manager from `dbus.socket` on
 //!   `$XDG_RUNTIME_DIR/bus`, as on a desktop, so the test can stop the bus and bring it back.
 //!
-//! `XDG_RUNTIME_DIR`, `HOME` and `XDG_CONFIG_HOME` are under the test's directory; commands
+//! A `systemd-journald` of the namespace's own (on its `/run`, volatile, its files bound to
+//! the test's `journal` directory) takes the units' output. `XDG_RUNTIME_DIR`, `HOME` and
+//! `XDG_CONFIG_HOME` are under the test's directory; commands
 //! (`systemctl --user`, `systemd-run --user --scope`) run inside the namespace with `nsenter`.
 
 use std::path::{Path, PathBuf};
@@ -29,6 +31,8 @@ pub fn unavailable() -> Option<String> {
     }
     let tools = [
         SYSTEMD,
+        JOURNALD,
+        "/usr/bin/journalctl",
         "/usr/bin/dbus-daemon",
         "/usr/bin/unshare",
         "/usr/bin/nsenter",
@@ -43,6 +47,7 @@ pub fn unavailable() -> Option<String> {
 }
 
 const SYSTEMD: &str = "/usr/lib/systemd/systemd";
+const JOURNALD: &str = "/usr/lib/systemd/systemd-journald";
 const WAIT: Duration = Duration::from_secs(20);
 
 /// What PID 1 of the namespace does before it starts the manager: its own cgroup, private
@@ -67,6 +72,14 @@ mount --bind /run/tapio-work "$work"
 umount /run/tapio-work
 # systemd --user starts only where the system "was booted with systemd": this /run is ours.
 mkdir -p /run/systemd/system
+# A journal of its own: journald on this /run, its files in the work directory, volatile,
+# reading no kernel log and forwarding nothing to syslog, the console or the kernel log.
+mkdir -p /run/systemd/journald.conf.d /run/log/journal
+printf '[Journal]\nStorage=volatile\nReadKMsg=no\nForwardToSyslog=no\nForwardToKMsg=no\nForwardToConsole=no\nForwardToWall=no\n' \
+    > /run/systemd/journald.conf.d/tapio-test.conf
+mount --bind "$work/journal" /run/log/journal
+"$4" > "$work/journald.log" 2>&1 &
+for _ in $(seq 100); do [ -S /run/systemd/journal/stdout ] && break; sleep 0.05; done
 export XDG_RUNTIME_DIR="$work/run" HOME="$work/home" XDG_CONFIG_HOME="$work/config"
 "$3" --user --unit=tapio-test.target --log-target=console --log-level=info \
     > "$work/systemd.log" 2>&1 &
@@ -108,6 +121,7 @@ impl UserManager {
         let units = dir.join("config/systemd/user");
         std::fs::create_dir_all(&units).unwrap();
         std::fs::create_dir_all(dir.join("home")).unwrap();
+        std::fs::create_dir_all(dir.join("journal")).unwrap();
         let run = dir.join("run");
         std::fs::create_dir_all(&run).unwrap();
         std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o700))
@@ -132,6 +146,7 @@ impl UserManager {
             .arg(dir)
             .arg(&cgroup)
             .arg(SYSTEMD)
+            .arg(JOURNALD)
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
@@ -161,6 +176,11 @@ impl UserManager {
     /// The address of the manager's bus.
     pub fn bus_address(&self) -> String {
         format!("unix:path={}", self.dir.join("run/bus").display())
+    }
+
+    /// The directory of the namespace's journal (`journalctl --directory`).
+    pub fn journal_dir(&self) -> PathBuf {
+        self.dir.join("journal")
     }
 
     /// What the manager logged.

@@ -1,6 +1,7 @@
 //! `journal = true`: a failed unit's last journal lines, read with `journalctl -o json` when
 //! it fails, so why it failed travels with the event.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::process::Command;
@@ -18,35 +19,45 @@ pub(super) enum Scope {
     User,
 }
 
-/// The last `lines` journal messages of `unit`, oldest first.
-pub(super) async fn last_lines(
-    scope: Scope,
-    unit: &str,
-    lines: usize,
-) -> Result<Vec<String>, String> {
-    let flag = match scope {
-        Scope::System => "--unit",
-        Scope::User => "--user-unit",
-    };
-    let mut command = Command::new(JOURNALCTL);
-    command
-        .arg(format!("{flag}={unit}"))
-        .args(["--output=json", "--no-pager", "--quiet"])
-        .arg(format!("--lines={lines}"))
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(TIMEOUT, command.output())
-        .await
-        .map_err(|_| format!("{JOURNALCTL} did not answer within {TIMEOUT:?}"))?
-        .map_err(|e| format!("cannot run {JOURNALCTL}: {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "{JOURNALCTL} failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
+/// Where a failed unit's journal lines are read, and how many.
+#[derive(Debug, Clone)]
+pub(super) struct Journal {
+    pub scope: Scope,
+    pub lines: usize,
+    /// `journalctl --directory`; `None` reads this machine's journal.
+    pub directory: Option<PathBuf>,
+}
+
+impl Journal {
+    /// The last journal messages of `unit`, oldest first.
+    pub async fn last_lines(&self, unit: &str) -> Result<Vec<String>, String> {
+        let flag = match self.scope {
+            Scope::System => "--unit",
+            Scope::User => "--user-unit",
+        };
+        let mut command = Command::new(JOURNALCTL);
+        command
+            .arg(format!("{flag}={unit}"))
+            .args(["--output=json", "--no-pager", "--quiet"])
+            .arg(format!("--lines={}", self.lines))
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        if let Some(directory) = &self.directory {
+            command.arg("--directory").arg(directory);
+        }
+        let output = tokio::time::timeout(TIMEOUT, command.output())
+            .await
+            .map_err(|_| format!("{JOURNALCTL} did not answer within {TIMEOUT:?}"))?
+            .map_err(|e| format!("cannot run {JOURNALCTL}: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "{JOURNALCTL} failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(messages(&output.stdout))
     }
-    Ok(messages(&output.stdout))
 }
 
 /// The `MESSAGE` of each JSON entry. journalctl writes a message that is not valid UTF-8 as

@@ -11,6 +11,7 @@
 //! units.exclude = []
 //! report_failed = true          # also any other unit that enters `failed`
 //! journal = true                # attach the last `journal_lines` journal lines to a failure
+//! journal_directory = "/host/var/log/journal"   # unset: this machine's journal
 //! required = true               # false: no bus is a warning, and the source keeps trying
 //! ```
 //!
@@ -29,6 +30,7 @@ mod units;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -77,6 +79,11 @@ pub struct SystemdConfig {
     /// How many journal lines a failure event carries with `journal = true` (1 to 1000).
     #[serde(default = "default_journal_lines")]
     pub journal_lines: usize,
+    /// Read the journal files in this directory (`journalctl --directory`) instead of this
+    /// machine's journal: an agent in a container reads the host's `/var/log/journal` (or
+    /// `/run/log/journal`) mounted into it.
+    #[serde(default)]
+    pub journal_directory: Option<PathBuf>,
     /// Stop the pipeline at start (exit 69, one line saying why) when the bus cannot be
     /// reached or systemd is not on it. With `false` the source warns and keeps trying with
     /// backoff.
@@ -201,14 +208,27 @@ impl ComponentConfig for SystemdConfig {
                 self.journal_lines
             )));
         }
-        let journal_scope = match target {
+        if self
+            .journal_directory
+            .as_ref()
+            .is_some_and(|dir| dir.as_os_str().is_empty())
+        {
+            return Err(ComponentError::config(
+                "`journal_directory` is empty: give a directory or remove it",
+            ));
+        }
+        let scope = match target {
             BusTarget::User => journal::Scope::User,
             BusTarget::System | BusTarget::Address(_) => journal::Scope::System,
         };
         Ok(Box::new(SystemdSource {
             target,
             filter,
-            journal: self.journal.then_some((journal_scope, self.journal_lines)),
+            journal: self.journal.then(|| journal::Journal {
+                scope,
+                lines: self.journal_lines,
+                directory: self.journal_directory.clone(),
+            }),
             required: self.required,
             name: cx.name.clone(),
             node: cx.node_name.clone(),
@@ -220,8 +240,8 @@ impl ComponentConfig for SystemdConfig {
 struct SystemdSource {
     target: BusTarget,
     filter: UnitFilter,
-    /// With `journal = true`: whose journal and how many lines.
-    journal: Option<(journal::Scope, usize)>,
+    /// With `journal = true`: where to read and how much.
+    journal: Option<journal::Journal>,
     required: bool,
     name: String,
     node: String,
@@ -426,9 +446,9 @@ impl SystemdSource {
         };
         let mut event = unit_event(&transition, &self.node, ids);
         let failed = transition.unit.state.active_state.as_deref() == Some("failed");
-        if let (true, Some((scope, lines))) = (failed, self.journal) {
+        if let (true, Some(journal)) = (failed, &self.journal) {
             let unit = transition.unit.name.clone();
-            match journal::last_lines(scope, &unit, lines).await {
+            match journal.last_lines(&unit).await {
                 Ok(lines) => {
                     if let Some(systemd) = event.systemd.as_deref_mut() {
                         systemd.journal = lines;

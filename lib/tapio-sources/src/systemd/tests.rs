@@ -69,6 +69,7 @@ fn options_are_checked_without_connecting() {
     let bad_glob = build_error("units.include = [\"kubelet.service\", \"[oops\"]");
     assert!(bad_glob.contains("`units.include[1]`"), "{bad_glob}");
     assert!(build_error("journal_lines = 0").contains("`journal_lines` must be 1 to 1000"));
+    assert!(build_error("journal_directory = \"\"").contains("`journal_directory` is empty"));
     assert!(
         build_error("units.include = []\nreport_failed = false").contains("would report nothing")
     );
