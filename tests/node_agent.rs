@@ -229,21 +229,21 @@ fn four_collectors_tell_one_incident_about_the_pod() {
     assert_eq!(ran.status.code(), Some(3), "{ran:?}");
 
     let summary = eventually(WAIT, || {
-        events(&out)
+        events(out)
             .into_iter()
             .find(|e| e["correlation"]["pattern"] == "container-failed-on-node")
     })
     .unwrap_or_else(|| {
         panic!(
             "no summary; events: {:#?}\nlog: {}",
-            events(&out),
-            std::fs::read_to_string(&log).unwrap_or_default()
+            events(out),
+            std::fs::read_to_string(log).unwrap_or_default()
         )
     });
     assert_eq!(summary["type"], "correlation");
     assert_eq!(summary["entity"]["id"], POD_UID);
     assert_eq!(summary["entity"]["name"], "api-7d9");
-    let all = events(&out);
+    let all = events(out);
     let related: Vec<&Value> = summary["correlation"]["related_events"]
         .as_array()
         .unwrap()
