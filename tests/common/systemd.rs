@@ -34,6 +34,7 @@ pub fn unavailable() -> Option<String> {
         JOURNALD,
         "/usr/bin/journalctl",
         "/usr/bin/dbus-daemon",
+        "/usr/bin/dbus-monitor",
         "/usr/bin/unshare",
         "/usr/bin/nsenter",
         "/usr/bin/systemctl",
