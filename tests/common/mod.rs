@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod cni;
+pub mod systemd;
 
 use std::collections::HashMap;
 use std::io::{BufRead, Read, Write};

@@ -1,5 +1,6 @@
 //! Helpers the sources share, apart from the source modules themselves.
 
+pub(crate) mod kubepods;
 pub(crate) mod lines;
 pub(crate) mod listener;
 #[cfg(test)]
