@@ -206,11 +206,14 @@ fn four_collectors_tell_one_incident_about_the_pod() {
         uid: POD_UID,
     };
     let (result, _) = runtime.add(&cni_pod);
-    // ...starts the container in its scope, and the container's process fails.
+    // ...starts the container in its scope, and the container's process fails. It lingers
+    // two seconds before exiting: the ebpf source names a process's container by opening its
+    // cgroup by id, which fails once systemd has removed the scope's cgroup, and a loaded
+    // machine (the whole suite at once) delayed that lookup past a 30 ms process's end.
     let closed = free_port();
     let program = format!(
-        "import socket, sys\ns = socket.socket()\ns.settimeout(2)\n\
-         print(s.connect_ex(('127.0.0.1', {closed})))\nsys.exit(3)"
+        "import socket, sys, time\ns = socket.socket()\ns.settimeout(2)\n\
+         print(s.connect_ex(('127.0.0.1', {closed})))\ntime.sleep(2)\nsys.exit(3)"
     );
     let slice = format!("kubepods-burstable-pod{}.slice", POD_UID.replace('-', "_"));
     let ran = manager.run(
