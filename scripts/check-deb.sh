@@ -35,6 +35,8 @@ dpkg-deb --info "$deb"
 [ "$(dpkg-deb --field "$deb" Package)" = tapio ] || fail "the package is not named tapio"
 dpkg-deb --field "$deb" Depends | grep -q 'libc6' \
   || fail "Depends does not name libc6: the shared libraries were not detected"
+dpkg-deb --field "$deb" Depends | grep -q procps \
+  || fail "Depends does not name procps, whose /bin/kill the unit's ExecReload runs"
 [ "$(dpkg-deb --info "$deb" conffiles)" = /etc/tapio/tapio.toml ] \
   || fail "the conffiles are not exactly /etc/tapio/tapio.toml"
 
@@ -63,6 +65,9 @@ echo "-- systemd-analyze verify --root=<root> tapio.service"
 # The unit's default dependencies (sysinit.target, ...) come from systemd itself, which every
 # node has: add the host's units to the root without replacing any the package installed.
 cp -an /usr/lib/systemd/system/. "$root/usr/lib/systemd/system/"
+# ExecReload runs /bin/kill, which the package's dependency procps installs on a node.
+mkdir -p "$root/bin"
+cp -n /bin/kill "$root/bin/kill"
 # verify exits 0 on unknown keys and bad values, printing a warning: any output is a failure.
 verify_output="$(systemd-analyze verify --root="$root" "$unit" 2>&1)" \
   || fail "systemd-analyze verify failed: $verify_output"

@@ -74,6 +74,14 @@ if [ ! -x /usr/lib/cni/bridge ] || ! command -v ip >/dev/null; then
     || { apt-get update -qq \
       && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containernetworking-plugins iproute2 >/dev/null; }
 fi
+# tests/systemd.rs runs a real `systemd --user` manager (never PID 1) with its own
+# `dbus-daemon --session`, in namespaces it makes with util-linux's unshare and nsenter.
+if [ ! -x /usr/lib/systemd/systemd ] || ! command -v dbus-daemon >/dev/null \
+  || ! command -v nsenter >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd dbus util-linux >/dev/null \
+    || { apt-get update -qq \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd dbus util-linux >/dev/null; }
+fi
 if ! python3 -c 'import grpc, google.rpc.status_pb2, opentelemetry.proto, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc' 2>/dev/null; then
   pip_install grpcio==1.85.1 opentelemetry-proto==1.45.2 opentelemetry-sdk==1.45.2 \
     opentelemetry-exporter-otlp-proto-grpc==1.45.2

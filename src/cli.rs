@@ -99,6 +99,10 @@ pub struct RunArgs {
     /// Print a table of per-component counters on exit.
     #[arg(long)]
     pub summary: bool,
+    /// Reload the config whenever its file changes, as on SIGHUP: the new file is validated
+    /// first and only the components that changed are restarted.
+    #[arg(long)]
+    pub watch_config: bool,
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,7 @@
 //! to sysexits codes. Nothing here knows about individual components.
 
 mod cli;
+mod reload;
 mod run;
 mod summary;
 

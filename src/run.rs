@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use tapio_event::ErrorKind;
 use tapio_sources::ebpf::Preflight;
-use tapio_topology::{ComponentFailure, Config, Health, Loaded, Outcome, Severity, Topology};
+use tapio_topology::{
+    ComponentFailure, ComponentList, Config, Health, Loaded, Outcome, Severity, Topology,
+};
 
 use crate::cli::{
     BufferCheckArgs, ConfigArgs, DeadLetterCommand, GraphArgs, GraphFormat, RunArgs, TestArgs,
@@ -33,7 +35,7 @@ const SYSTEM_CONFIG: &str = "/etc/tapio/tapio.toml";
 /// Which pipeline runs and why, decided before anything is logged: the first line `tapio run`
 /// logs names the pipeline and the reason (the quick start promises it), so nothing found or
 /// done while choosing may be logged before it.
-enum PipelineChoice {
+pub(crate) enum PipelineChoice {
     /// A config file, and what named it (`--config`, `$TAPIO_CONFIG`, the system default).
     File {
         path: PathBuf,
@@ -102,8 +104,16 @@ impl PipelineChoice {
             .collect()
     }
 
+    /// The config file, when the pipeline comes from one (what `--watch-config` watches).
+    pub(crate) fn file(&self) -> Option<&Path> {
+        match self {
+            PipelineChoice::File { path, .. } => Some(path),
+            PipelineChoice::BuiltIn(_) => None,
+        }
+    }
+
     /// Reads the chosen config (a file, or the built-in text matching the probe's verdict).
-    fn load(&self) -> Loaded {
+    pub(crate) fn load(&self) -> Loaded {
         match self {
             PipelineChoice::File { path, .. } => tapio_topology::load_file(path),
             PipelineChoice::BuiltIn(preflight) => {
@@ -117,10 +127,11 @@ impl PipelineChoice {
     }
 }
 
-/// Loads and validates the config, printing every diagnostic; `None` if it has errors. With
-/// `announce` (`tapio run`) the first log line says which pipeline runs and why; without it
-/// only what choosing changed on the node is logged.
-fn load(args: &ConfigArgs, announce: bool) -> Option<Config> {
+/// Chooses the config and loads and validates it, printing every diagnostic; the choice (for
+/// reloads), and the config unless it has errors. With `announce` (`tapio run`) the first log
+/// line says which pipeline runs and why; without it only what choosing changed on the node is
+/// logged.
+fn choose_and_load(args: &ConfigArgs, announce: bool) -> (PipelineChoice, Option<Config>) {
     let choice = PipelineChoice::choose(
         args,
         std::env::var_os("TAPIO_CONFIG"),
@@ -146,7 +157,12 @@ fn load(args: &ConfigArgs, announce: bool) -> Option<Config> {
     if errors > 0 {
         eprintln!("{errors} error(s) in the config");
     }
-    loaded.config
+    (choice, loaded.config)
+}
+
+/// Loads and validates the config, printing every diagnostic; `None` if it has errors.
+fn load(args: &ConfigArgs, announce: bool) -> Option<Config> {
+    choose_and_load(args, announce).1
 }
 
 /// `tapio validate`.
@@ -347,10 +363,10 @@ pub fn buffer_check(args: &BufferCheckArgs) -> i32 {
 
 /// `tapio run`.
 pub fn run(args: &RunArgs) -> i32 {
-    let Some(config) = load(&args.config, true) else {
+    let (choice, Some(config)) = choose_and_load(&args.config, true) else {
         return EXIT_CONFIG;
     };
-    block_on(run_pipeline(&config, args.summary)).unwrap_or_else(|code| code)
+    block_on(run_pipeline(config, choice, args)).unwrap_or_else(|code| code)
 }
 
 /// Runs `work` to completion on a multi-threaded runtime; `Err` is the exit code when no
@@ -370,8 +386,16 @@ fn block_on<T>(work: impl Future<Output = T>) -> Result<T, i32> {
     Ok(result)
 }
 
-async fn run_pipeline(config: &Config, summary: bool) -> i32 {
-    let topology = match Topology::build(config) {
+async fn run_pipeline(config: Config, choice: PipelineChoice, args: &RunArgs) -> i32 {
+    // Listening before anything starts: SIGHUP's default action would end the process.
+    let triggers = match crate::reload::Triggers::listen(&choice, args.watch_config) {
+        Ok(triggers) => triggers,
+        Err(error) => {
+            tracing::error!("cannot listen for reload requests: {error}");
+            return EXIT_UNAVAILABLE;
+        }
+    };
+    let topology = match Topology::build(&config) {
         Ok(topology) => topology,
         Err(problems) => {
             for problem in &problems {
@@ -380,35 +404,46 @@ async fn run_pipeline(config: &Config, summary: bool) -> i32 {
             return exit_code(&problems);
         }
     };
-    let health = Arc::new(Health::default());
-    let metrics = Arc::new(topology.metrics());
-    if let Some(api) = &config.api {
-        let tokens = match api.auth.as_ref().map(|auth| auth.load()).transpose() {
-            Ok(tokens) => tokens.unwrap_or_default(),
+    let tokens = match config.api.as_ref().and_then(|api| api.auth.as_ref()) {
+        Some(auth) => match auth.load() {
+            Ok(tokens) => tokens,
             Err(error) => {
                 tracing::error!("api: {error}");
                 return EXIT_CONFIG;
             }
-        };
-        match tapio_api::Api::bind(api.address).await {
-            Ok(server) => {
-                tracing::info!(address = %api.address, "serving the API (REST, gRPC, /health, /metrics)");
-                tokio::spawn(server.serve(tapio_api::ApiState {
-                    health: Arc::clone(&health),
-                    metrics: Arc::clone(&metrics),
-                    handles: topology.api_handles(),
-                    tokens,
-                }));
-            }
+        },
+        None => Default::default(),
+    };
+    let state = tapio_api::ApiState {
+        health: Arc::new(Health::default()),
+        metrics: Arc::new(ComponentList::new(topology.metrics())),
+        handles: topology.api_handles(),
+        tokens,
+    };
+    let api = match &config.api {
+        Some(api) => match crate::reload::ApiServer::start(api.address, &state).await {
+            Ok(server) => Some(server),
             Err(error) => {
                 tracing::error!(address = %api.address, %error, "cannot bind the API address");
                 return EXIT_UNAVAILABLE;
             }
-        }
-    }
-    let outcome = topology.run(stop_signal(), &health).await;
-    if summary {
-        let snapshots: Vec<_> = metrics.iter().map(|m| m.snapshot()).collect();
+        },
+        None => None,
+    };
+    let (requests, reloads) = tokio::sync::mpsc::unbounded_channel();
+    let reloader = tokio::spawn(crate::reload::serve(
+        triggers,
+        choice,
+        api,
+        state.clone(),
+        requests,
+    ));
+    let outcome = topology
+        .run_reloading(stop_signal(), reloads, &state.health, &state.metrics)
+        .await;
+    reloader.abort();
+    if args.summary {
+        let snapshots: Vec<_> = state.metrics.get().iter().map(|m| m.snapshot()).collect();
         eprint!("{}", crate::summary::table(&snapshots));
     }
     match outcome {

@@ -11,11 +11,8 @@ mod common;
 #[path = "clickhouse/server.rs"]
 mod server;
 
-use std::collections::HashMap;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -47,44 +44,6 @@ impl Random {
     }
 }
 
-/// Appends events `from..to` to `path`, one NDJSON line each, with ids `evt_<n>`.
-fn append_numbered(path: &Path, from: u64, to: u64) {
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    let mut text = String::new();
-    for n in from..to {
-        text.push_str(&format!(
-            "{{\"id\":\"evt_{n:09}\",\"timestamp\":\"2026-01-01T00:00:00.000000000Z\",\"type\":\"application\",\"source\":\"file\",\"application\":{{\"n\":{n},\"padding\":\"{}\"}}}}\n",
-            "x".repeat(150)
-        ));
-    }
-    file.write_all(text.as_bytes()).unwrap();
-}
-
-/// How often each id appears in the NDJSON file `path`, and lines that are not an event (a
-/// write cut by the kill).
-fn id_counts(path: &Path) -> (HashMap<String, u32>, usize) {
-    let mut counts = HashMap::new();
-    let mut torn = 0;
-    let Ok(file) = std::fs::File::open(path) else {
-        return (counts, 0);
-    };
-    for line in std::io::BufReader::new(file).lines() {
-        let line = line.unwrap();
-        match serde_json::from_str::<serde_json::Value>(&line)
-            .ok()
-            .and_then(|v| v["id"].as_str().map(str::to_owned))
-        {
-            Some(id) => *counts.entry(id).or_insert(0) += 1,
-            None => torn += 1,
-        }
-    }
-    (counts, torn)
-}
-
 /// file source → disk-buffered file sink.
 fn buffered_file_pipeline(data_dir: &Path, input: &Path, out: &Path, buffer: &str) -> String {
     format!(
@@ -93,29 +52,6 @@ fn buffered_file_pipeline(data_dir: &Path, input: &Path, out: &Path, buffer: &st
         input.display(),
         out.display()
     )
-}
-
-/// Starts `tapio run` on `config` with standard error collected into the returned string.
-fn spawn_collecting(config: &Path) -> (Child, Arc<Mutex<String>>) {
-    let mut child = tapio()
-        .args(["run", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let collected = Arc::clone(&log);
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let mut log = collected.lock().unwrap();
-            log.push_str(&line);
-            log.push('\n');
-        }
-    });
-    (child, log)
 }
 
 /// Waits until `out` holds every id of `0..total` (at least once), or panics after `limit`.

@@ -2,11 +2,14 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod cni;
+pub mod systemd;
 
-use std::io::{Read, Write};
+use std::collections::HashMap;
+use std::io::{BufRead, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The binary under test.
@@ -249,4 +252,78 @@ pub fn parse_ndjson(text: &str) -> Vec<serde_json::Value> {
         .filter(|l| !l.is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l}: {e}")))
         .collect()
+}
+
+/// Appends events `from..to` to `path`, one NDJSON line each, with ids `evt_<n>`.
+pub fn append_numbered(path: &Path, from: u64, to: u64) {
+    append_events(path, from, to, |_| String::new());
+}
+
+/// Appends events `from..to` to `path` like [`append_numbered`], with `extra(n)` (JSON members
+/// starting with a comma, or nothing) added to each event's `application`.
+pub fn append_events(path: &Path, from: u64, to: u64, extra: impl Fn(u64) -> String) {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    let mut text = String::new();
+    for n in from..to {
+        text.push_str(&format!(
+            "{{\"id\":\"evt_{n:09}\",\"timestamp\":\"2026-01-01T00:00:00.000000000Z\",\"type\":\"application\",\"source\":\"file\",\"application\":{{\"n\":{n},\"padding\":\"{}\"{}}}}}\n",
+            "x".repeat(150),
+            extra(n)
+        ));
+    }
+    file.write_all(text.as_bytes()).unwrap();
+}
+
+/// How often each id appears in the NDJSON file `path`, and lines that are not an event (a
+/// write cut by the kill).
+pub fn id_counts(path: &Path) -> (HashMap<String, u32>, usize) {
+    let mut counts = HashMap::new();
+    let mut torn = 0;
+    let Ok(file) = std::fs::File::open(path) else {
+        return (counts, 0);
+    };
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line.unwrap();
+        match serde_json::from_str::<serde_json::Value>(&line)
+            .ok()
+            .and_then(|v| v["id"].as_str().map(str::to_owned))
+        {
+            Some(id) => *counts.entry(id).or_insert(0) += 1,
+            None => torn += 1,
+        }
+    }
+    (counts, torn)
+}
+
+/// Starts `tapio run` on `config` with standard error collected into the returned string.
+pub fn spawn_collecting(config: &Path) -> (Child, Arc<Mutex<String>>) {
+    let mut command = tapio();
+    command.args(["run", "--config"]).arg(config);
+    spawn_command_collecting(command)
+}
+
+/// Starts `command` (a `tapio()` with its arguments) with standard error collected into the
+/// returned string.
+pub fn spawn_command_collecting(mut command: Command) -> (Child, Arc<Mutex<String>>) {
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let collected = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let mut log = collected.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    (child, log)
 }

@@ -310,7 +310,10 @@ fn from_wire(events: Vec<v1::UnifiedEvent>) -> Result<Vec<tapio_event::UnifiedEv
 impl Api {
     fn serving(&self) -> HealthCheckResponse {
         let status = match self.0.health.get() {
-            HealthState::Running => health_check_response::ServingStatus::Serving,
+            // A reload keeps serving: it stops and starts only what changed.
+            HealthState::Running | HealthState::Reloading => {
+                health_check_response::ServingStatus::Serving
+            }
             HealthState::Starting | HealthState::Draining => {
                 health_check_response::ServingStatus::NotServing
             }

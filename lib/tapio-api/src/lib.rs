@@ -17,9 +17,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use http_body_util::combinators::UnsyncBoxBody;
+use tapio_event::Tokens;
 use tapio_event::throttle::Throttle;
-use tapio_event::{ComponentMetrics, Tokens};
-use tapio_topology::{ApiHandles, Health};
+use tapio_topology::{ApiHandles, ComponentList, Health};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -30,14 +30,14 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every answer's body: whole (REST), streamed (NDJSON, SSE) or gRPC's.
 pub(crate) type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
 
-/// What the API reads: the lifecycle state, every component's counters, and the store and
-/// intake inside the pipeline.
+/// What the API reads: the lifecycle state and reload counts, the counters of every component
+/// running now (a reload changes the list), and the store and intake inside the pipeline.
 #[derive(Clone)]
 pub struct ApiState {
     /// The lifecycle state `/health` and `grpc.health.v1` report.
     pub health: Arc<Health>,
-    /// Every component's counters, for `/metrics`.
-    pub metrics: Arc<Vec<Arc<ComponentMetrics>>>,
+    /// The counters of every component running now, for `/metrics`.
+    pub metrics: Arc<ComponentList>,
     /// The store queries read, the intake `POST /v1/events` writes, the analysis chain.
     pub handles: ApiHandles,
     /// Bearer tokens every call but `/health` must present; empty: no authentication.
@@ -265,7 +265,7 @@ mod tests {
     use super::*;
     use hyper::StatusCode;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use tapio_event::ComponentKind;
+    use tapio_event::{ComponentKind, ComponentMetrics};
     use tapio_topology::HealthState;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
@@ -279,7 +279,7 @@ mod tests {
         metrics.add_events_out(7);
         ApiState {
             health: Arc::new(Health::default()),
-            metrics: Arc::new(vec![metrics]),
+            metrics: Arc::new(ComponentList::new(vec![metrics])),
             handles: ApiHandles::default(),
             tokens: Tokens::default(),
         }
@@ -331,6 +331,7 @@ mod tests {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "draining",
             ),
+            (HealthState::Reloading, StatusCode::OK, "reloading"),
         ] {
             state.health.set(lifecycle);
             let (got, body) = call(&state, "GET", "/health", "").await;
@@ -342,9 +343,20 @@ mod tests {
     #[tokio::test]
     async fn metrics_other_paths_and_methods() {
         let state = state();
+        state.health.count_reload(true);
+        state.health.count_reload(false);
+        state.health.count_reload(false);
         let (status, metrics) = call(&state, "GET", "/metrics", "").await;
         assert_eq!(status, StatusCode::OK);
         assert!(metrics.contains("tapio_component_sent_events_total{component=\"out\""));
+        assert!(
+            metrics.contains("tapio_config_reloads_total{result=\"ok\"} 1\n"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("tapio_config_reloads_total{result=\"failed\"} 2\n"),
+            "{metrics}"
+        );
         assert_eq!(
             call(&state, "GET", "/nope", "").await.0,
             StatusCode::NOT_FOUND

@@ -143,6 +143,15 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
     out
 }
 
+/// How many config reloads were applied and refused (`SIGHUP`, `--watch-config`).
+pub fn render_reloads(out: &mut String, (ok, failed): (u64, u64)) {
+    let name = "tapio_config_reloads_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Config reloads, by result: applied (ok) or refused (failed).\n# TYPE {name} counter\n{name}{{result=\"ok\"}} {ok}\n{name}{{result=\"failed\"}} {failed}"
+    );
+}
+
 /// The latency histogram, in seconds as Prometheus names it; components that timed no batch
 /// yet (sources, or nothing received) are left out rather than shown as all zero.
 fn render_latency(

@@ -158,11 +158,13 @@ where
     let answer = match route {
         Route::Health => Ok(health(state)),
         Route::Metrics => {
-            let snapshots: Vec<_> = state.metrics.iter().map(|m| m.snapshot()).collect();
+            let snapshots: Vec<_> = state.metrics.get().iter().map(|m| m.snapshot()).collect();
+            let mut text = crate::prometheus::render(&snapshots);
+            crate::prometheus::render_reloads(&mut text, state.health.reloads());
             Ok(reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
-                crate::prometheus::render(&snapshots).into(),
+                text.into(),
             ))
         }
         Route::OpenApi => Ok(reply(
@@ -195,6 +197,8 @@ fn health(state: &ApiState) -> Response<ResponseBody> {
         HealthState::Running => (StatusCode::OK, "running"),
         HealthState::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting"),
         HealthState::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
+        // Still serving: a reload stops and starts only what changed.
+        HealthState::Reloading => (StatusCode::OK, "reloading"),
     };
     json(status, &serde_json::json!({ "status": text }))
 }

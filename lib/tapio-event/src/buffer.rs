@@ -5,13 +5,18 @@
 //! not fit is dropped, counted and acknowledged as dropped; with `"overflow"` it goes to the
 //! buffer's overflow (a disk buffer the topology puts behind it), so a slow sink never stalls
 //! the fan-out it shares with faster ones.
+//!
+//! A reload rewires a running pipeline through the same types: a [`Fanout`]'s consumers can be
+//! connected and disconnected while its producer runs, and a sink's [`BufferReceiver`] can be
+//! lent ([`loan`]) so that the topology gets the buffer back, contents and all, when the sink
+//! it fed is stopped to be replaced.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::ack::BatchStatus;
 use crate::batch::EventBatch;
@@ -53,12 +58,101 @@ pub struct BufferSender {
     metrics: Arc<ComponentMetrics>,
 }
 
-/// Reads a component's buffer; ends when every sender is gone and the buffer is empty.
+/// A handle on a buffer that does not keep it open: the topology remembers every consumer's
+/// buffer this way, so a component still ends once its real upstreams are gone.
+#[derive(Clone)]
+pub struct WeakBufferSender {
+    queue: mpsc::WeakUnboundedSender<Queued>,
+    room: Arc<Semaphore>,
+    max_events: u32,
+    when_full: WhenFull,
+    /// Weak too: a strong one would keep the overflow (a disk buffer) open, and with it, through
+    /// what the overflow feeds back, this buffer.
+    overflow: Option<Box<WeakBufferSender>>,
+    metrics: Arc<ComponentMetrics>,
+}
+
+impl WeakBufferSender {
+    /// A sender again, while anything else still sends into the buffer (and its overflow);
+    /// `None` once the buffer has been closed for good.
+    pub fn upgrade(&self) -> Option<BufferSender> {
+        let overflow = match &self.overflow {
+            Some(overflow) => Some(Box::new(overflow.upgrade()?)),
+            None => None,
+        };
+        Some(BufferSender {
+            queue: self.queue.upgrade()?,
+            room: Arc::clone(&self.room),
+            max_events: self.max_events,
+            when_full: self.when_full,
+            overflow,
+            metrics: Arc::clone(&self.metrics),
+        })
+    }
+}
+
+/// Reads a component's buffer; ends when every sender is gone and the buffer is empty, or,
+/// when it is on [`loan`], once the lender asks for it back.
 pub struct BufferReceiver {
+    /// Always `Some` until dropped: `Drop` moves it back to the lender.
+    core: Option<ReceiverCore>,
+    loan: Option<Loan>,
+}
+
+/// What a receiver reads: the queue and the room it frees.
+struct ReceiverCore {
     queue: mpsc::UnboundedReceiver<Queued>,
     room: Arc<Semaphore>,
     max_events: u32,
     metrics: Arc<ComponentMetrics>,
+}
+
+/// The topology's side of a lent [`BufferReceiver`]: asks the sink reading it to stop reading
+/// and receives the buffer back, with whatever it still holds, once the sink dropped it.
+pub struct Lender {
+    recall: watch::Sender<bool>,
+    back: oneshot::Receiver<BufferReceiver>,
+}
+
+/// The receiver's side of a loan, given to it with [`BufferReceiver::on_loan`].
+pub struct Loan {
+    recalled: watch::Receiver<bool>,
+    back: oneshot::Sender<BufferReceiver>,
+}
+
+/// A new loan: the lender keeps the [`Lender`], the receiver handed to the sink carries the
+/// [`Loan`].
+pub fn loan() -> (Lender, Loan) {
+    let (recall, recalled) = watch::channel(false);
+    let (back_tx, back) = oneshot::channel();
+    (
+        Lender { recall, back },
+        Loan {
+            recalled,
+            back: back_tx,
+        },
+    )
+}
+
+impl Lender {
+    /// Asks the borrower to stop: its next `recv` returns `None` (as at the end of its input),
+    /// so it flushes what it holds and ends; what it has not taken stays in the buffer.
+    pub fn recall(&self) {
+        let _ = self.recall.send(true);
+    }
+
+    /// The receiver, once the borrower dropped it (it ended, failed or panicked); `None` if it
+    /// was lent on to someone else.
+    pub async fn returned(self) -> Option<BufferReceiver> {
+        self.back.await.ok()
+    }
+}
+
+/// Resolves once the lender recalled the receiver; never when the lender went away without.
+async fn recalled(loan: &mut Loan) {
+    if loan.recalled.wait_for(|recalled| *recalled).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// A buffer of `max_events` in front of the component whose counters are `metrics`.
@@ -81,10 +175,13 @@ pub fn buffer(
             metrics: Arc::clone(&metrics),
         },
         BufferReceiver {
-            queue: rx,
-            room,
-            max_events,
-            metrics,
+            core: Some(ReceiverCore {
+                queue: rx,
+                room,
+                max_events,
+                metrics,
+            }),
+            loan: None,
         },
     )
 }
@@ -107,6 +204,23 @@ impl BufferSender {
             overflow: None,
             metrics: Arc::clone(&self.metrics),
         }
+    }
+
+    /// A handle that does not keep the buffer open (see [`WeakBufferSender`]).
+    pub fn downgrade(&self) -> WeakBufferSender {
+        WeakBufferSender {
+            queue: self.queue.downgrade(),
+            room: Arc::clone(&self.room),
+            max_events: self.max_events,
+            when_full: self.when_full,
+            overflow: self.overflow.as_ref().map(|o| Box::new(o.downgrade())),
+            metrics: Arc::clone(&self.metrics),
+        }
+    }
+
+    /// Whether `other` writes into the same buffer.
+    pub fn same_buffer(&self, other: &BufferSender) -> bool {
+        self.queue.same_channel(&other.queue)
     }
 
     /// Queues `batch`, waiting for room, dropping it or handing it to the overflow as the
@@ -163,19 +277,45 @@ impl BufferSender {
 }
 
 impl BufferReceiver {
-    /// The next batch, or `None` once every sender is gone and the buffer is drained.
+    /// The next batch, or `None` once every sender is gone and the buffer is drained, or once
+    /// a lender recalled this receiver.
     pub async fn recv(&mut self) -> Option<EventBatch> {
-        let queued = self.queue.recv().await?;
-        Some(self.release(queued))
+        let core = self.core.as_mut()?;
+        let queued = match &mut self.loan {
+            None => core.queue.recv().await?,
+            Some(loan) => tokio::select! {
+                biased;
+                () = recalled(loan) => return None,
+                queued = core.queue.recv() => queued?,
+            },
+        };
+        Some(core.release(queued))
     }
 
     /// The next batch if one is waiting, without waiting: lets a sink gather what piled up
     /// while it was busy into one bigger write.
     pub fn try_recv(&mut self) -> Option<EventBatch> {
-        let queued = self.queue.try_recv().ok()?;
-        Some(self.release(queued))
+        if self
+            .loan
+            .as_ref()
+            .is_some_and(|loan| *loan.recalled.borrow())
+        {
+            return None;
+        }
+        let core = self.core.as_mut()?;
+        let queued = core.queue.try_recv().ok()?;
+        Some(core.release(queued))
     }
 
+    /// This receiver on `loan`: when dropped it goes back to the lender instead of closing
+    /// the buffer.
+    pub fn on_loan(mut self, loan: Loan) -> BufferReceiver {
+        self.loan = Some(loan);
+        self
+    }
+}
+
+impl ReceiverCore {
     /// Frees a received batch's room in the buffer and counts it.
     fn release(&mut self, queued: Queued) -> EventBatch {
         self.room.add_permits(queued.permits as usize);
@@ -196,55 +336,122 @@ impl BufferReceiver {
 
 impl Drop for BufferReceiver {
     fn drop(&mut self) {
-        // Wake senders blocked on a buffer nobody will read again.
-        self.room.close();
+        let Some(core) = self.core.take() else {
+            return;
+        };
+        match self.loan.take() {
+            // Refused when the lender is gone: the receiver it hands back then drops as an
+            // unlent one and closes the buffer.
+            Some(loan) => drop(loan.back.send(BufferReceiver {
+                core: Some(core),
+                loan: None,
+            })),
+            // Wake senders blocked on a buffer nobody will read again.
+            None => core.room.close(),
+        }
     }
 }
 
 /// One output of a component: every buffer downstream of it. Sending shares the batch (an `Arc`
 /// clone per extra consumer) and waits on each consumer in turn, so the slowest `block` consumer
-/// sets the pace, as backpressure should.
+/// sets the pace, as backpressure should. Clones share one list of consumers, which the
+/// topology rewires on a reload while the producer runs: a send uses the list as it was when
+/// the send began, the next send the list as it is then, so a swapped consumer gets every
+/// batch from one point on and its predecessor every batch before it.
 #[derive(Clone, Default)]
 pub struct Fanout {
-    consumers: Vec<BufferSender>,
+    consumers: Arc<Mutex<Arc<Vec<Consumer>>>>,
+}
+
+/// A consumer of an output: the component it feeds (the topology's key for rewiring it) and
+/// its buffer.
+#[derive(Clone)]
+struct Consumer {
+    key: String,
+    sender: BufferSender,
 }
 
 impl Fanout {
-    /// An output feeding `consumers`.
+    /// An output feeding `consumers`, which are never rewired.
     pub fn new(consumers: Vec<BufferSender>) -> Self {
-        Fanout { consumers }
+        Fanout::keyed(consumers.into_iter().map(|c| (String::new(), c)).collect())
+    }
+
+    /// An output feeding `consumers`, each under the name of the component it feeds.
+    pub fn keyed(consumers: Vec<(String, BufferSender)>) -> Self {
+        let consumers = consumers
+            .into_iter()
+            .map(|(key, sender)| Consumer { key, sender })
+            .collect();
+        Fanout {
+            consumers: Arc::new(Mutex::new(Arc::new(consumers))),
+        }
+    }
+
+    fn list(&self) -> std::sync::MutexGuard<'_, Arc<Vec<Consumer>>> {
+        self.consumers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether anything reads this output.
     pub fn is_connected(&self) -> bool {
-        !self.consumers.is_empty()
+        !self.list().is_empty()
+    }
+
+    /// The components this output feeds.
+    pub fn keys(&self) -> Vec<String> {
+        self.list().iter().map(|c| c.key.clone()).collect()
+    }
+
+    /// Feeds `sender` as `key`, in place of what fed `key` before (from the next send on).
+    pub fn connect(&self, key: &str, sender: BufferSender) {
+        let mut list = self.list();
+        let mut consumers: Vec<Consumer> = list.iter().filter(|c| c.key != key).cloned().collect();
+        consumers.push(Consumer {
+            key: key.to_owned(),
+            sender,
+        });
+        *list = Arc::new(consumers);
+    }
+
+    /// Stops feeding `key` (from the next send on); its buffer closes once no other producer
+    /// and no send in progress holds it.
+    pub fn disconnect(&self, key: &str) {
+        let mut list = self.list();
+        let consumers: Vec<Consumer> = list.iter().filter(|c| c.key != key).cloned().collect();
+        *list = Arc::new(consumers);
     }
 
     /// Delivers `batch` to every consumer. Consumers that have gone away are forgotten; when none
     /// is left the batch is acknowledged as dropped and `Err(Closed)` tells the producer to stop.
     pub async fn send(&mut self, batch: EventBatch) -> Result<(), Closed> {
-        if self.consumers.is_empty() {
+        let consumers = Arc::clone(&self.list());
+        let Some((last, rest)) = consumers.split_last() else {
             batch.ack(BatchStatus::Dropped);
             return Err(Closed);
-        }
-        let last = self.consumers.len() - 1;
+        };
         let mut closed = Vec::new();
-        for (index, consumer) in self.consumers[..last].iter().enumerate() {
-            if consumer.send(batch.clone()).await.is_err() {
-                closed.push(index);
+        for consumer in rest {
+            if consumer.sender.send(batch.clone()).await.is_err() {
+                closed.push(&consumer.sender);
             }
         }
-        if self.consumers[last].send(batch).await.is_err() {
-            closed.push(last);
+        if last.sender.send(batch).await.is_err() {
+            closed.push(&last.sender);
         }
-        for index in closed.into_iter().rev() {
-            self.consumers.remove(index);
+        if closed.is_empty() {
+            return Ok(());
         }
-        if self.consumers.is_empty() {
-            Err(Closed)
-        } else {
-            Ok(())
-        }
+        let mut list = self.list();
+        let open: Vec<Consumer> = list
+            .iter()
+            .filter(|c| !closed.iter().any(|gone| gone.same_buffer(&c.sender)))
+            .cloned()
+            .collect();
+        let empty = open.is_empty();
+        *list = Arc::new(open);
+        if empty { Err(Closed) } else { Ok(()) }
     }
 }
 
@@ -369,5 +576,73 @@ mod tests {
         drop(tx);
         assert!(rx.recv().await.is_some());
         assert!(rx.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_rewired_fanout_feeds_the_new_consumer_from_the_next_send_on() {
+        let (old_tx, mut old_rx) = buffer(10, WhenFull::Block, metrics());
+        let (new_tx, mut new_rx) = buffer(10, WhenFull::Block, metrics());
+        let mut out = Fanout::keyed(vec![("t".into(), old_tx)]);
+        let wiring = out.clone();
+        out.send(EventBatch::new(events(2))).await.unwrap();
+        wiring.connect("t", new_tx);
+        assert_eq!(wiring.keys(), ["t"]);
+        out.send(EventBatch::new(events(3))).await.unwrap();
+        assert_eq!(old_rx.recv().await.unwrap().len(), 2);
+        assert!(
+            old_rx.recv().await.is_none(),
+            "the replaced consumer's buffer stayed open"
+        );
+        assert_eq!(new_rx.recv().await.unwrap().len(), 3);
+        wiring.disconnect("t");
+        assert!(!out.is_connected());
+        assert_eq!(out.send(EventBatch::new(events(1))).await, Err(Closed));
+    }
+
+    #[tokio::test]
+    async fn a_recalled_receiver_comes_back_with_what_it_still_holds() {
+        let (tx, rx) = buffer(10, WhenFull::Block, metrics());
+        let (lender, loan) = loan();
+        let mut rx = rx.on_loan(loan);
+        tx.send(EventBatch::new(events(2))).await.unwrap();
+        tx.send(EventBatch::new(events(3))).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap().len(), 2);
+        lender.recall();
+        assert!(rx.recv().await.is_none(), "recalled, yet still reading");
+        assert!(rx.try_recv().is_none());
+        drop(rx);
+        let mut back = lender.returned().await.expect("handed back");
+        tx.send(EventBatch::new(events(1))).await.unwrap();
+        assert_eq!(back.recv().await.unwrap().len(), 3);
+        assert_eq!(back.recv().await.unwrap().len(), 1);
+        let weak = tx.downgrade();
+        assert!(weak.upgrade().is_some());
+        drop(tx);
+        assert!(
+            weak.upgrade().is_none(),
+            "a weak sender kept the buffer open"
+        );
+        assert!(back.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_weak_sender_keeps_neither_the_buffer_nor_its_overflow_open() {
+        let (tx, _rx) = buffer(5, WhenFull::Overflow, metrics());
+        let (spill_tx, mut spill_rx) = buffer(100, WhenFull::Block, metrics());
+        let tx = tx.with_overflow(spill_tx);
+        let weak = tx.downgrade();
+        let again = weak.upgrade().expect("still open");
+        again.send(EventBatch::new(events(5))).await.unwrap();
+        again.send(EventBatch::new(events(2))).await.unwrap();
+        assert_eq!(
+            spill_rx.recv().await.unwrap().len(),
+            2,
+            "the upgrade lost its overflow"
+        );
+        drop((tx, again));
+        assert!(
+            spill_rx.recv().await.is_none(),
+            "a weak sender kept the overflow open"
+        );
     }
 }

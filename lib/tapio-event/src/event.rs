@@ -364,6 +364,20 @@ pub struct SystemdContext {
     pub job_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub main_pid: Option<u32>,
+    /// The container a scope holds (`cri-containerd-<id>.scope` and the like): its id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    /// The exit code of the unit's main process, once it has exited on its own (systemd's
+    /// `ExecMainStatus` when `ExecMainCode` is "exited").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_status: Option<i32>,
+    /// How many times systemd restarted the service automatically (`NRestarts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarts: Option<u32>,
+    /// The unit's last journal lines, oldest first, on a failure (the `systemd` source's
+    /// `journal` option): why it failed, travelling with the event.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub journal: Vec<String>,
 }
 
 /// Business impact, set by `impact_assess`.

@@ -237,6 +237,18 @@ const FIELDS: &[(&str, Accessor)] = &[
         Accessor::Number(|e| e.systemd.as_deref()?.main_pid.map(i128::from)),
     ),
     (
+        "systemd.container_id",
+        Accessor::Text(|e| e.systemd.as_deref()?.container_id.as_deref()),
+    ),
+    (
+        "systemd.exit_status",
+        Accessor::Number(|e| e.systemd.as_deref()?.exit_status.map(i128::from)),
+    ),
+    (
+        "systemd.restarts",
+        Accessor::Number(|e| e.systemd.as_deref()?.restarts.map(i128::from)),
+    ),
+    (
         "impact.severity",
         Accessor::Text(|e| e.impact.as_deref()?.severity.map(|s| s.as_str())),
     ),

@@ -111,6 +111,10 @@ pub fn event_to_proto(event: &domain::UnifiedEvent) -> v1::UnifiedEvent {
             result: s.result.clone(),
             job_type: s.job_type.clone(),
             main_pid: s.main_pid,
+            container_id: s.container_id.clone(),
+            exit_status: s.exit_status,
+            restarts: s.restarts,
+            journal: s.journal.clone(),
         }),
         application_json: event
             .application
@@ -212,6 +216,10 @@ pub fn event_from_proto(event: v1::UnifiedEvent) -> Result<domain::UnifiedEvent,
             result: s.result,
             job_type: s.job_type,
             main_pid: s.main_pid,
+            container_id: s.container_id,
+            exit_status: s.exit_status,
+            restarts: s.restarts,
+            journal: s.journal,
         })
     });
     out.application = event

@@ -203,9 +203,15 @@ fn systemd() -> impl Strategy<Value = SystemdContext> {
         opt_text(),
         opt_text(),
         any::<Option<u32>>(),
+        (
+            opt_text(),
+            any::<Option<i32>>(),
+            any::<Option<u32>>(),
+            words(),
+        ),
     )
         .prop_map(
-            |(unit, slice, active_state, sub_state, result, job_type, main_pid)| SystemdContext {
+            |(
                 unit,
                 slice,
                 active_state,
@@ -213,6 +219,19 @@ fn systemd() -> impl Strategy<Value = SystemdContext> {
                 result,
                 job_type,
                 main_pid,
+                (container_id, exit_status, restarts, journal),
+            )| SystemdContext {
+                unit,
+                slice,
+                active_state,
+                sub_state,
+                result,
+                job_type,
+                main_pid,
+                container_id,
+                exit_status,
+                restarts,
+                journal,
             },
         )
 }

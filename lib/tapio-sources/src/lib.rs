@@ -11,6 +11,7 @@ pub mod kafka;
 pub mod kubernetes;
 pub mod otlp;
 pub mod stdin;
+pub mod systemd;
 mod util;
 
 tapio_event::component_registry! {
@@ -29,5 +30,6 @@ tapio_event::component_registry! {
         "kubernetes" => Kubernetes(kubernetes::KubernetesConfig),
         "otlp" => Otlp(otlp::OtlpSourceConfig),
         "stdin" => Stdin(stdin::StdinConfig),
+        "systemd" => Systemd(systemd::SystemdConfig),
     }
 }

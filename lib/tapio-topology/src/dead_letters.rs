@@ -179,9 +179,8 @@ pub async fn replay(
         Arc::clone(&sink_metrics),
     );
     let tally = Arc::new(Mutex::new(Tally::default()));
-    let topology = Topology {
-        api: Default::default(),
-        sources: vec![BuiltSource {
+    let topology = Topology::from_parts(
+        vec![BuiltSource {
             source: Box::new(ReplaySource {
                 path: replaying.clone(),
                 dead_letter: path.clone(),
@@ -194,15 +193,13 @@ pub async fn replay(
             ),
             metrics: source_metrics,
         }],
-        transforms: Vec::new(),
-        sinks: vec![BuiltSink {
+        vec![BuiltSink {
             sink: built,
             input: rx,
             metrics: Arc::clone(&sink_metrics),
         }],
-        buffers: Vec::new(),
-        grace: config.shutdown_grace_period,
-    };
+        config.shutdown_grace_period,
+    );
     let rejected_before = lines_in(&path);
     match topology.run(stop, &Health::default()).await {
         Outcome::Completed => {}

@@ -11,10 +11,12 @@ pub mod disk_buffer;
 pub mod graph;
 pub mod health;
 pub mod reference;
+pub mod reload;
 pub mod running;
 pub mod unit_tests;
 
 pub use config::{Config, Loaded, load_file, load_str};
 pub use diagnostic::{Diagnostic, Severity};
 pub use health::{Health, HealthState};
-pub use running::{ApiHandles, ComponentFailure, Outcome, Topology};
+pub use reload::ReloadRequest;
+pub use running::{ApiHandles, ComponentFailure, ComponentList, Outcome, Topology};

@@ -3,22 +3,33 @@
 //! Running spawns the tasks (sinks first, so nothing is sent into a void), watches them, and on a
 //! stop request or a component failure asks the sources to stop; sinks then drain what is
 //! buffered and end once their inputs are gone. A drain that outlives the grace period is cut.
+//!
+//! While running, a [`ReloadRequest`] applies a new config: what [`Diff`] finds changed is built
+//! first (a component that cannot be built, or a sink whose healthcheck fails, refuses the whole
+//! reload and nothing changes), then started, the unchanged producers' fanouts are rewired to
+//! the new consumers, and what was removed or replaced is stopped: sources by their own
+//! shutdown signal, transforms and sinks by the end of their input, each within the grace
+//! period. A sink rebuilt on its buffer gets the buffer back from its predecessor (a recalled
+//! [`Lender`]), so nothing buffered or in flight is lost.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
-use tapio_event::buffer::{BufferSender, buffer};
+use tapio_event::buffer::{BufferSender, Lender, WeakBufferSender, buffer, loan};
 use tapio_event::metrics::ComponentKind;
 use tapio_event::{
     BufferReceiver, BuildContext, ComponentError, ComponentFuture, ComponentMetrics, Fanout,
-    Outputs, ShutdownSignal, Sink, SinkContext, Source, SourceContext, Transform, TransformContext,
-    WhenFull,
+    Outputs, ShutdownSignal, ShutdownTrigger, Sink, SinkContext, Source, SourceContext, Transform,
+    TransformContext, WhenFull,
 };
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, watch};
+use tokio::task::{AbortHandle, JoinError};
+use tokio::time::Instant;
 
 use tapio_sinks::SinkConfig;
 use tapio_sinks::api_store::ApiStore;
@@ -28,7 +39,9 @@ use tapio_sources::api::ApiIngest;
 use crate::analyze::Analyzer;
 use crate::config::{BufferType, Config, SinkComponent};
 use crate::disk_buffer;
+use crate::graph::Graph;
 use crate::health::{Health, HealthState};
+use crate::reload::{Change, Diff, ReloadRequest};
 
 /// How a run ended; the CLI maps it to an exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +101,15 @@ pub(crate) struct BuiltSink {
     pub(crate) metrics: Arc<ComponentMetrics>,
 }
 
+/// How the built components are connected, kept so that a reload can rewire them.
+#[derive(Default)]
+pub(crate) struct Wiring {
+    /// The buffer of each transform and sink built with a new one, by name.
+    inputs: HashMap<String, BufferSender>,
+    /// The outputs of each source and transform built (`None` the default one), by name.
+    outputs: HashMap<String, Vec<(Option<String>, Fanout)>>,
+}
+
 /// Events a transform's input buffer holds: a couple of batches, enough to keep it busy while
 /// bounding what a chain of transforms holds in memory.
 const TRANSFORM_BUFFER_EVENTS: usize = 4096;
@@ -112,9 +134,39 @@ pub struct Topology {
     pub(crate) sources: Vec<BuiltSource>,
     pub(crate) transforms: Vec<BuiltTransform>,
     pub(crate) sinks: Vec<BuiltSink>,
-    /// The disk buffers' tasks, named `<sink>.buffer`.
+    /// Sinks built anew to run on the buffer their predecessor had (a reload's).
+    rebuilt: Vec<(Box<dyn Sink>, Arc<ComponentMetrics>)>,
+    /// The disk buffers' tasks, by the name of their sink.
     pub(crate) buffers: Vec<(String, ComponentFuture)>,
     pub(crate) grace: Duration,
+    wiring: Wiring,
+    /// The config it was built from, which reloads compare with; `None` for a topology put
+    /// together by hand (a dead-letter replay), which cannot reload.
+    config: Option<Config>,
+}
+
+/// The counters of every running component, which a reload changes; what `/metrics` and
+/// `--summary` read.
+#[derive(Default)]
+pub struct ComponentList(RwLock<Vec<Arc<ComponentMetrics>>>);
+
+impl ComponentList {
+    /// A list of `metrics`.
+    pub fn new(metrics: Vec<Arc<ComponentMetrics>>) -> Self {
+        ComponentList(RwLock::new(metrics))
+    }
+
+    /// The components now.
+    pub fn get(&self) -> Vec<Arc<ComponentMetrics>> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, metrics: Vec<Arc<ComponentMetrics>>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = metrics;
+    }
 }
 
 /// A sink's input: the sender upstream writes to, the receiver the sink reads, and the task of
@@ -177,176 +229,78 @@ fn claim<T>(
     Ok(())
 }
 
+/// What a build takes from the running pipeline instead of making it anew.
+#[derive(Default)]
+struct Reuse {
+    /// Components that keep running: not built; producers are wired to their buffers (`None`
+    /// for a source).
+    kept: HashMap<String, Option<BufferSender>>,
+    /// Sinks built anew on the buffer they have.
+    rebuilt: HashMap<String, BufferSender>,
+    /// Counters of the components built anew under their old name, which continue when the
+    /// type stayed the same (a rebuilt sink's always do: its buffer counts into them).
+    metrics: HashMap<String, Arc<ComponentMetrics>>,
+}
+
+/// A producer's outputs wired from `graph` to the buffers in `senders`, and a handle on each
+/// for rewiring.
+fn wire(
+    graph: &Graph,
+    senders: &HashMap<String, BufferSender>,
+    name: &str,
+    metrics: &Arc<ComponentMetrics>,
+) -> (Outputs, Vec<(Option<String>, Fanout)>) {
+    let index = graph
+        .index_of(name)
+        .expect("every component is a graph node");
+    let fanout = |output: Option<&str>| {
+        Fanout::keyed(
+            graph
+                .consumers(index, output)
+                .filter_map(|to| {
+                    let consumer = &graph.nodes[to].name;
+                    senders.get(consumer).map(|s| (consumer.clone(), s.clone()))
+                })
+                .collect(),
+        )
+    };
+    let default = fanout(None);
+    let named: Vec<(String, Fanout)> = graph.nodes[index]
+        .named_outputs
+        .iter()
+        .map(|output| (output.clone(), fanout(Some(output))))
+        .collect();
+    let handles = std::iter::once((None, default.clone()))
+        .chain(named.iter().map(|(o, f)| (Some(o.clone()), f.clone())))
+        .collect();
+    (Outputs::new(default, named, Arc::clone(metrics)), handles)
+}
+
 impl Topology {
     /// Builds every component; on failure returns one error per component that could not be
     /// built, each naming its component once.
     pub fn build(config: &Config) -> Result<Topology, Vec<ComponentFailure>> {
-        let keeps_state = config.sources.iter().any(|s| s.config.uses_data_dir())
-            || config
-                .sinks
-                .iter()
-                .any(|s| s.config.uses_data_dir() || s.buffer.disk().is_some());
-        if keeps_state && let Err(error) = ensure_writable(&config.data_dir) {
-            return Err(vec![ComponentFailure {
-                component: "data_dir".to_owned(),
-                error: ComponentError::unavailable(format!(
-                    "{}: {error}; set `data_dir` to a writable directory",
-                    config.data_dir.display()
-                )),
-            }]);
-        }
-        let context = |name: &str| BuildContext {
-            name: name.to_owned(),
-            data_dir: config.data_dir.clone(),
-            node_name: config.node_name.clone(),
-        };
-        let counters = |name: &str, type_name: &str, kind| {
-            Arc::new(ComponentMetrics::new(name, type_name, kind))
-        };
-        // Every consumer's buffer exists before any producer is wired to it.
-        let mut senders: HashMap<&str, BufferSender> = HashMap::new();
-        let mut inputs: HashMap<&str, (BufferReceiver, Arc<ComponentMetrics>)> = HashMap::new();
-        let mut problems = Vec::new();
-        let mut buffers = Vec::new();
-        for component in &config.sinks {
-            let metrics = counters(
-                &component.name,
-                component.config.type_name(),
-                ComponentKind::Sink,
-            );
-            match sink_buffer(config, component, &metrics) {
-                Ok((tx, rx, disk)) => {
-                    senders.insert(&component.name, tx);
-                    inputs.insert(&component.name, (rx, metrics));
-                    buffers.extend(disk.map(|run| (format!("{}.buffer", component.name), run)));
-                }
-                Err(error) => problems.push(ComponentFailure::new(
-                    ComponentKind::Sink,
-                    &component.name,
-                    error,
-                )),
-            }
-        }
-        for component in &config.transforms {
-            let metrics = counters(
-                &component.name,
-                component.config.type_name(),
-                ComponentKind::Transform,
-            );
-            let (tx, rx) = buffer(
-                TRANSFORM_BUFFER_EVENTS,
-                WhenFull::Block,
-                Arc::clone(&metrics),
-            );
-            senders.insert(&component.name, tx);
-            inputs.insert(&component.name, (rx, metrics));
-        }
-        let graph = &config.graph;
-        let fanout = |from: usize, output: Option<&str>| {
-            Fanout::new(
-                graph
-                    .consumers(from, output)
-                    .filter_map(|to| senders.get(graph.nodes[to].name.as_str()).cloned())
-                    .collect(),
-            )
-        };
-        let outputs = |name: &str, metrics: &Arc<ComponentMetrics>| {
-            let index = graph
-                .index_of(name)
-                .expect("every component is a graph node");
-            let named = graph.nodes[index]
-                .named_outputs
-                .iter()
-                .map(|output| (output.clone(), fanout(index, Some(output))))
-                .collect();
-            Outputs::new(fanout(index, None), named, Arc::clone(metrics))
-        };
-        let mut api = ApiHandles {
-            analyzer: Analyzer::from_config(config),
-            ..ApiHandles::default()
-        };
-        let mut sinks = Vec::new();
-        for component in &config.sinks {
-            let Some((input, metrics)) = inputs.remove(component.name.as_str()) else {
-                continue;
-            };
-            let built = match &component.config {
-                SinkConfig::ApiStore(store) => store.build_shared().and_then(|(store, sink)| {
-                    claim(&mut api.store, &component.name, store, "api_store sink")?;
-                    Ok(sink)
-                }),
-                other => other.build(&context(&component.name)),
-            };
-            match built {
-                Ok(sink) => sinks.push(BuiltSink {
-                    sink,
-                    input,
-                    metrics,
-                }),
-                Err(error) => problems.push(ComponentFailure::new(
-                    ComponentKind::Sink,
-                    &component.name,
-                    error,
-                )),
-            }
-        }
-        let mut transforms = Vec::new();
-        for component in &config.transforms {
-            let (input, metrics) = inputs
-                .remove(component.name.as_str())
-                .expect("created above");
-            match component.config.build(&context(&component.name)) {
-                Ok(transform) => transforms.push(BuiltTransform {
-                    transform,
-                    input,
-                    outputs: outputs(&component.name, &metrics),
-                    metrics,
-                }),
-                Err(error) => problems.push(ComponentFailure::new(
-                    ComponentKind::Transform,
-                    &component.name,
-                    error,
-                )),
-            }
-        }
-        let mut sources = Vec::new();
-        for component in &config.sources {
-            let metrics = counters(
-                &component.name,
-                component.config.type_name(),
-                ComponentKind::Source,
-            );
-            let built = match &component.config {
-                SourceConfig::Api(intake) => intake.build_shared().and_then(|(ingest, source)| {
-                    claim(&mut api.ingest, &component.name, ingest, "api source")?;
-                    Ok(source)
-                }),
-                other => other.build(&context(&component.name)),
-            };
-            match built {
-                Ok(source) => sources.push(BuiltSource {
-                    source,
-                    outputs: outputs(&component.name, &metrics),
-                    metrics,
-                }),
-                Err(error) => problems.push(ComponentFailure::new(
-                    ComponentKind::Source,
-                    &component.name,
-                    error,
-                )),
-            }
-        }
-        if !problems.is_empty() {
-            return Err(problems);
-        }
-        Ok(Topology {
-            api,
+        build_parts(config, &Reuse::default())
+    }
+
+    /// A topology of pieces wired by hand (a dead-letter replay, tests): it runs and drains
+    /// like a built one but cannot reload.
+    pub(crate) fn from_parts(
+        sources: Vec<BuiltSource>,
+        sinks: Vec<BuiltSink>,
+        grace: Duration,
+    ) -> Topology {
+        Topology {
+            api: ApiHandles::default(),
             sources,
-            transforms,
+            transforms: Vec::new(),
             sinks,
-            buffers,
-            grace: config.shutdown_grace_period,
-        })
+            rebuilt: Vec::new(),
+            buffers: Vec::new(),
+            grace,
+            wiring: Wiring::default(),
+            config: None,
+        }
     }
 
     /// The store and intake the API serves, handed up before the pipeline runs.
@@ -363,21 +317,27 @@ impl Topology {
     }
 
     /// Runs until every component has finished, draining on `stop` or on the first failure.
-    /// Sources start, and health turns `running`, only once every sink's healthcheck passed:
-    /// a destination that does not answer fails the start with its own message.
     pub async fn run(self, stop: impl Future<Output = ()>, health: &Health) -> Outcome {
+        let (_no_reloads, reloads) = mpsc::unbounded_channel();
+        self.run_reloading(stop, reloads, health, &ComponentList::default())
+            .await
+    }
+
+    /// [`Topology::run`], applying each config that arrives on `reloads` (one at a time: the
+    /// next is taken once what the previous one stopped has finished). `components` follows
+    /// the running components. Sources start, and health turns `running`, only once every
+    /// sink's healthcheck passed: a destination that does not answer fails the start with its
+    /// own message.
+    pub async fn run_reloading(
+        self,
+        stop: impl Future<Output = ()>,
+        mut reloads: mpsc::UnboundedReceiver<ReloadRequest>,
+        health: &Health,
+        components: &ComponentList,
+    ) -> Outcome {
         tokio::pin!(stop);
-        let checks = self.sinks.iter().map(|built| {
-            let name = built.metrics.name.clone();
-            let check = built.sink.healthcheck();
-            async move {
-                check
-                    .await
-                    .map_err(|error| ComponentFailure::new(ComponentKind::Sink, &name, error))
-            }
-        });
-        let unhealthy: Vec<ComponentFailure> = tokio::select! {
-            results = futures::future::join_all(checks) => results.into_iter().filter_map(Result::err).collect(),
+        let unhealthy = tokio::select! {
+            unhealthy = healthchecks(self.sinks.iter().map(|s| (&*s.sink, &s.metrics))) => unhealthy,
             () = &mut stop => {
                 tracing::info!("stop requested during the sinks' healthchecks");
                 return Outcome::Completed;
@@ -389,102 +349,78 @@ impl Topology {
             }
             return Outcome::Failed(unhealthy);
         }
-        let (trigger, signal) = ShutdownSignal::new();
-        let mut tasks = FuturesUnordered::new();
-        let mut handles = Vec::new();
-        let mut watch = |name: String, kind: ComponentKind, handle: JoinHandle<_>| {
-            handles.push((name.clone(), handle.abort_handle()));
-            tasks.push(async move { (name, kind, handle.await) });
+        let mut running = Running {
+            tasks: FuturesUnordered::new(),
+            handles: HashMap::new(),
+            next_id: 0,
+            live: HashMap::new(),
+            finished: HashMap::new(),
+            retiring: HashMap::new(),
+            grace: self.grace,
+            config: None,
+            health,
         };
-        for (name, run) in self.buffers {
-            watch(name, ComponentKind::Sink, tokio::spawn(run));
-        }
-        for built in self.sinks {
-            let name = built.metrics.name.clone();
-            let cx = SinkContext {
-                metrics: built.metrics,
-            };
-            watch(
-                name,
-                ComponentKind::Sink,
-                tokio::spawn(built.sink.run(built.input, cx)),
-            );
-        }
-        for built in self.transforms {
-            let name = built.metrics.name.clone();
-            let cx = TransformContext {
-                out: built.outputs,
-                metrics: built.metrics,
-            };
-            watch(
-                name,
-                ComponentKind::Transform,
-                tokio::spawn(built.transform.run(built.input, cx)),
-            );
-        }
-        for built in self.sources {
-            let name = built.metrics.name.clone();
-            let cx = SourceContext {
-                out: built.outputs,
-                shutdown: signal.clone(),
-                metrics: built.metrics,
-            };
-            watch(
-                name,
-                ComponentKind::Source,
-                tokio::spawn(built.source.run(cx)),
-            );
-        }
-        drop(signal);
+        running.config = self.config.clone();
+        running.start(self, None);
         health.set(HealthState::Running);
-        tracing::info!(components = handles.len(), "pipeline running");
+        tracing::info!(components = running.handles.len(), "pipeline running");
 
         let mut failures = Vec::new();
-        let mut deadline: Option<tokio::time::Instant> = None;
-        let begin_drain = |deadline: &mut Option<tokio::time::Instant>| {
-            if deadline.is_none() {
-                trigger.trigger();
-                health.set(HealthState::Draining);
-                *deadline = Some(tokio::time::Instant::now() + self.grace);
-            }
-        };
+        let mut draining: Option<Instant> = None;
+        let mut reloads_open = true;
         loop {
+            let next_deadline = running.retiring.values().copied().chain(draining).min();
             let timeout = async {
-                match deadline {
+                match next_deadline {
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
             };
+            let settled = running.retiring.is_empty();
             tokio::select! {
-                finished = tasks.next() => {
-                    let Some((name, kind, result)) = finished else { break };
-                    let problem = match result {
-                        Ok(Ok(())) => None,
-                        Ok(Err(error)) => Some(ComponentFailure::new(kind, &name, error)),
-                        Err(join) if join.is_panic() => Some(ComponentFailure::new(kind, &name, ComponentError::runtime(format!("panicked: {}", panic_message(join))))),
-                        Err(_) => None,
-                    };
-                    handles.retain(|(n, _)| *n != name);
-                    match problem {
-                        Some(problem) => {
-                            tracing::error!("{} failed: {}; draining the rest of the pipeline", problem.component, problem.error);
-                            failures.push(problem);
-                            begin_drain(&mut deadline);
-                        }
-                        None => tracing::debug!(component = %name, "finished"),
+                finished = running.tasks.next() => {
+                    let Some((id, result)) = finished else { break };
+                    if let Some(problem) = running.finished(id, result) {
+                        tracing::error!("{} failed: {}; draining the rest of the pipeline", problem.component, problem.error);
+                        failures.push(problem);
+                        running.begin_drain(&mut draining);
                     }
                 }
-                () = &mut stop, if deadline.is_none() => {
-                    tracing::info!(grace_period = ?self.grace, "stop requested; draining buffers");
-                    begin_drain(&mut deadline);
+                () = &mut stop, if draining.is_none() => {
+                    tracing::info!(grace_period = ?running.grace, "stop requested; draining buffers");
+                    running.begin_drain(&mut draining);
+                }
+                request = reloads.recv(), if reloads_open && settled && draining.is_none() => {
+                    let Some(request) = request else {
+                        reloads_open = false;
+                        continue;
+                    };
+                    let result = running.reload(request.config).await;
+                    match &result {
+                        Ok(summary) => {
+                            components.set(running.metrics());
+                            tracing::info!("config reloaded: {summary}");
+                        }
+                        Err(problems) => {
+                            for problem in problems {
+                                tracing::error!("reload refused: {problem}");
+                            }
+                        }
+                    }
+                    running.health.count_reload(result.is_ok());
+                    running.settle();
+                    let _ = request.reply.send(result);
                 }
                 () = timeout => {
-                    let pending: Vec<String> = handles.iter().map(|(n, _)| n.clone()).collect();
-                    for (_, handle) in &handles {
-                        handle.abort();
+                    if draining.is_some_and(|at| at <= Instant::now()) {
+                        let pending: Vec<String> = running.handles.values().map(|t| t.label.clone()).collect();
+                        for task in running.handles.values() {
+                            task.abort.abort();
+                        }
+                        tracing::error!(still_running = ?pending, "drain did not finish within the grace period");
+                        return Outcome::DrainTimedOut(pending);
                     }
-                    tracing::error!(still_running = ?pending, "drain did not finish within the grace period");
-                    return Outcome::DrainTimedOut(pending);
+                    running.cut_overdue();
                 }
             }
         }
@@ -496,7 +432,805 @@ impl Topology {
     }
 }
 
-fn panic_message(join: tokio::task::JoinError) -> String {
+/// Runs every sink's healthcheck at once; the failures, each naming its sink.
+async fn healthchecks<'a>(
+    sinks: impl Iterator<Item = (&'a dyn Sink, &'a Arc<ComponentMetrics>)>,
+) -> Vec<ComponentFailure> {
+    let checks = sinks.map(|(sink, metrics)| {
+        let name = metrics.name.clone();
+        let check = sink.healthcheck();
+        async move {
+            check
+                .await
+                .map_err(|error| ComponentFailure::new(ComponentKind::Sink, &name, error))
+        }
+    });
+    futures::future::join_all(checks)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect()
+}
+
+/// Builds the components of `config` that `reuse` does not keep, wired to new buffers and to
+/// the kept ones.
+fn build_parts(config: &Config, reuse: &Reuse) -> Result<Topology, Vec<ComponentFailure>> {
+    let keeps_state = config.sources.iter().any(|s| s.config.uses_data_dir())
+        || config
+            .sinks
+            .iter()
+            .any(|s| s.config.uses_data_dir() || s.buffer.disk().is_some());
+    if keeps_state && let Err(error) = ensure_writable(&config.data_dir) {
+        return Err(vec![ComponentFailure {
+            component: "data_dir".to_owned(),
+            error: ComponentError::unavailable(format!(
+                "{}: {error}; set `data_dir` to a writable directory",
+                config.data_dir.display()
+            )),
+        }]);
+    }
+    let context = |name: &str| build_context(config, name);
+    let counters = |name: &str, type_name: &str, kind| match reuse.metrics.get(name) {
+        Some(metrics) if metrics.component_type == type_name && metrics.kind == kind => {
+            Arc::clone(metrics)
+        }
+        _ => Arc::new(ComponentMetrics::new(name, type_name, kind)),
+    };
+    let kept = |name: &str| reuse.kept.contains_key(name);
+    // Every consumer's buffer exists before any producer is wired to it.
+    let mut senders: HashMap<String, BufferSender> = reuse
+        .kept
+        .iter()
+        .filter_map(|(name, sender)| Some((name.clone(), sender.clone()?)))
+        .chain(reuse.rebuilt.iter().map(|(n, s)| (n.clone(), s.clone())))
+        .collect();
+    let mut wiring = Wiring::default();
+    let mut inputs: HashMap<&str, (BufferReceiver, Arc<ComponentMetrics>)> = HashMap::new();
+    let mut problems = Vec::new();
+    let mut buffers = Vec::new();
+    for component in &config.sinks {
+        if kept(&component.name) || reuse.rebuilt.contains_key(&component.name) {
+            continue;
+        }
+        let metrics = counters(
+            &component.name,
+            component.config.type_name(),
+            ComponentKind::Sink,
+        );
+        match sink_buffer(config, component, &metrics) {
+            Ok((tx, rx, disk)) => {
+                senders.insert(component.name.clone(), tx.clone());
+                wiring.inputs.insert(component.name.clone(), tx);
+                inputs.insert(&component.name, (rx, metrics));
+                buffers.extend(disk.map(|run| (component.name.clone(), run)));
+            }
+            Err(error) => problems.push(ComponentFailure::new(
+                ComponentKind::Sink,
+                &component.name,
+                error,
+            )),
+        }
+    }
+    for component in config.transforms.iter().filter(|c| !kept(&c.name)) {
+        let metrics = counters(
+            &component.name,
+            component.config.type_name(),
+            ComponentKind::Transform,
+        );
+        let (tx, rx) = buffer(
+            TRANSFORM_BUFFER_EVENTS,
+            WhenFull::Block,
+            Arc::clone(&metrics),
+        );
+        senders.insert(component.name.clone(), tx.clone());
+        wiring.inputs.insert(component.name.clone(), tx);
+        inputs.insert(&component.name, (rx, metrics));
+    }
+    let mut outputs = |name: &str, metrics: &Arc<ComponentMetrics>| {
+        let (outputs, handles) = wire(&config.graph, &senders, name, metrics);
+        wiring.outputs.insert(name.to_owned(), handles);
+        outputs
+    };
+    let mut sinks = Vec::new();
+    let mut rebuilt = Vec::new();
+    let mut api = ApiHandles {
+        analyzer: Analyzer::from_config(config),
+        ..ApiHandles::default()
+    };
+    for component in config.sinks.iter().filter(|c| !kept(&c.name)) {
+        let built = match &component.config {
+            SinkConfig::ApiStore(store) => store.build_shared().and_then(|(store, sink)| {
+                claim(&mut api.store, &component.name, store, "api_store sink")?;
+                Ok(sink)
+            }),
+            other => other.build(&context(&component.name)),
+        };
+        let built = match built {
+            Ok(sink) => sink,
+            Err(error) => {
+                problems.push(ComponentFailure::new(
+                    ComponentKind::Sink,
+                    &component.name,
+                    error,
+                ));
+                continue;
+            }
+        };
+        if reuse.rebuilt.contains_key(&component.name) {
+            // The buffer counts into its old counters, so the rebuilt sink keeps them.
+            let metrics = reuse
+                .metrics
+                .get(&component.name)
+                .cloned()
+                .unwrap_or_else(|| {
+                    counters(
+                        &component.name,
+                        component.config.type_name(),
+                        ComponentKind::Sink,
+                    )
+                });
+            rebuilt.push((built, metrics));
+        } else if let Some((input, metrics)) = inputs.remove(component.name.as_str()) {
+            sinks.push(BuiltSink {
+                sink: built,
+                input,
+                metrics,
+            });
+        }
+    }
+    let mut transforms = Vec::new();
+    for component in config.transforms.iter().filter(|c| !kept(&c.name)) {
+        let (input, metrics) = inputs
+            .remove(component.name.as_str())
+            .expect("created above");
+        match component.config.build(&context(&component.name)) {
+            Ok(transform) => transforms.push(BuiltTransform {
+                transform,
+                input,
+                outputs: outputs(&component.name, &metrics),
+                metrics,
+            }),
+            Err(error) => problems.push(ComponentFailure::new(
+                ComponentKind::Transform,
+                &component.name,
+                error,
+            )),
+        }
+    }
+    let mut sources = Vec::new();
+    for component in config.sources.iter().filter(|c| !kept(&c.name)) {
+        let metrics = counters(
+            &component.name,
+            component.config.type_name(),
+            ComponentKind::Source,
+        );
+        let built = match &component.config {
+            SourceConfig::Api(intake) => intake.build_shared().and_then(|(ingest, source)| {
+                claim(&mut api.ingest, &component.name, ingest, "api source")?;
+                Ok(source)
+            }),
+            other => other.build(&context(&component.name)),
+        };
+        match built {
+            Ok(source) => sources.push(BuiltSource {
+                source,
+                outputs: outputs(&component.name, &metrics),
+                metrics,
+            }),
+            Err(error) => problems.push(ComponentFailure::new(
+                ComponentKind::Source,
+                &component.name,
+                error,
+            )),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Topology {
+        api,
+        sources,
+        transforms,
+        sinks,
+        rebuilt,
+        buffers,
+        grace: config.shutdown_grace_period,
+        wiring,
+        config: Some(config.clone()),
+    })
+}
+
+/// Resolves once a task has finished (or was cut).
+#[derive(Clone)]
+struct Done(watch::Receiver<bool>);
+
+impl Done {
+    async fn wait(mut self) {
+        let _ = self.0.wait_for(|done| *done).await;
+    }
+}
+
+/// Fires [`Done`] when dropped: at the end of its task, however it ends.
+struct Finishing(watch::Sender<bool>);
+
+impl Drop for Finishing {
+    fn drop(&mut self) {
+        let _ = self.0.send(true);
+    }
+}
+
+/// A spawned task the run loop watches.
+struct Task {
+    /// The component it belongs to.
+    component: String,
+    kind: ComponentKind,
+    /// Its name in messages: the component's, or `<sink>.buffer` for a disk buffer.
+    label: String,
+    abort: AbortHandle,
+    done: Done,
+}
+
+/// What the running topology knows of a running component, to rewire, replace or stop it.
+struct Live {
+    kind: ComponentKind,
+    metrics: Arc<ComponentMetrics>,
+    /// Its buffer (transforms and sinks), for producers a reload connects to it.
+    input: Option<WeakBufferSender>,
+    /// Its outputs (sources and transforms), for rewiring.
+    outputs: Vec<(Option<String>, Fanout)>,
+    /// Stops it (sources).
+    stop: Option<ShutdownTrigger>,
+    /// Gets its buffer back (sinks).
+    lender: Option<Lender>,
+    /// The task that is the component.
+    main: u64,
+    /// A sink's disk buffer task.
+    buffer_task: Option<u64>,
+}
+
+/// Where a starting sink's receiver comes from.
+enum SinkInput {
+    /// Its own new buffer.
+    Ready(BufferReceiver),
+    /// Its own new buffer, once the sink it replaces has finished with the destination.
+    After(Done, BufferReceiver),
+    /// Its predecessor's buffer, once the predecessor hands it back.
+    HandedBack(Lender),
+}
+
+type Finished = (u64, Result<Result<(), ComponentError>, JoinError>);
+
+/// Builds a replaced source again once its predecessor has stopped: a source may read, when
+/// it is built, state its predecessor writes as it stops (the `file` source's checkpoints).
+/// The build a reload makes first only proves that it builds.
+type Rebuild = Box<dyn FnOnce() -> Result<Box<dyn Source>, ComponentError> + Send>;
+
+/// What a reload's new components start after: the instances they replace (by name), and
+/// the config to build a replaced source from again.
+struct Successors<'c> {
+    predecessors: HashMap<String, Done>,
+    config: &'c Config,
+}
+
+impl Successors<'_> {
+    /// The predecessor of source `name` and how to build it again, if a reload replaces one.
+    fn rebuild(&self, name: &str) -> Option<(Done, Rebuild)> {
+        let done = self.predecessors.get(name)?.clone();
+        let component = self.config.sources.iter().find(|c| c.name == name)?;
+        let config = component.config.clone();
+        let cx = build_context(self.config, name);
+        Some((done, Box::new(move || config.build(&cx))))
+    }
+}
+
+/// What building component `name` of `config` gets.
+fn build_context(config: &Config, name: &str) -> BuildContext {
+    BuildContext {
+        name: name.to_owned(),
+        data_dir: config.data_dir.clone(),
+        node_name: config.node_name.clone(),
+    }
+}
+
+/// The run loop's state: every task, the live components, and those a reload stopped, each
+/// with the moment it is cut if still running.
+struct Running<'h> {
+    tasks: FuturesUnordered<BoxFuture<'static, Finished>>,
+    handles: HashMap<u64, Task>,
+    next_id: u64,
+    live: HashMap<String, Live>,
+    /// Components that ended on their own (a source whose input ended, and what it fed), with
+    /// their counters: a reload that keeps them unchanged does not start them again.
+    finished: HashMap<String, Arc<ComponentMetrics>>,
+    retiring: HashMap<u64, Instant>,
+    grace: Duration,
+    config: Option<Config>,
+    health: &'h Health,
+}
+
+impl Running<'_> {
+    fn spawn(
+        &mut self,
+        component: &str,
+        kind: ComponentKind,
+        label: String,
+        run: ComponentFuture,
+    ) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let (done_tx, done) = watch::channel(false);
+        let handle = tokio::spawn(async move {
+            let _finishing = Finishing(done_tx);
+            run.await
+        });
+        self.handles.insert(
+            id,
+            Task {
+                component: component.to_owned(),
+                kind,
+                label,
+                abort: handle.abort_handle(),
+                done: Done(done),
+            },
+        );
+        self.tasks.push(Box::pin(async move { (id, handle.await) }));
+        id
+    }
+
+    fn done_of(&self, id: u64) -> Option<Done> {
+        self.handles.get(&id).map(|t| t.done.clone())
+    }
+
+    fn spawn_sink(
+        &mut self,
+        sink: Box<dyn Sink>,
+        input: SinkInput,
+        metrics: Arc<ComponentMetrics>,
+    ) -> (u64, Lender) {
+        let (lender, loan) = loan();
+        let name = metrics.name.clone();
+        let cx = SinkContext { metrics };
+        let run: ComponentFuture = Box::pin(async move {
+            let input = match input {
+                SinkInput::Ready(input) => input,
+                SinkInput::After(done, input) => {
+                    done.wait().await;
+                    input
+                }
+                SinkInput::HandedBack(predecessor) => {
+                    predecessor.returned().await.ok_or_else(|| {
+                        ComponentError::runtime("the sink it replaces did not hand its buffer back")
+                    })?
+                }
+            };
+            sink.run(input.on_loan(loan), cx).await
+        });
+        (
+            self.spawn(&name, ComponentKind::Sink, name.clone(), run),
+            lender,
+        )
+    }
+
+    fn spawn_transform(&mut self, built: BuiltTransform, wiring: &mut Wiring) {
+        let name = built.metrics.name.clone();
+        let metrics = Arc::clone(&built.metrics);
+        let cx = TransformContext {
+            out: built.outputs,
+            metrics: built.metrics,
+        };
+        let main = self.spawn(
+            &name,
+            ComponentKind::Transform,
+            name.clone(),
+            built.transform.run(built.input, cx),
+        );
+        self.live.insert(
+            name.clone(),
+            Live {
+                kind: ComponentKind::Transform,
+                metrics,
+                input: wiring.inputs.get(&name).map(BufferSender::downgrade),
+                outputs: wiring.outputs.remove(&name).unwrap_or_default(),
+                stop: None,
+                lender: None,
+                main,
+                buffer_task: None,
+            },
+        );
+    }
+
+    fn spawn_source(
+        &mut self,
+        built: BuiltSource,
+        after: Option<(Done, Rebuild)>,
+        wiring: &mut Wiring,
+    ) {
+        let name = built.metrics.name.clone();
+        let metrics = Arc::clone(&built.metrics);
+        let (trigger, signal) = ShutdownSignal::new();
+        let cx = SourceContext {
+            out: built.outputs,
+            shutdown: signal,
+            metrics: built.metrics,
+        };
+        let source = built.source;
+        let run: ComponentFuture = Box::pin(async move {
+            let source = match after {
+                Some((predecessor, rebuild)) => {
+                    drop(source);
+                    predecessor.wait().await;
+                    rebuild()?
+                }
+                None => source,
+            };
+            source.run(cx).await
+        });
+        let main = self.spawn(&name, ComponentKind::Source, name.clone(), run);
+        self.live.insert(
+            name.clone(),
+            Live {
+                kind: ComponentKind::Source,
+                metrics,
+                input: None,
+                outputs: wiring.outputs.remove(&name).unwrap_or_default(),
+                stop: Some(trigger),
+                lender: None,
+                main,
+                buffer_task: None,
+            },
+        );
+    }
+
+    /// Spawns the fresh sinks of `parts` (with their disk buffers), each after the
+    /// predecessor a reload replaces (`predecessors`, by name) has finished.
+    fn spawn_sinks(
+        &mut self,
+        sinks: Vec<BuiltSink>,
+        buffers: Vec<(String, ComponentFuture)>,
+        predecessors: &HashMap<String, Done>,
+        wiring: &Wiring,
+    ) {
+        let mut buffer_tasks: HashMap<String, u64> = HashMap::new();
+        for (sink, run) in buffers {
+            let id = self.spawn(&sink, ComponentKind::Sink, format!("{sink}.buffer"), run);
+            buffer_tasks.insert(sink, id);
+        }
+        for built in sinks {
+            let name = built.metrics.name.clone();
+            let metrics = Arc::clone(&built.metrics);
+            let input = match predecessors.get(&name) {
+                Some(done) => SinkInput::After(done.clone(), built.input),
+                None => SinkInput::Ready(built.input),
+            };
+            let (main, lender) = self.spawn_sink(built.sink, input, built.metrics);
+            self.live.insert(
+                name.clone(),
+                Live {
+                    kind: ComponentKind::Sink,
+                    metrics,
+                    input: wiring.inputs.get(&name).map(BufferSender::downgrade),
+                    outputs: Vec::new(),
+                    stop: None,
+                    lender: Some(lender),
+                    main,
+                    buffer_task: buffer_tasks.remove(&name),
+                },
+            );
+        }
+    }
+
+    /// Starts a built topology: sinks first, then transforms, then sources, so nothing is sent
+    /// into a void; a reload's new components after what they replace.
+    fn start(&mut self, parts: Topology, successors: Option<&Successors<'_>>) {
+        let Topology {
+            sources,
+            transforms,
+            sinks,
+            buffers,
+            mut wiring,
+            ..
+        } = parts;
+        let none = HashMap::new();
+        let predecessors = successors.map_or(&none, |s| &s.predecessors);
+        self.spawn_sinks(sinks, buffers, predecessors, &wiring);
+        for built in transforms {
+            self.spawn_transform(built, &mut wiring);
+        }
+        for built in sources {
+            let after = successors.and_then(|s| s.rebuild(&built.metrics.name));
+            self.spawn_source(built, after, &mut wiring);
+        }
+    }
+
+    /// Every live component's counters, in the config's order.
+    fn metrics(&self) -> Vec<Arc<ComponentMetrics>> {
+        let Some(config) = &self.config else {
+            return Vec::new();
+        };
+        let names = config
+            .sources
+            .iter()
+            .map(|c| &c.name)
+            .chain(config.transforms.iter().map(|c| &c.name))
+            .chain(config.sinks.iter().map(|c| &c.name));
+        names
+            .filter_map(|name| {
+                let live = self.live.get(name).map(|l| &l.metrics);
+                live.or_else(|| self.finished.get(name)).map(Arc::clone)
+            })
+            .collect()
+    }
+
+    /// Marks `id` as stopped by a reload: it must finish by `deadline`.
+    fn retire(&mut self, id: u64, deadline: Instant) {
+        if self.handles.contains_key(&id) {
+            self.retiring.insert(id, deadline);
+        }
+    }
+
+    /// Stops a component a reload removes or replaces: a source by its signal, the others by
+    /// the end of their input (its producers no longer feed it). Its tasks must finish within
+    /// the grace period.
+    fn retire_component(&mut self, old: Live, deadline: Instant) {
+        if let Some(stop) = &old.stop {
+            stop.trigger();
+        }
+        self.retire(old.main, deadline);
+        if let Some(id) = old.buffer_task {
+            self.retire(id, deadline);
+        }
+    }
+
+    /// Back to `running` once nothing a reload stopped is still running.
+    fn settle(&self) {
+        if self.retiring.is_empty() && self.health.get() == HealthState::Reloading {
+            self.health.set(HealthState::Running);
+            tracing::info!("reload complete: every stopped component has finished");
+        }
+    }
+
+    /// Cuts what a reload stopped and did not finish within the grace period.
+    fn cut_overdue(&mut self) {
+        let now = Instant::now();
+        let overdue: Vec<u64> = self
+            .retiring
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in overdue {
+            self.retiring.remove(&id);
+            if let Some(task) = self.handles.get(&id) {
+                task.abort.abort();
+                tracing::error!(
+                    "{}s.{} was stopped by a reload and did not finish within the grace period; cut",
+                    task.kind.as_str(),
+                    task.label
+                );
+            }
+        }
+        self.settle();
+    }
+
+    /// Asks every source to stop and health to say `draining`, once.
+    fn begin_drain(&mut self, deadline: &mut Option<Instant>) {
+        if deadline.is_none() {
+            for live in self.live.values() {
+                if let Some(stop) = &live.stop {
+                    stop.trigger();
+                }
+            }
+            self.health.set(HealthState::Draining);
+            *deadline = Some(Instant::now() + self.grace);
+        }
+    }
+
+    /// Books a finished task; its failure, if it was a live component's (a component a reload
+    /// stopped that fails is logged, not a reason to stop the pipeline).
+    fn finished(
+        &mut self,
+        id: u64,
+        result: Result<Result<(), ComponentError>, JoinError>,
+    ) -> Option<ComponentFailure> {
+        let task = self.handles.remove(&id)?;
+        let retired = self.retiring.remove(&id).is_some();
+        let mut ended = None;
+        if self.live.get(&task.component).is_some_and(|l| l.main == id) {
+            // Its fanouts and buffer handle go with it, so what it fed can end too.
+            ended = self.live.remove(&task.component);
+        }
+        let problem = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(ComponentFailure::new(task.kind, &task.label, error)),
+            Err(join) if join.is_panic() => Some(ComponentFailure::new(
+                task.kind,
+                &task.label,
+                ComponentError::runtime(format!("panicked: {}", panic_message(join))),
+            )),
+            Err(_) => None,
+        };
+        if retired {
+            if let Some(problem) = &problem {
+                tracing::error!("{problem} (while stopping after a reload)");
+            }
+            self.settle();
+            return None;
+        }
+        if problem.is_none() {
+            tracing::debug!(component = %task.label, "finished");
+            if let Some(ended) = ended {
+                self.finished.insert(task.component, ended.metrics);
+            }
+        }
+        problem
+    }
+
+    /// Applies `new`; the summary of what changed, or why nothing did.
+    async fn reload(&mut self, new: Config) -> Result<String, Vec<ComponentFailure>> {
+        let Some(current) = &self.config else {
+            return Err(vec![ComponentFailure {
+                component: "reload".to_owned(),
+                error: ComponentError::config("this pipeline was not built from a config"),
+            }]);
+        };
+        let diff = Diff::between(current, &new, |name| {
+            self.live.contains_key(name) || self.finished.contains_key(name)
+        })?;
+        let mut reuse = Reuse::default();
+        let mut problems = Vec::new();
+        for (name, kind, change) in &diff.changes {
+            let Some(live) = self.live.get(name).filter(|l| l.kind == *kind) else {
+                // Finished on its own: left finished when unchanged, started anew if changed.
+                if *change == Change::Keep {
+                    reuse.kept.insert(name.clone(), None);
+                }
+                continue;
+            };
+            let sender = live.input.as_ref().map(WeakBufferSender::upgrade);
+            if sender.as_ref().is_some_and(Option::is_none) {
+                problems.push(ComponentFailure::new(*kind, name, ComponentError::unavailable(
+                    "its inputs have ended and it is finishing; reload again once it has finished",
+                )));
+                continue;
+            }
+            let sender = sender.flatten();
+            match change {
+                Change::Keep => {
+                    reuse.kept.insert(name.clone(), sender);
+                }
+                Change::Rebuild => {
+                    reuse
+                        .rebuilt
+                        .insert(name.clone(), sender.expect("sinks have a buffer"));
+                    reuse
+                        .metrics
+                        .insert(name.clone(), Arc::clone(&live.metrics));
+                }
+                Change::Replace => {
+                    reuse
+                        .metrics
+                        .insert(name.clone(), Arc::clone(&live.metrics));
+                }
+                Change::Add | Change::Remove => {}
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let mut parts = build_parts(&new, &reuse)?;
+        let unhealthy = healthchecks(
+            parts
+                .sinks
+                .iter()
+                .map(|s| (&*s.sink, &s.metrics))
+                .chain(parts.rebuilt.iter().map(|(s, m)| (&**s, m))),
+        )
+        .await;
+        if !unhealthy.is_empty() {
+            return Err(unhealthy);
+        }
+
+        // Everything new is built and healthy: from here on nothing can fail.
+        self.health.set(HealthState::Reloading);
+        let deadline = Instant::now() + new.shutdown_grace_period;
+        for (name, kind, change) in &diff.changes {
+            if *change == Change::Remove
+                && self.live.get(name).is_some_and(|l| l.kind == *kind)
+                && let Some(old) = self.live.remove(name)
+            {
+                self.retire_component(old, deadline);
+            }
+        }
+        let mut predecessors = HashMap::new();
+        for (name, _, change) in &diff.changes {
+            if *change == Change::Replace
+                && let Some(old) = self.live.remove(name)
+            {
+                if let Some(done) = self.done_of(old.main) {
+                    predecessors.insert(name.clone(), done);
+                }
+                self.retire_component(old, deadline);
+            }
+        }
+        for (sink, metrics) in std::mem::take(&mut parts.rebuilt) {
+            let name = metrics.name.clone();
+            let Some(mut old) = self.live.remove(&name) else {
+                continue;
+            };
+            let lender = old
+                .lender
+                .take()
+                .expect("a running sink is lent its buffer");
+            lender.recall();
+            self.retire(old.main, deadline);
+            let (main, lender) =
+                self.spawn_sink(sink, SinkInput::HandedBack(lender), Arc::clone(&metrics));
+            self.live.insert(
+                name,
+                Live {
+                    lender: Some(lender),
+                    main,
+                    metrics,
+                    ..old
+                },
+            );
+        }
+        let mut senders: HashMap<String, BufferSender> = parts.wiring.inputs.clone();
+        senders.extend(
+            reuse
+                .kept
+                .iter()
+                .filter_map(|(name, sender)| Some((name.clone(), sender.clone()?)))
+                .chain(reuse.rebuilt.iter().map(|(n, s)| (n.clone(), s.clone()))),
+        );
+        let successors = Successors {
+            predecessors,
+            config: &new,
+        };
+        self.start(parts, Some(&successors));
+        for (name, live) in &self.live {
+            if live.kind == ComponentKind::Sink || !reuse.kept.contains_key(name) {
+                continue;
+            }
+            rewire(&new.graph, name, &live.outputs, &senders);
+        }
+        self.finished
+            .retain(|name, _| reuse.kept.contains_key(name) && !self.live.contains_key(name));
+        self.grace = new.shutdown_grace_period;
+        self.config = Some(new);
+        Ok(diff.summary())
+    }
+}
+
+/// Points a kept producer's outputs at the consumers `graph` gives them.
+fn rewire(
+    graph: &Graph,
+    name: &str,
+    outputs: &[(Option<String>, Fanout)],
+    senders: &HashMap<String, BufferSender>,
+) {
+    let Some(index) = graph.index_of(name) else {
+        return;
+    };
+    for (output, fanout) in outputs {
+        let wanted: Vec<&str> = graph
+            .consumers(index, output.as_deref())
+            .map(|to| graph.nodes[to].name.as_str())
+            .collect();
+        for key in fanout.keys() {
+            if !wanted.contains(&key.as_str()) {
+                fanout.disconnect(&key);
+            }
+        }
+        for consumer in wanted {
+            if let Some(sender) = senders.get(consumer) {
+                fanout.connect(consumer, sender.clone());
+            }
+        }
+    }
+}
+
+fn panic_message(join: JoinError) -> String {
     let payload = join.into_panic();
     payload
         .downcast_ref::<&str>()
@@ -589,22 +1323,19 @@ mod tests {
         ));
         let (tx, rx) = buffer(100, WhenFull::Block, Arc::clone(&sink_metrics));
         let outputs = Outputs::new(Fanout::new(vec![tx]), vec![], Arc::clone(&source_metrics));
-        let topology = Topology {
-            api: Default::default(),
-            sources: vec![BuiltSource {
+        let topology = Topology::from_parts(
+            vec![BuiltSource {
                 source: Box::new(ScriptedSource { panic_after_send }),
                 outputs,
                 metrics: source_metrics,
             }],
-            transforms: Vec::new(),
-            sinks: vec![BuiltSink {
+            vec![BuiltSink {
                 sink: Box::new(CountingSink { stuck, healthy }),
                 input: rx,
                 metrics: Arc::clone(&sink_metrics),
             }],
-            buffers: Vec::new(),
-            grace: Duration::from_millis(300),
-        };
+            Duration::from_millis(300),
+        );
         (topology, sink_metrics)
     }
 

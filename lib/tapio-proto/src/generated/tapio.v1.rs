@@ -173,6 +173,14 @@ pub struct SystemdContext {
     pub job_type: ::core::option::Option<::prost::alloc::string::String>,
     #[prost(uint32, optional, tag = "7")]
     pub main_pid: ::core::option::Option<u32>,
+    #[prost(string, optional, tag = "8")]
+    pub container_id: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(int32, optional, tag = "9")]
+    pub exit_status: ::core::option::Option<i32>,
+    #[prost(uint32, optional, tag = "10")]
+    pub restarts: ::core::option::Option<u32>,
+    #[prost(string, repeated, tag = "11")]
+    pub journal: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ImpactContext {

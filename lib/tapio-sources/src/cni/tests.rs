@@ -14,7 +14,7 @@ use super::cache::{Attachment, Reservation};
 use crate::util::testing::{assert_quiet, build_context, context, take};
 
 /// A result file as libcni's `cacheAdd` writes it (pkg/libcni/api.go `cachedInfo`).
-fn cache_entry(container: &str, ip: Option<&str>) -> Vec<u8> {
+pub(super) fn cache_entry(container: &str, ip: Option<&str>) -> Vec<u8> {
     let ips = ip.map_or(
         json!([]),
         |ip| json!([{ "address": format!("{ip}/24"), "gateway": "10.1.0.1", "interface": 2 }]),
@@ -36,7 +36,7 @@ fn cache_entry(container: &str, ip: Option<&str>) -> Vec<u8> {
     .into_bytes()
 }
 
-fn config(dir: &Path) -> CniConfig {
+pub(super) fn config(dir: &Path) -> CniConfig {
     CniConfig {
         watch: true,
         cache_dir: dir.join("results"),
@@ -57,7 +57,7 @@ fn start(
     (tokio::spawn(source.run(cx)), taps)
 }
 
-fn op(event: &UnifiedEvent) -> (&str, Option<&str>, Option<&str>) {
+pub(super) fn op(event: &UnifiedEvent) -> (&str, Option<&str>, Option<&str>) {
     let network = event.network.as_deref().expect("network context");
     (
         network.operation.as_deref().unwrap(),

@@ -1,9 +1,12 @@
 //! Watch mode: inotify (the `notify` crate) on libcni's result cache and host-local's IPAM
 //! directory. libcni writes a result file in place (truncate, write, close), so a file is read
 //! when it is closed after writing (or renamed in); one that does not parse then is read again a
-//! few times before it counts as broken, in case a second write was under way.
+//! few times before it counts as broken, in case a second write was under way. When inotify's
+//! queue overflows (a burst of pod starts beyond `fs.inotify.max_queued_events`) the kernel drops
+//! events and says so; both directories are then compared with what is known, so no ADD or DEL
+//! is lost to the overflow.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -69,16 +72,7 @@ impl Watching {
                     ComponentError::unavailable(format!("cni: cannot watch {}: {e}", dir.display()))
                 })?;
         }
-        let mut state = State {
-            cache_dir: config.cache_dir.clone(),
-            ipam_dir: config.ipam_dir.clone(),
-            results: HashMap::new(),
-            reservations: HashMap::new(),
-            ids: IdGenerator::from_entropy(),
-            tx,
-            rereads: ntx,
-            pending: Vec::new(),
-        };
+        let mut state = State::new(config, tx, ntx);
         state.learn_existing(config.emit_existing);
         let task = tokio::spawn(state.follow(nrx));
         Ok(Watching {
@@ -100,27 +94,27 @@ struct State {
 }
 
 impl State {
+    fn new(
+        config: &CniConfig,
+        tx: mpsc::Sender<Found>,
+        rereads: mpsc::UnboundedSender<Notice>,
+    ) -> Self {
+        State {
+            cache_dir: config.cache_dir.clone(),
+            ipam_dir: config.ipam_dir.clone(),
+            results: HashMap::new(),
+            reservations: HashMap::new(),
+            ids: IdGenerator::from_entropy(),
+            tx,
+            rereads,
+            pending: Vec::new(),
+        }
+    }
+
     /// Reads what is there at start: reservations first, so results without IPs get theirs.
     fn learn_existing(&mut self, emit: bool) {
-        let networks = std::fs::read_dir(&self.ipam_dir)
-            .into_iter()
-            .flatten()
-            .flatten();
-        for network in networks {
-            for file in std::fs::read_dir(network.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                self.reservation_changed(&file.path());
-            }
-        }
-        for file in std::fs::read_dir(&self.cache_dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let path = file.path();
+        self.read_reservations();
+        for path in files_in(&self.cache_dir) {
             match std::fs::read(&path).map(|bytes| Attachment::parse(&bytes)) {
                 Ok(Ok(attachment)) => {
                     let attachment = self.with_ip(attachment);
@@ -132,6 +126,39 @@ impl State {
                 Ok(Err(_)) => self.result_changed(&path, Trigger::Written(0)),
                 Err(_) => {}
             }
+        }
+    }
+
+    /// Every reservation host-local holds now, one directory per network.
+    fn read_reservations(&mut self) {
+        for network in files_in(&self.ipam_dir) {
+            for path in files_in(&network) {
+                self.reservation_changed(&path);
+            }
+        }
+    }
+
+    /// After inotify dropped events: what vanished is a `DEL`, what is new or changed an `ADD`
+    /// (an unchanged result is known already and emits nothing).
+    fn rescan(&mut self) {
+        tracing::warn!(
+            cache_dir = %self.cache_dir.display(),
+            "cni: inotify dropped events (its queue overflowed); rescanning the CNI directories"
+        );
+        self.reservations.clear();
+        self.read_reservations();
+        let present: HashSet<PathBuf> = files_in(&self.cache_dir).collect();
+        let gone: Vec<PathBuf> = self
+            .results
+            .keys()
+            .filter(|path| !present.contains(*path))
+            .cloned()
+            .collect();
+        for path in gone {
+            self.path_gone(&path);
+        }
+        for path in present {
+            self.result_changed(&path, Trigger::Written(0));
         }
     }
 
@@ -152,6 +179,9 @@ impl State {
     }
 
     fn on_event(&mut self, event: notify::Event) {
+        if event.need_rescan() {
+            return self.rescan();
+        }
         let trigger = match event.kind {
             EventKind::Access(AccessKind::Close(AccessMode::Write))
             | EventKind::Modify(ModifyKind::Name(RenameMode::To)) => Trigger::Written(0),
@@ -283,9 +313,79 @@ impl State {
     }
 }
 
+/// The paths in `dir`, none when it cannot be read (the watch reports a missing directory).
+fn files_in(dir: &Path) -> impl Iterator<Item = PathBuf> + use<> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+}
+
 /// Temporary files (`.name`) that a writer renames into place later.
 fn hidden(path: &Path) -> bool {
     path.file_name()
         .and_then(|name| name.to_str())
         .is_some_and(|name| name.starts_with('.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cni::tests::{cache_entry, config, op};
+    use notify::event::Flag;
+
+    fn operations(state: &mut State) -> Vec<(String, String)> {
+        state
+            .pending
+            .drain(..)
+            .map(|found| match found {
+                Found::Event(event) => {
+                    let (operation, container, _) = op(&event);
+                    (
+                        operation.to_owned(),
+                        container.unwrap_or_default().to_owned(),
+                    )
+                }
+                Found::Broken { error, .. } => panic!("unexpected broken result: {error}"),
+            })
+            .collect()
+    }
+
+    /// Changes that inotify never reported (as after an overflow) are found by the rescan the
+    /// overflow notice triggers: the removed result is a DEL, the new one an ADD, the unchanged
+    /// one nothing.
+    #[tokio::test]
+    async fn an_overflow_notice_rescans_and_reports_what_was_missed() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        std::fs::create_dir_all(&config.cache_dir).unwrap();
+        let write = |container: &str| {
+            std::fs::write(
+                config.cache_dir.join(format!("net-{container}-eth0")),
+                cache_entry(container, Some("10.1.0.7")),
+            )
+            .unwrap()
+        };
+        write("kept");
+        write("removed");
+        let (tx, _rx) = mpsc::channel(16);
+        let (rereads, _) = mpsc::unbounded_channel();
+        let mut state = State::new(&config, tx, rereads);
+        state.learn_existing(false);
+        assert!(operations(&mut state).is_empty());
+
+        std::fs::remove_file(config.cache_dir.join("net-removed-eth0")).unwrap();
+        write("added");
+        state.on_event(notify::Event::new(EventKind::Other).set_flag(Flag::Rescan));
+        let mut seen = operations(&mut state);
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                ("ADD".to_owned(), "added".to_owned()),
+                ("DEL".to_owned(), "removed".to_owned())
+            ]
+        );
+    }
 }

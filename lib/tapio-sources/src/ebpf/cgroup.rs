@@ -18,14 +18,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::util::kubepods::{container_id, pod_uid};
+
 /// Cgroups remembered at most; past it the cache starts over (a node rarely has this many).
 const MAX_CACHED: usize = 16_384;
 /// `FILEID_KERNFS`: a kernfs file handle is the node's 64-bit id, which is the cgroup id.
 const FILEID_KERNFS: i32 = 0xfe;
-/// Container ids are 64 lowercase hex digits for containerd, Docker, CRI-O and Podman.
-const CONTAINER_ID_LEN: usize = 64;
-/// Systemd scope names that carry a container id, by runtime.
-const SCOPE_PREFIXES: [&str; 4] = ["cri-containerd-", "docker-", "crio-", "libpod-"];
 
 /// What a cgroup path says about the processes in it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -53,38 +51,6 @@ impl Attribution {
     fn is_empty(&self) -> bool {
         self.container_id.is_none() && self.pod_uid.is_none()
     }
-}
-
-fn is_container_id(text: &str) -> bool {
-    text.len() == CONTAINER_ID_LEN && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-/// `cri-containerd-<id>.scope` and the like, or a bare `<id>` (cgroupfs driver).
-fn container_id(component: &str) -> Option<&str> {
-    let id = match component.strip_suffix(".scope") {
-        Some(scope) => SCOPE_PREFIXES
-            .iter()
-            .find_map(|prefix| scope.strip_prefix(prefix))?,
-        None => component,
-    };
-    is_container_id(id).then_some(id)
-}
-
-/// `kubepods-<qos>-pod<uid with _>.slice`, `kubepods-pod<uid>.slice` (systemd driver) or
-/// `pod<uid>` (cgroupfs driver), as a uid with dashes.
-fn pod_uid(component: &str) -> Option<String> {
-    let uid = match component.strip_suffix(".slice") {
-        Some(slice) if slice.starts_with("kubepods-") => slice.rsplit_once("-pod")?.1,
-        Some(_) => return None,
-        None => component.strip_prefix("pod")?,
-    };
-    let uid = uid.replace('_', "-");
-    let shape_ok = uid.len() == 36
-        && uid.bytes().enumerate().all(|(i, b)| match i {
-            8 | 13 | 18 | 23 => b == b'-',
-            _ => b.is_ascii_hexdigit(),
-        });
-    shape_ok.then_some(uid)
 }
 
 /// Resolves cgroup ids through the cgroup v2 mount, with a cache.

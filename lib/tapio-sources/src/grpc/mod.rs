@@ -461,13 +461,13 @@ impl Source for GrpcSource {
                     .tls_config(tls.grpc_server())
                     .map_err(|e| ComponentError::config(format!("`tls`: {e}")))?;
             }
-            let incoming =
-                tonic::transport::server::TcpIncoming::bind(self.address).map_err(|e| {
-                    ComponentError::unavailable(format!(
-                        "cannot listen on `address` {}: {e}",
-                        self.address
-                    ))
-                })?;
+            let (listener, standby) = crate::util::listener::listen(self.address).map_err(|e| {
+                ComponentError::unavailable(format!(
+                    "cannot listen on `address` {}: {e}",
+                    self.address
+                ))
+            })?;
+            let incoming = tonic::transport::server::TcpIncoming::from(listener);
             let mut serve_stop = stop.clone();
             let address = self.address;
             let mut serving =
@@ -498,6 +498,10 @@ impl Source for GrpcSource {
                 }
             }
             let _ = stop_tx.send(true);
+            if shutdown.is_triggered() {
+                // A graceful stop (a reload's successor may listen here next).
+                standby.park();
+            }
             pending.close();
             while let Some(submitted) = pending.recv().await {
                 if forward(&mut out, submitted).await.is_err() {

@@ -350,16 +350,20 @@ impl Source for OtlpSource {
             });
             let (stop_tx, stop) = tokio::sync::watch::channel(false);
             let mut servers = tokio::task::JoinSet::new();
+            let mut standbys = Vec::new();
             if let Some(address) = self.grpc {
-                let serving = self.serve_grpc(address, Arc::clone(&receiver), stop.clone())?;
+                let (serving, standby) =
+                    self.serve_grpc(address, Arc::clone(&receiver), stop.clone())?;
                 servers.spawn(serving);
+                standbys.push(standby);
             }
             if let Some(address) = self.http {
-                let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
+                let (listener, standby) = crate::util::listener::listen(address).map_err(|e| {
                     ComponentError::unavailable(format!(
                         "cannot listen on `http_address` {address}: {e}"
                     ))
                 })?;
+                standbys.push(standby);
                 servers.spawn(http::serve(
                     listener,
                     self.http_tls.clone(),
@@ -383,6 +387,12 @@ impl Source for OtlpSource {
                 }
             }
             let _ = stop_tx.send(true);
+            if shutdown.is_triggered() {
+                // A graceful stop (a reload's successor may listen here next).
+                standbys
+                    .into_iter()
+                    .for_each(crate::util::listener::Standby::park);
+            }
             pending.close();
             while let Some(batch) = pending.recv().await {
                 if out.send(batch).await.is_err() {
@@ -399,13 +409,19 @@ impl Source for OtlpSource {
 
 impl OtlpSource {
     /// The gRPC receiver on `address`, bound now so a taken port fails the start, serving
-    /// until `stop` turns true.
+    /// until `stop` turns true, and its socket's standby.
     fn serve_grpc(
         &self,
         address: SocketAddr,
         receiver: Arc<Receiver>,
         mut stop: tokio::sync::watch::Receiver<bool>,
-    ) -> Result<BoxFuture<'static, Result<(), ComponentError>>, ComponentError> {
+    ) -> Result<
+        (
+            BoxFuture<'static, Result<(), ComponentError>>,
+            crate::util::listener::Standby,
+        ),
+        ComponentError,
+    > {
         let limit = receiver.max_request_bytes;
         let grpc = Grpc(Arc::clone(&receiver));
         let routes = Routes {
@@ -423,10 +439,11 @@ impl OtlpSource {
                 .tls_config(tls.grpc_server())
                 .map_err(|e| ComponentError::config(format!("`tls`: {e}")))?;
         }
-        let incoming = tonic::transport::server::TcpIncoming::bind(address).map_err(|e| {
+        let (listener, standby) = crate::util::listener::listen(address).map_err(|e| {
             ComponentError::unavailable(format!("cannot listen on `grpc_address` {address}: {e}"))
         })?;
-        Ok(Box::pin(async move {
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        let serving = Box::pin(async move {
             server
                 .serve_with_incoming_shutdown(routes, incoming, async move {
                     let _ = stop.wait_for(|stop| *stop).await;
@@ -435,6 +452,7 @@ impl OtlpSource {
                 .map_err(|e| {
                     ComponentError::runtime(format!("the gRPC receiver on {address} failed: {e}"))
                 })
-        }))
+        });
+        Ok((serving, standby))
     }
 }

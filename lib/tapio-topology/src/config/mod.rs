@@ -182,6 +182,8 @@ impl BufferOptions {
 pub struct SourceComponent {
     pub name: String,
     pub config: SourceConfig,
+    /// Its options as parsed (see [`Options`]).
+    pub options: Options,
 }
 
 /// A named transform.
@@ -189,6 +191,8 @@ pub struct SourceComponent {
 pub struct TransformComponent {
     pub name: String,
     pub config: TransformConfig,
+    /// Its options as parsed (see [`Options`]).
+    pub options: Options,
 }
 
 /// A named sink with its buffer.
@@ -197,6 +201,24 @@ pub struct SinkComponent {
     pub name: String,
     pub buffer: BufferOptions,
     pub config: SinkConfig,
+    /// Its options as parsed (see [`Options`]); `buffer` is compared on its own.
+    pub options: Options,
+}
+
+/// A component's `type` and options as parsed, after `${VAR}` interpolation and without
+/// `inputs` and `buffer`: what a reload compares to tell a changed component from an unchanged
+/// one. Comments, layout and key order do not count; a value written out that equals its
+/// default does (the component is restarted, which is safe). Files an option names (a
+/// script's `file`) are not read here, so a changed script file needs a changed option.
+#[derive(Debug, Clone)]
+pub struct Options(Option<toml::Value>);
+
+/// Options that could not be read back (never expected) differ from everything, so such a
+/// component is restarted rather than wrongly kept.
+impl PartialEq for Options {
+    fn eq(&self, other: &Self) -> bool {
+        matches!((&self.0, &other.0), (Some(a), Some(b)) if a == b)
+    }
 }
 
 /// A validated pipeline, ready to build.
@@ -445,6 +467,8 @@ impl Parser<'_, '_> {
             tagged.insert(tag, Spanned::new(body_span.clone(), DeValue::Table(table)));
         }
         let spanned = Spanned::new(body_span, DeValue::Table(tagged));
+        let options =
+            Options(toml::Value::deserialize(ValueDeserializer::from(spanned.clone())).ok());
         // Options that do not parse still leave the type's own outputs readable.
         let mut declared = declared_outputs(kind, &type_name);
         match kind {
@@ -456,6 +480,7 @@ impl Parser<'_, '_> {
                     found.sources.push(SourceComponent {
                         name: name_text.clone(),
                         config,
+                        options,
                     });
                 }
             }
@@ -467,6 +492,7 @@ impl Parser<'_, '_> {
                     found.transforms.push(TransformComponent {
                         name: name_text.clone(),
                         config,
+                        options,
                     });
                 }
             }
@@ -481,6 +507,7 @@ impl Parser<'_, '_> {
                         name: name_text.clone(),
                         buffer,
                         config,
+                        options,
                     });
                 }
             }

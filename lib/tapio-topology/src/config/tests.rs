@@ -42,7 +42,7 @@ fn unknown_types_options_and_sections_name_their_line() {
     );
     assert_has(
         &found,
-        "t.toml:2: sources.a.type: unknown source type \"stdn\"; did you mean \"stdin\"? known types: api, cni, demo, ebpf, file, grpc, kafka, kubernetes, otlp, stdin",
+        "t.toml:2: sources.a.type: unknown source type \"stdn\"; did you mean \"stdin\"? known types: api, cni, demo, ebpf, file, grpc, kafka, kubernetes, otlp, stdin, systemd",
     );
     assert!(
         found
@@ -67,7 +67,7 @@ fn missing_type_and_missing_required_options() {
     let found = problems("[sources.a]\nrate = 1\n\n[sinks.b]\ntype = \"file\"\ninputs = [\"a\"]\n");
     assert_has(
         &found,
-        "t.toml:1: sources.a: missing `type` (one of: api, cni, demo, ebpf, file, grpc, kafka, kubernetes, otlp, stdin)",
+        "t.toml:1: sources.a: missing `type` (one of: api, cni, demo, ebpf, file, grpc, kafka, kubernetes, otlp, stdin, systemd)",
     );
     assert!(
         found

@@ -11,7 +11,8 @@
 //! - CNI: the pod (`namespace/name`, or uid) with its address and sandbox container id; `DEL`
 //!   forgets the addresses.
 //! - systemd container scopes (`cri-containerd-<id>.scope`, `docker-<id>.scope`,
-//!   `crio-<id>.scope` in `kubepods[-<qos>]-pod<uid with _>.slice`): container id → pod uid.
+//!   `crio-<id>.scope` in `kubepods[-<qos>]-pod<uid with _>.slice`, or the `container_id` the
+//!   source read from the name): container id → pod uid, on the entity's node.
 //! - Processes: cgroup id → container id when both are given; container id → pod when the
 //!   collector resolved the pod itself.
 //!
@@ -177,10 +178,15 @@ impl Resolver {
     }
 
     /// A systemd unit: a kubepods slice names the pod (on the node the event comes from), a
-    /// container scope its container.
+    /// container scope (or the `container_id` the source read from it) its container. The
+    /// simulated collector sends the host as entity, the real `systemd` source the pod it read
+    /// from the slice: either one's node is where the pod runs.
     fn learn_unit(&mut self, event: &UnifiedEvent, systemd: &SystemdContext) -> Option<PodRef> {
         let unit = systemd.unit.as_deref().unwrap_or("");
-        let container = scope_container(unit);
+        let container = systemd
+            .container_id
+            .as_deref()
+            .or_else(|| scope_container(unit));
         let mut uid = std::mem::take(&mut self.uid);
         let pod = if [systemd.slice.as_deref(), Some(unit)]
             .into_iter()
@@ -190,7 +196,12 @@ impl Resolver {
             let node = event
                 .entity
                 .as_deref()
-                .filter(|e| matches!(e.kind, EntityType::Host | EntityType::Node))
+                .filter(|e| {
+                    matches!(
+                        e.kind,
+                        EntityType::Host | EntityType::Node | EntityType::Pod
+                    )
+                })
                 .and_then(|e| e.node.as_deref());
             self.learn_pod(PodFacts {
                 uid: Some(&uid),

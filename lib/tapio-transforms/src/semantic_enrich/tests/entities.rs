@@ -140,6 +140,24 @@ fn scope_units_and_slices_resolve_containers() {
     }
 }
 
+/// The real `systemd` source sends the pod it read from the slice as the entity (not the host,
+/// as the simulated one does): the pod's node is learned from it all the same.
+#[test]
+fn a_scope_event_about_the_pod_teaches_its_node() {
+    let mut e = enricher("");
+    let mut started = scope(&API, "start", "active");
+    started["entity"] = json!({ "type": "pod", "id": API.uid, "node": API.node });
+    started["systemd"]["container_id"] = json!(API.container);
+    one(&mut e, started);
+    let mut exec = exec(&API);
+    exec.as_object_mut().unwrap().remove("entity");
+    assert_eq!(
+        entity(&one(&mut e, exec)),
+        (EntityType::Pod, API.uid, None, Some(API.node)),
+        "the container's pod, on the node the scope event named"
+    );
+}
+
 #[test]
 fn kubernetes_container_ids_resolve_with_or_without_scheme() {
     let mut e = enricher("");
