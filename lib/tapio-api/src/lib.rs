@@ -18,6 +18,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use http_body_util::combinators::UnsyncBoxBody;
 use tapio_event::Tokens;
+use tapio_event::backoff::Backoff;
 use tapio_event::throttle::Throttle;
 use tapio_topology::{ApiHandles, ComponentList, Health};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -155,30 +156,29 @@ const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// [`ACCEPT_PAUSE_MIN`] to [`ACCEPT_PAUSE_MAX`] and starts over after a success, and failures
 /// are logged once per [`ACCEPT_LOG_INTERVAL`] with how many there were.
 struct AcceptBackoff {
-    pause: Duration,
+    pause: Backoff,
     failures: Throttle,
 }
 
 impl AcceptBackoff {
     fn new() -> Self {
         AcceptBackoff {
-            pause: ACCEPT_PAUSE_MIN,
+            pause: Backoff::new(ACCEPT_PAUSE_MIN, ACCEPT_PAUSE_MAX),
             failures: Throttle::new(ACCEPT_LOG_INTERVAL),
         }
     }
 
     /// A connection was accepted: the next failure pauses briefly again.
     fn succeeded(&mut self) {
-        self.pause = ACCEPT_PAUSE_MIN;
+        self.pause.reset();
     }
 
     /// Logs `error` if it is time to, then waits before the next accept.
     async fn failed(&mut self, error: &std::io::Error) {
         if let Some(failures) = self.failures.add(1) {
-            tracing::warn!(%error, failures, retry_in = ?self.pause, "API accept failed");
+            tracing::warn!(%error, failures, retry_in = ?self.pause.peek(), "API accept failed");
         }
-        tokio::time::sleep(self.pause).await;
-        self.pause = (self.pause * 2).min(ACCEPT_PAUSE_MAX);
+        tokio::time::sleep(self.pause.next_delay()).await;
     }
 }
 

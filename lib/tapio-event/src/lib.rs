@@ -4,6 +4,7 @@
 //! can depend on it.
 
 pub mod ack;
+pub mod backoff;
 pub mod batch;
 pub mod buffer;
 pub mod codec;

@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 
 use crate::util::dead_letter::DeadLetter;
 use crate::util::pool::BufferPool;
-use crate::util::retry::Backoff;
+use crate::util::retry::sink_backoff;
 
 fn default_idle_timeout() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(30))
@@ -355,7 +355,7 @@ async fn write_until_done(
     mut pending: Vec<PendingWrite>,
     metrics: &ComponentMetrics,
 ) -> Result<OpenFiles, ComponentError> {
-    let mut backoff = Backoff::new();
+    let mut backoff = sink_backoff();
     loop {
         let (returned, attempt) = run_blocking(move || {
             let attempt = files.attempt(pending);

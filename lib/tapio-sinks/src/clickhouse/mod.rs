@@ -58,7 +58,7 @@ use self::batch::{Chunk, Limits, NextInsert, Spares, new_spares, recycle};
 use self::insert::{Body, Client, Failure, Rejection};
 use self::schema::Layout;
 use crate::util::dead_letter::DeadLetter;
-use crate::util::retry::Backoff;
+use crate::util::retry::sink_backoff;
 
 /// Options of the `clickhouse` sink.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -545,7 +545,7 @@ impl InsertContext {
         chunk: &Chunk,
         whole: &Body,
     ) -> Result<Vec<(usize, Rejection)>, ComponentError> {
-        let mut backoff = Backoff::new();
+        let mut backoff = sink_backoff();
         let mut table_fault: Option<Rejection> = None;
         loop {
             let Some(rejection) = self.insert(whole).await? else {
@@ -640,7 +640,7 @@ impl InsertContext {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, Failure>>,
     {
-        let mut backoff = Backoff::new();
+        let mut backoff = sink_backoff();
         let mut table_reported = false;
         loop {
             let (error, table) = match request().await {

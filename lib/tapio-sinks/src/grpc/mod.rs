@@ -41,7 +41,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::util::retry::Backoff;
+use crate::util::retry::{Backoff, sink_backoff};
 pub use crate::util::tls::TlsConfig;
 use crate::util::tls::grpc_endpoint;
 
@@ -345,7 +345,7 @@ impl GrpcSink {
                 answer = answers.message() => match answer {
                     Ok(Some(answer)) => {
                         if self.settle(answer, unacked, &tx, next_sequence, metrics).await {
-                            *backoff = Backoff::new();
+                            backoff.reset();
                         }
                     }
                     Ok(None) => return Err(Broken::Retry(format!("{url}: the receiver ended the stream"))),
@@ -452,7 +452,7 @@ impl Sink for GrpcSink {
                 input_done: false,
                 unacked: VecDeque::new(),
                 next_sequence: 0,
-                backoff: Backoff::new(),
+                backoff: sink_backoff(),
             };
             let mut warn = Throttle::new(WARN_INTERVAL);
             let mut index = 0;

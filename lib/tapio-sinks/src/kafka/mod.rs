@@ -47,7 +47,7 @@ use tapio_kafka::{HEALTHCHECK_TIMEOUT, Logs, check_brokers, create_client};
 pub use self::config::{Acks, BatchConfig, Compression, Encoding, KafkaSinkConfig};
 use self::record::{Recipe, Record};
 use crate::util::dead_letter::DeadLetter;
-use crate::util::retry::Backoff;
+use crate::util::retry::sink_backoff;
 
 /// How long to wait before enqueueing again when librdkafka's local queue is full.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(10);
@@ -278,7 +278,7 @@ impl KafkaSink {
             mut rejected,
             unkeyed,
         } = round;
-        let mut backoff = Backoff::new();
+        let mut backoff = sink_backoff();
         while !sent.is_empty() {
             let mut retry = Vec::new();
             let mut last_error = None;

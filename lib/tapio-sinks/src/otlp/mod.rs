@@ -57,7 +57,7 @@ use tokio::time::Instant;
 use self::encode::{Grouped, RelatedEvents};
 use self::transport::{Failure, Settings, Signal, Transport};
 use crate::util::dead_letter::DeadLetter;
-use crate::util::retry::Backoff;
+use crate::util::retry::sink_backoff;
 pub use crate::util::tls::TlsConfig;
 
 /// Options of the `otlp` sink.
@@ -527,7 +527,7 @@ impl Delivery {
             ))
         };
         let body = self.transport.prepare(body).await.map_err(|f| fatal(&f))?;
-        let mut backoff = Backoff::new();
+        let mut backoff = sink_backoff();
         loop {
             match self.transport.export(signal, body.clone()).await {
                 Ok(accepted) => {

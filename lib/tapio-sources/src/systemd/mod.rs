@@ -37,6 +37,7 @@ use std::time::Duration;
 use glob::Pattern;
 use schemars::JsonSchema;
 use serde::Deserialize;
+use tapio_event::backoff::Backoff;
 use tapio_event::id::IdGenerator;
 use tapio_event::{
     BuildContext, ComponentConfig, ComponentError, ComponentFuture, Entity, EntityType, EventBatch,
@@ -275,7 +276,7 @@ impl SystemdSource {
             reloading: false,
         };
         let mut learned = false;
-        let mut backoff = MIN_BACKOFF;
+        let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
         loop {
             let connected = tokio::select! {
                 biased;
@@ -288,7 +289,7 @@ impl SystemdSource {
                         tracing::info!(source = %self.name, "reconnected to {}", self.target);
                     }
                     learned = true;
-                    backoff = MIN_BACKOFF;
+                    backoff.reset();
                     match self
                         .follow(&mut bus, &mut state, &mut out, &mut shutdown)
                         .await
@@ -310,7 +311,8 @@ impl SystemdSource {
                 Err(message) => {
                     tracing::warn!(
                         source = %self.name,
-                        "{message}; retrying in {backoff:?}{}",
+                        "{message}; retrying in {:?}{}",
+                        backoff.peek(),
                         if learned { "" } else { " (required = false)" }
                     );
                 }
@@ -318,9 +320,8 @@ impl SystemdSource {
             tokio::select! {
                 biased;
                 () = shutdown.triggered() => return Ok(()),
-                () = tokio::time::sleep(backoff) => {}
+                () = tokio::time::sleep(backoff.next_delay()) => {}
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use tapio_event::backoff::Backoff;
 use tapio_event::buffer::{BufferSender, buffer};
 use tapio_event::codec::encode_json;
 use tapio_event::metrics::ComponentKind;
@@ -378,7 +379,7 @@ async fn write_loop(
                 return Ok(());
             }
         }
-        let mut retry = Duration::from_millis(100);
+        let mut retry = Backoff::new(Duration::from_millis(100), MAX_RETRY);
         let mut failures = Throttle::new(Duration::from_secs(10));
         let rotated = loop {
             let sync_now = options.sync != SyncPolicy::Interval;
@@ -404,8 +405,7 @@ async fn write_loop(
                             "cannot write to the disk buffer; holding the events (backpressure) and retrying"
                         );
                     }
-                    tokio::time::sleep(retry).await;
-                    retry = (retry * 2).min(MAX_RETRY);
+                    tokio::time::sleep(retry.next_delay()).await;
                 }
             }
         };
