@@ -5,6 +5,7 @@
 //! `content-type: application/grpc`, [`grpc`]). Queries and live streams read the `api_store`
 //! sink's store, `POST /v1/events` writes into the `api` source: the topology hands both up.
 
+pub mod client;
 mod grpc;
 mod params;
 mod prometheus;

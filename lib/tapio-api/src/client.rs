@@ -1,0 +1,167 @@
+//! The API's own HTTP/1.1 client, for the commands that talk to a running Tapio (`tapio tap`,
+//! `tapio top`): one connection per call, the bearer token when there is one, and a reader
+//! that splits a streamed answer (NDJSON) into lines as they arrive.
+
+use bytes::{Buf as _, Bytes, BytesMut};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use tokio::net::TcpStream;
+
+/// Why a call to the API failed, worded for the person at the terminal.
+#[derive(Debug)]
+pub struct ClientError(pub String);
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// Where a running Tapio's API is and how to authenticate to it.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    /// `host:port` to connect to.
+    authority: String,
+    /// The bearer token sent with every call, if the API requires one.
+    token: Option<String>,
+}
+
+impl ApiClient {
+    /// A client of the API at `address` (`host:port` or `http://host:port`, as `[api] address`
+    /// is written).
+    pub fn new(address: &str, token: Option<String>) -> Result<ApiClient, ClientError> {
+        let authority = match address.split_once("://") {
+            None => address,
+            Some(("http", rest)) => rest,
+            Some((scheme, _)) => {
+                return Err(ClientError(format!(
+                    "address {address:?}: scheme `{scheme}` is not supported, use `http://host:port` or `host:port`"
+                )));
+            }
+        }
+        .trim_end_matches('/');
+        if authority.is_empty() || authority.contains('/') {
+            return Err(ClientError(format!(
+                "address {address:?} is not `host:port`"
+            )));
+        }
+        Ok(ApiClient {
+            authority: authority.to_owned(),
+            token,
+        })
+    }
+
+    /// `GET path_and_query`: the answer once its headers arrived. A status other than 200 is
+    /// an error carrying the API's own message (its `{"error": …}` body).
+    pub async fn get(&self, path_and_query: &str) -> Result<hyper::Response<Incoming>, ClientError> {
+        let unreachable = |error: &dyn std::fmt::Display| {
+            ClientError(format!(
+                "cannot reach the Tapio API at {}: {error}",
+                self.authority
+            ))
+        };
+        let stream = TcpStream::connect(&self.authority)
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| unreachable(&e))?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "API client connection ended with an error");
+            }
+        });
+        let mut request = hyper::Request::get(path_and_query).header("host", &self.authority);
+        if let Some(token) = &self.token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = request
+            .body(http_body_util::Empty::<Bytes>::new())
+            .map_err(|e| ClientError(format!("invalid request {path_and_query:?}: {e}")))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| unreachable(&e))?;
+        if response.status() == hyper::StatusCode::OK {
+            return Ok(response);
+        }
+        let status = response.status();
+        let body = collect(response).await.unwrap_or_default();
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_owned());
+        Err(ClientError(format!("the API answered {status}: {message}")))
+    }
+}
+
+/// The whole body of `response`.
+pub async fn collect(response: hyper::Response<Incoming>) -> Result<Bytes, ClientError> {
+    response
+        .into_body()
+        .collect()
+        .await
+        .map(|body| body.to_bytes())
+        .map_err(|e| ClientError(format!("the API's answer broke off: {e}")))
+}
+
+/// The lines of a streamed body, each as soon as its newline arrives.
+pub struct Lines {
+    body: Incoming,
+    pending: BytesMut,
+}
+
+impl Lines {
+    /// Reads `response`'s body line by line.
+    pub fn new(response: hyper::Response<Incoming>) -> Lines {
+        Lines {
+            body: response.into_body(),
+            pending: BytesMut::new(),
+        }
+    }
+
+    /// The next line without its newline; `None` at the end of the body (a last line without
+    /// a newline is returned first).
+    pub async fn next_line(&mut self) -> Option<Result<Bytes, ClientError>> {
+        loop {
+            if let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+                let line = self.pending.split_to(end).freeze();
+                self.pending.advance(1);
+                return Some(Ok(line));
+            }
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.pending.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => {
+                    return Some(Err(ClientError(format!("the API's stream broke off: {e}"))));
+                }
+                None if self.pending.is_empty() => return None,
+                None => return Some(Ok(self.pending.split().freeze())),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_host_port_with_or_without_http() {
+        for address in ["127.0.0.1:8686", "http://127.0.0.1:8686", "http://127.0.0.1:8686/"] {
+            assert_eq!(
+                ApiClient::new(address, None).unwrap().authority,
+                "127.0.0.1:8686"
+            );
+        }
+        for bad in ["ftp://x:1", "http://x:1/v1", ""] {
+            assert!(ApiClient::new(bad, None).is_err(), "{bad}");
+        }
+    }
+}
