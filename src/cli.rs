@@ -41,6 +41,49 @@ pub enum Command {
     /// Inspect the sinks' disk buffers (`<data_dir>/buffers/<sink>/`) offline.
     #[command(subcommand)]
     Buffer(BufferCommand),
+    /// Print the live events crossing components of a running Tapio (through its API), e.g.
+    /// `tapio tap 'enrich*' --limit 20 --format text`. Costs the pipeline nothing while
+    /// nobody taps; a tap that reads too slowly is dropped (exit 75), never slowing it.
+    Tap(TapArgs),
+}
+
+/// Where a running Tapio's API is.
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// The running Tapio's `[api] address` (`host:port` or `http://host:port`).
+    #[arg(long, env = "TAPIO_API_ADDRESS", default_value = "127.0.0.1:8686")]
+    pub address: String,
+    /// Bearer token, when `[api] auth` requires one.
+    #[arg(long, env = "TAPIO_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TapArgs {
+    /// Component name or glob (`*`, `?`, `[a-z]`), e.g. `enrich`, `kafka_*`, `*`.
+    pub component: String,
+    /// Tap what the components send (the default).
+    #[arg(long, conflicts_with = "inputs_of")]
+    pub outputs_of: bool,
+    /// Tap what the components receive, from everything upstream of them.
+    #[arg(long)]
+    pub inputs_of: bool,
+    /// Stop after this many events.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+    /// `json`: each event's wire JSON on a line (what a `stdin` source reads); `text`: the
+    /// component, then the event as one readable line.
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: TapFormat,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// How `tapio tap` prints events.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TapFormat {
+    Json,
+    Text,
 }
 
 /// What to do with disk buffers.

@@ -697,3 +697,55 @@ fn correlations_are_listed_and_told_by_rest_and_grpc() {
     assert_eq!(prefixed(&grpc, "related "), ["e3", "e1"]);
     stop(tapio);
 }
+
+/// `StreamEvents` with `tap`, from the independent Python client: the events crossing a
+/// filter's output and a sink's input, up to the limit; a pattern that matches nothing is
+/// `INVALID_ARGUMENT`.
+#[test]
+fn taps_over_grpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(
+        dir.path(),
+        "tap.toml",
+        &format!(
+            r#"
+[api]
+address = "127.0.0.1:{port}"
+
+[sources.in]
+type = "demo"
+rate = 5000
+
+[transforms.only_net]
+type = "filter"
+inputs = ["in"]
+condition = {{ field = "type", equals = "network" }}
+
+[sinks.out]
+type = "blackhole"
+inputs = ["only_net"]
+"#
+        ),
+    );
+    let child = start(&config, port);
+    for side in ["outputs", "inputs"] {
+        let pattern = if side == "outputs" { "only_net" } else { "ou*" };
+        let lines = python_client(port, &["tap", pattern, side, "25"]);
+        let kinds: Vec<&str> = lines
+            .lines()
+            .filter_map(|l| l.strip_prefix("tap "))
+            .map(|l| l.split(' ').nth(1).unwrap())
+            .collect();
+        assert_eq!(kinds.len(), 25, "{side}: {lines}");
+        assert!(kinds.iter().all(|k| *k == "network"), "{side}: {kinds:?}");
+    }
+    let refused = run_python_client(port, &["tap", "nothing*", "outputs", "1"], None);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("INVALID_ARGUMENT") && stderr.contains("matches no running component"),
+        "{stderr}"
+    );
+    stop(child);
+}

@@ -17,7 +17,10 @@ usage: client.py PROTO_DIR HOST:PORT query NAMESPACE TYPE PAGE
          `blog`; prints "analyzed <id> <correlation_id>" per event out and "impact <namespace>
          <business_impact>".
        client.py PROTO_DIR HOST:PORT bench ENTITY ROUNDS
-         ROUNDS QueryEvents for one entity; prints "p50_ms <x>" and "p99_ms <y>"."""
+         ROUNDS QueryEvents for one entity; prints "p50_ms <x>" and "p99_ms <y>".
+       client.py PROTO_DIR HOST:PORT tap PATTERN outputs|inputs COUNT
+         StreamEvents with `tap` = PATTERN (and `inputs_of` for inputs), limit COUNT; prints
+         "tap <id> <type>" per event, type as the enum's name without its prefix."""
 import importlib
 import json
 import os
@@ -129,5 +132,12 @@ elif mode == "bench":
     times.sort()
     print("p50_ms %.3f" % (times[len(times) // 2] * 1000))
     print("p99_ms %.3f" % (times[int(len(times) * 0.99) - 1] * 1000))
+elif mode == "tap":
+    pattern, side, count = sys.argv[4], sys.argv[5], int(sys.argv[6])
+    call = events.StreamEvents(service_pb2.StreamEventsRequest(
+        tap=pattern, inputs_of=side == "inputs", limit=count), timeout=30)
+    for event in call:
+        kind = event_pb2.EventType.Name(event.type).removeprefix("EVENT_TYPE_").lower()
+        print("tap", event.id, kind)
 else:
     raise SystemExit(f"unknown mode {mode}")

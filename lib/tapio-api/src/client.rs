@@ -7,13 +7,28 @@ use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use tokio::net::TcpStream;
 
-/// Why a call to the API failed, worded for the person at the terminal.
+/// Why a call to the API failed, worded for the person at the terminal; the kind lets a
+/// command choose its exit code.
 #[derive(Debug)]
-pub struct ClientError(pub String);
+pub enum ClientError {
+    /// The address is not one the client can use.
+    BadAddress(String),
+    /// No answer: nothing listens there, or the connection broke.
+    Unreachable(String),
+    /// The API answered with this status and message (a bad parameter, a missing token).
+    Refused(hyper::StatusCode, String),
+}
 
 impl std::fmt::Display for ClientError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            ClientError::BadAddress(message) | ClientError::Unreachable(message) => {
+                f.write_str(message)
+            }
+            ClientError::Refused(status, message) => {
+                write!(f, "the API answered {status}: {message}")
+            }
+        }
     }
 }
 
@@ -36,14 +51,14 @@ impl ApiClient {
             None => address,
             Some(("http", rest)) => rest,
             Some((scheme, _)) => {
-                return Err(ClientError(format!(
+                return Err(ClientError::BadAddress(format!(
                     "address {address:?}: scheme `{scheme}` is not supported, use `http://host:port` or `host:port`"
                 )));
             }
         }
         .trim_end_matches('/');
         if authority.is_empty() || authority.contains('/') {
-            return Err(ClientError(format!(
+            return Err(ClientError::BadAddress(format!(
                 "address {address:?} is not `host:port`"
             )));
         }
@@ -55,9 +70,12 @@ impl ApiClient {
 
     /// `GET path_and_query`: the answer once its headers arrived. A status other than 200 is
     /// an error carrying the API's own message (its `{"error": …}` body).
-    pub async fn get(&self, path_and_query: &str) -> Result<hyper::Response<Incoming>, ClientError> {
+    pub async fn get(
+        &self,
+        path_and_query: &str,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
         let unreachable = |error: &dyn std::fmt::Display| {
-            ClientError(format!(
+            ClientError::Unreachable(format!(
                 "cannot reach the Tapio API at {}: {error}",
                 self.authority
             ))
@@ -80,7 +98,9 @@ impl ApiClient {
         }
         let request = request
             .body(http_body_util::Empty::<Bytes>::new())
-            .map_err(|e| ClientError(format!("invalid request {path_and_query:?}: {e}")))?;
+            .map_err(|e| {
+                ClientError::BadAddress(format!("invalid request {path_and_query:?}: {e}"))
+            })?;
         let response = sender
             .send_request(request)
             .await
@@ -94,7 +114,7 @@ impl ApiClient {
             .ok()
             .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
             .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_owned());
-        Err(ClientError(format!("the API answered {status}: {message}")))
+        Err(ClientError::Refused(status, message))
     }
 }
 
@@ -105,7 +125,7 @@ pub async fn collect(response: hyper::Response<Incoming>) -> Result<Bytes, Clien
         .collect()
         .await
         .map(|body| body.to_bytes())
-        .map_err(|e| ClientError(format!("the API's answer broke off: {e}")))
+        .map_err(|e| ClientError::Unreachable(format!("the API's answer broke off: {e}")))
 }
 
 /// The lines of a streamed body, each as soon as its newline arrives.
@@ -139,7 +159,9 @@ impl Lines {
                     }
                 }
                 Some(Err(e)) => {
-                    return Some(Err(ClientError(format!("the API's stream broke off: {e}"))));
+                    return Some(Err(ClientError::Unreachable(format!(
+                        "the API's stream broke off: {e}"
+                    ))));
                 }
                 None if self.pending.is_empty() => return None,
                 None => return Some(Ok(self.pending.split().freeze())),
@@ -154,7 +176,11 @@ mod tests {
 
     #[test]
     fn addresses_are_host_port_with_or_without_http() {
-        for address in ["127.0.0.1:8686", "http://127.0.0.1:8686", "http://127.0.0.1:8686/"] {
+        for address in [
+            "127.0.0.1:8686",
+            "http://127.0.0.1:8686",
+            "http://127.0.0.1:8686/",
+        ] {
             assert_eq!(
                 ApiClient::new(address, None).unwrap().authority,
                 "127.0.0.1:8686"

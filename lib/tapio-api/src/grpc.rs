@@ -16,7 +16,9 @@ use tapio_topology::HealthState;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::params::{self, BadParam, DEFAULT_LIMIT, MAX_LIMIT};
+use crate::tap::{DROPPED, Tap, TapItem};
 use crate::{ApiState, Caller};
+use tapio_event::tap::TapDirection;
 
 /// The services on the API port, dispatched by path.
 #[derive(Clone)]
@@ -80,6 +82,44 @@ impl Api {
                     "no `api_store` sink is declared: add a sink with `type = \"api_store\"`",
                 )
             })
+    }
+}
+
+impl Api {
+    /// `StreamEvents` with `tap`: the events crossing the components `pattern` names.
+    fn tap(
+        &self,
+        pattern: &str,
+        inputs_of: bool,
+        filter: EventFilter,
+        limit: u64,
+        caller: &Caller,
+    ) -> Result<Response<BoxStream<'static, Result<v1::UnifiedEvent, Status>>>, Status> {
+        let tap = Tap {
+            pattern,
+            direction: if inputs_of {
+                TapDirection::Inputs
+            } else {
+                TapDirection::Outputs
+            },
+            filter,
+            limit: usize::try_from(limit).ok().filter(|&n| n > 0),
+        };
+        let items = tap
+            .open(&self.0.handles.taps, &self.0.metrics.get(), caller)
+            .map_err(invalid)?;
+        let events = items.flat_map(|item| {
+            let answers: Vec<_> = match item {
+                TapItem::Batch(tapped) => tapped
+                    .events
+                    .iter()
+                    .map(|event| Ok(tapio_proto::event_to_proto(event)))
+                    .collect(),
+                TapItem::Dropped => vec![Err(Status::resource_exhausted(DROPPED))],
+            };
+            futures::stream::iter(answers)
+        });
+        Ok(Response::new(events.boxed()))
     }
 }
 
@@ -153,12 +193,10 @@ impl EventService for Api {
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
         let caller = caller(&request);
         let request = request.into_inner();
-        if request.tap.is_some() {
-            return Err(Status::unimplemented(
-                "`tap` is not served yet; StreamEvents streams what reaches the api_store sink",
-            ));
-        }
         let filter = filter(request.filter)?;
+        if let Some(pattern) = &request.tap {
+            return self.tap(pattern, request.inputs_of, filter, request.limit, &caller);
+        }
         let subscription = self.store()?.subscribe(filter);
         tracing::info!(client = %caller.address, token = %caller.token, "StreamEvents opened");
         let events = futures::stream::unfold(Some(subscription), |subscription| async move {

@@ -10,6 +10,7 @@ mod grpc;
 mod params;
 mod prometheus;
 mod rest;
+mod tap;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -152,6 +152,17 @@ pub fn render_reloads(out: &mut String, (ok, failed): (u64, u64)) {
     );
 }
 
+/// The live taps (`tapio tap`): how many are open, and how many were dropped for reading
+/// slower than the pipeline.
+pub fn render_taps(out: &mut String, taps: &tapio_event::tap::Taps) {
+    let _ = writeln!(
+        out,
+        "# HELP tapio_tap_clients Live taps now.\n# TYPE tapio_tap_clients gauge\ntapio_tap_clients {}\n# HELP tapio_tap_dropped_clients_total Taps dropped because their client read slower than the pipeline.\n# TYPE tapio_tap_dropped_clients_total counter\ntapio_tap_dropped_clients_total {}",
+        taps.clients(),
+        taps.dropped_clients()
+    );
+}
+
 /// The latency histogram, in seconds as Prometheus names it; components that timed no batch
 /// yet (sources, or nothing received) are left out rather than shown as all zero.
 fn render_latency(

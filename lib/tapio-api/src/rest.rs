@@ -17,7 +17,9 @@ use tapio_sinks::api_store::{ApiStore, Cursor, EventFilter, Page, StreamEnd};
 use tapio_topology::HealthState;
 
 use crate::params::{self, BadParam, DEFAULT_LIMIT};
+use crate::tap::Tap;
 use crate::{ApiState, BoxError, Caller, ResponseBody};
+use tapio_event::tap::TapDirection;
 
 /// What a request asks for, once its method and path matched a row of [`ROUTES`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +34,7 @@ pub(crate) enum Route {
     GetCorrelation,
     Analyze,
     PredictImpact,
+    Tap,
 }
 
 /// Every HTTP route: method, path (with `{param}` segments, as OpenAPI writes them) and what
@@ -47,6 +50,7 @@ pub(crate) const ROUTES: &[(&str, &str, Route)] = &[
     ("GET", "/v1/correlations/{id}", Route::GetCorrelation),
     ("POST", "/v1/analyze", Route::Analyze),
     ("POST", "/v1/predict_impact", Route::PredictImpact),
+    ("GET", "/v1/tap", Route::Tap),
 ];
 
 /// The largest body `/v1/analyze` and `/v1/predict_impact` read.
@@ -161,6 +165,7 @@ where
             let snapshots: Vec<_> = state.metrics.get().iter().map(|m| m.snapshot()).collect();
             let mut text = crate::prometheus::render(&snapshots);
             crate::prometheus::render_reloads(&mut text, state.health.reloads());
+            crate::prometheus::render_taps(&mut text, &state.handles.taps);
             Ok(reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
@@ -188,6 +193,7 @@ where
         Route::SubmitEvents => Ok(submit_events(request, state, &query, caller).await),
         Route::Analyze => Ok(analyze(request, state, &query).await),
         Route::PredictImpact => Ok(predict_impact(request, state, &query).await),
+        Route::Tap => tap_events(state, &query, caller),
     };
     answer.unwrap_or_else(|BadParam(message)| error(StatusCode::BAD_REQUEST, message))
 }
@@ -441,6 +447,54 @@ fn stream_events(
         .header("content-type", content_type)
         .header("cache-control", "no-cache")
         .body(body.boxed_unsync())
+        .expect("static response parts are valid"))
+}
+
+/// `GET /v1/tap`: live events at a point of the graph, as NDJSON.
+fn tap_events(
+    state: &ApiState,
+    query: &HashMap<String, String>,
+    caller: &Caller,
+) -> Result<Response<ResponseBody>, BadParam> {
+    only(
+        query,
+        &[
+            "component",
+            "direction",
+            "limit",
+            "type",
+            "source",
+            "namespace",
+            "entity",
+        ],
+    )?;
+    let pattern = query.get("component").ok_or_else(|| {
+        BadParam("`component` (a component name or glob such as `enrich*`) is required".into())
+    })?;
+    let direction = match query.get("direction").map(String::as_str) {
+        None | Some("outputs") => TapDirection::Outputs,
+        Some("inputs") => TapDirection::Inputs,
+        Some(other) => {
+            return Err(BadParam(format!(
+                "`direction` must be outputs or inputs, got {other:?}"
+            )));
+        }
+    };
+    let tap = Tap {
+        pattern,
+        direction,
+        filter: event_filter(query)?,
+        limit: query
+            .get("limit")
+            .map(|v| params::count("limit", v))
+            .transpose()?,
+    };
+    let items = tap.open(&state.handles.taps, &state.metrics.get(), caller)?;
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/x-ndjson")
+        .header("cache-control", "no-cache")
+        .body(StreamBody::new(crate::tap::ndjson(items)).boxed_unsync())
         .expect("static response parts are valid"))
 }
 

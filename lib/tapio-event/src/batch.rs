@@ -62,6 +62,11 @@ impl EventBatch {
         &self.events
     }
 
+    /// The shared events themselves, for a live tap that holds on to them without copying.
+    pub(crate) fn shared_events(&self) -> &Arc<Vec<UnifiedEvent>> {
+        &self.events
+    }
+
     /// Mutable events; copies them first if another component still shares them.
     pub fn events_mut(&mut self) -> &mut Vec<UnifiedEvent> {
         Arc::make_mut(&mut self.events)

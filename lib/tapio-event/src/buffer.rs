@@ -21,6 +21,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use crate::ack::BatchStatus;
 use crate::batch::EventBatch;
 use crate::metrics::{ComponentKind, ComponentMetrics};
+use crate::tap::TapPoint;
 
 /// What a full buffer does with a new batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
@@ -361,6 +362,8 @@ impl Drop for BufferReceiver {
 #[derive(Clone, Default)]
 pub struct Fanout {
     consumers: Arc<Mutex<Arc<Vec<Consumer>>>>,
+    /// Where this output is in the graph, for live taps; `None` outside a topology.
+    tap: Option<Arc<TapPoint>>,
 }
 
 /// A consumer of an output: the component it feeds (the topology's key for rewiring it) and
@@ -385,7 +388,14 @@ impl Fanout {
             .collect();
         Fanout {
             consumers: Arc::new(Mutex::new(Arc::new(consumers))),
+            tap: None,
         }
+    }
+
+    /// This output, shown to the live taps at `point`.
+    pub fn tapped(mut self, point: TapPoint) -> Self {
+        self.tap = Some(Arc::new(point));
+        self
     }
 
     fn list(&self) -> std::sync::MutexGuard<'_, Arc<Vec<Consumer>>> {
@@ -427,6 +437,12 @@ impl Fanout {
     /// is left the batch is acknowledged as dropped and `Err(Closed)` tells the producer to stop.
     pub async fn send(&mut self, batch: EventBatch) -> Result<(), Closed> {
         let consumers = Arc::clone(&self.list());
+        if let Some(point) = &self.tap {
+            point.offer(
+                consumers.iter().map(|c| c.key.as_str()),
+                batch.shared_events(),
+            );
+        }
         let Some((last, rest)) = consumers.split_last() else {
             batch.ack(BatchStatus::Dropped);
             return Err(Closed);

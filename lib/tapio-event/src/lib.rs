@@ -15,6 +15,7 @@ pub mod field;
 pub mod id;
 pub mod metrics;
 pub mod secret;
+pub mod tap;
 pub mod template;
 pub mod throttle;
 pub mod time;

@@ -22,6 +22,7 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use tapio_event::buffer::{BufferSender, Lender, WeakBufferSender, buffer, loan};
 use tapio_event::metrics::ComponentKind;
+use tapio_event::tap::{TapPoint, Taps};
 use tapio_event::{
     BufferReceiver, BuildContext, ComponentError, ComponentFuture, ComponentMetrics, Fanout,
     Outputs, ShutdownSignal, ShutdownTrigger, Sink, SinkContext, Source, SourceContext, Transform,
@@ -126,6 +127,8 @@ pub struct ApiHandles {
     /// Private copies of the config's intelligence chain, for `AnalyzeEvents` and
     /// `PredictImpact`.
     pub analyzer: Analyzer,
+    /// The live taps on every component's outputs and inputs (`tapio tap`).
+    pub taps: Taps,
 }
 
 /// A built, wired pipeline that has not started yet.
@@ -240,13 +243,16 @@ struct Reuse {
     /// Counters of the components built anew under their old name, which continue when the
     /// type stayed the same (a rebuilt sink's always do: its buffer counts into them).
     metrics: HashMap<String, Arc<ComponentMetrics>>,
+    /// The pipeline's live taps, which outlive a reload: new components are tapped as well.
+    taps: Taps,
 }
 
-/// A producer's outputs wired from `graph` to the buffers in `senders`, and a handle on each
-/// for rewiring.
+/// A producer's outputs wired from `graph` to the buffers in `senders`, each shown to `taps`,
+/// and a handle on each for rewiring.
 fn wire(
     graph: &Graph,
     senders: &HashMap<String, BufferSender>,
+    taps: &Taps,
     name: &str,
     metrics: &Arc<ComponentMetrics>,
 ) -> (Outputs, Vec<(Option<String>, Fanout)>) {
@@ -263,6 +269,7 @@ fn wire(
                 })
                 .collect(),
         )
+        .tapped(TapPoint::new(taps.clone(), name, output))
     };
     let default = fanout(None);
     let named: Vec<(String, Fanout)> = graph.nodes[index]
@@ -359,6 +366,7 @@ impl Topology {
             grace: self.grace,
             config: None,
             health,
+            taps: self.api.taps.clone(),
         };
         running.config = self.config.clone();
         running.start(self, None);
@@ -527,7 +535,7 @@ fn build_parts(config: &Config, reuse: &Reuse) -> Result<Topology, Vec<Component
         inputs.insert(&component.name, (rx, metrics));
     }
     let mut outputs = |name: &str, metrics: &Arc<ComponentMetrics>| {
-        let (outputs, handles) = wire(&config.graph, &senders, name, metrics);
+        let (outputs, handles) = wire(&config.graph, &senders, &reuse.taps, name, metrics);
         wiring.outputs.insert(name.to_owned(), handles);
         outputs
     };
@@ -535,6 +543,7 @@ fn build_parts(config: &Config, reuse: &Reuse) -> Result<Topology, Vec<Component
     let mut rebuilt = Vec::new();
     let mut api = ApiHandles {
         analyzer: Analyzer::from_config(config),
+        taps: reuse.taps.clone(),
         ..ApiHandles::default()
     };
     for component in config.sinks.iter().filter(|c| !kept(&c.name)) {
@@ -746,6 +755,8 @@ struct Running<'h> {
     grace: Duration,
     config: Option<Config>,
     health: &'h Health,
+    /// The live taps, handed to what a reload builds.
+    taps: Taps,
 }
 
 impl Running<'_> {
@@ -1076,7 +1087,10 @@ impl Running<'_> {
         let diff = Diff::between(current, &new, |name| {
             self.live.contains_key(name) || self.finished.contains_key(name)
         })?;
-        let mut reuse = Reuse::default();
+        let mut reuse = Reuse {
+            taps: self.taps.clone(),
+            ..Reuse::default()
+        };
         let mut problems = Vec::new();
         for (name, kind, change) in &diff.changes {
             let Some(live) = self.live.get(name).filter(|l| l.kind == *kind) else {
