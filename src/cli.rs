@@ -56,6 +56,31 @@ pub struct ApiArgs {
     /// Bearer token, when `[api] auth` requires one.
     #[arg(long, env = "TAPIO_API_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// With an `https://` address: PEM CA certificates to trust instead of the web's roots.
+    #[arg(long, env = "TAPIO_API_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// With an `https://` address: PEM client certificate, for an API whose `[api] tls` has a
+    /// `ca_file` (mutual TLS); needs `--key-file`.
+    #[arg(long, env = "TAPIO_API_CRT_FILE", requires = "key_file")]
+    pub crt_file: Option<PathBuf>,
+    /// PEM private key of `--crt-file`.
+    #[arg(long, env = "TAPIO_API_KEY_FILE", requires = "crt_file")]
+    pub key_file: Option<PathBuf>,
+}
+
+impl ApiArgs {
+    /// The client these options describe.
+    pub fn client(&self) -> Result<tapio_api::client::ApiClient, tapio_api::client::ClientError> {
+        let client = tapio_api::client::ApiClient::new(&self.address, self.token.clone())?;
+        if self.ca_file.is_none() && self.crt_file.is_none() {
+            return Ok(client);
+        }
+        client.with_tls(&tapio_sinks::tls::TlsConfig {
+            ca_file: self.ca_file.clone(),
+            crt_file: self.crt_file.clone(),
+            key_file: self.key_file.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Args)]

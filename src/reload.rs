@@ -172,6 +172,20 @@ pub async fn serve(
             state.health.count_reload(false);
             continue;
         };
+        // Read again on every reload, so rotated certificate files are picked up too.
+        let tls = match config.api.as_ref().and_then(|api| api.tls.as_ref()) {
+            None => None,
+            Some(tls) => match tapio_api::tls_acceptor(tls) {
+                Ok(acceptor) => Some(acceptor),
+                Err(error) => {
+                    tracing::error!(
+                        "reload refused: api: {error}; the running pipeline is unchanged"
+                    );
+                    state.health.count_reload(false);
+                    continue;
+                }
+            },
+        };
         let wanted = config.api.as_ref().map(|a| a.address);
         let moved = wanted != api.as_ref().map(|a| a.address);
         let new_api = match wanted.filter(|_| moved) {
@@ -190,7 +204,11 @@ pub async fn serve(
             return;
         }
         // The topology logs and counts its own outcome.
-        if matches!(answer.await, Ok(Ok(_))) && moved {
+        let applied = matches!(answer.await, Ok(Ok(_)));
+        if applied {
+            state.tls.set(tls);
+        }
+        if applied && moved {
             if let Some(old) = &api {
                 tracing::info!(address = %old.address, "the API moved; closing the old address");
             }

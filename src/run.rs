@@ -414,11 +414,22 @@ async fn run_pipeline(config: Config, choice: PipelineChoice, args: &RunArgs) ->
         },
         None => Default::default(),
     };
+    let tls = tapio_api::ApiTls::default();
+    if let Some(config) = config.api.as_ref().and_then(|api| api.tls.as_ref()) {
+        match tapio_api::tls_acceptor(config) {
+            Ok(acceptor) => tls.set(Some(acceptor)),
+            Err(error) => {
+                tracing::error!("api: {error}");
+                return EXIT_CONFIG;
+            }
+        }
+    }
     let state = tapio_api::ApiState {
         health: Arc::new(Health::default()),
         metrics: Arc::new(ComponentList::new(topology.metrics())),
         handles: topology.api_handles(),
         tokens,
+        tls,
     };
     let api = match &config.api {
         Some(api) => match crate::reload::ApiServer::start(api.address, &state).await {

@@ -5,7 +5,7 @@
 use std::io::Write as _;
 
 use serde::Deserialize;
-use tapio_api::client::{ApiClient, ClientError, Lines};
+use tapio_api::client::{ClientError, Lines};
 use tapio_event::UnifiedEvent;
 
 use crate::cli::{TapArgs, TapFormat};
@@ -38,7 +38,7 @@ pub fn tap(args: &TapArgs) -> i32 {
             eprintln!("tapio tap: {error}");
             match error {
                 ClientError::Unreachable(_) => EXIT_UNAVAILABLE,
-                ClientError::BadAddress(_) | ClientError::Refused(..) => EXIT_USAGE,
+                ClientError::Invalid(_) | ClientError::Refused(..) => EXIT_USAGE,
             }
         }
     }
@@ -58,7 +58,7 @@ fn request_path(args: &TapArgs) -> String {
 }
 
 async fn stream(args: &TapArgs) -> Result<i32, ClientError> {
-    let client = ApiClient::new(&args.api.address, args.api.token.clone())?;
+    let client = args.api.client()?;
     let mut lines = Lines::new(client.get(&request_path(args)).await?);
     let mut stdout = std::io::stdout().lock();
     let mut out = Vec::new();

@@ -153,6 +153,12 @@ fn expected(sent: &[Value], keep: impl Fn(&Value) -> bool) -> Vec<String> {
 
 /// Runs tests/api/client.py with `args` (and `token` as $TAPIO_API_TOKEN).
 fn run_python_client(port: u16, args: &[&str], token: Option<&str>) -> Output {
+    let token = token.map(|token| ("TAPIO_API_TOKEN", Path::new(token)));
+    run_python_client_with(port, args, token.as_slice())
+}
+
+/// Runs tests/api/client.py with `args` and the environment variables `env`.
+fn run_python_client_with(port: u16, args: &[&str], env: &[(&str, &Path)]) -> Output {
     let mut command = std::process::Command::new("python3");
     command
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/client.py"))
@@ -162,10 +168,8 @@ fn run_python_client(port: u16, args: &[&str], token: Option<&str>) -> Output {
         ))
         .arg(format!("127.0.0.1:{port}"))
         .args(args)
-        .env_remove("TAPIO_API_TOKEN");
-    if let Some(token) = token {
-        command.env("TAPIO_API_TOKEN", token);
-    }
+        .env_remove("TAPIO_API_TOKEN")
+        .envs(env.iter().copied());
     command.output().unwrap()
 }
 
@@ -747,5 +751,116 @@ inputs = ["only_net"]
         stderr.contains("INVALID_ARGUMENT") && stderr.contains("matches no running component"),
         "{stderr}"
     );
+    stop(child);
+}
+
+/// `[api] tls`: REST and gRPC over TLS from independent clients (Python's urllib and grpcio,
+/// trusting the private CA), and `tapio tap` over `https://`; plain HTTP is not served. A
+/// reload that adds `tls.ca_file` turns on mutual TLS without rebinding the port: clients
+/// without a certificate that CA signed are refused from then on.
+#[test]
+fn the_api_speaks_tls_and_mutual_tls_after_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certificates(dir.path());
+    let port = free_port();
+    let config_text = |ca: &str| {
+        format!(
+            r#"
+[api]
+address = "127.0.0.1:{port}"
+tls = {{ crt_file = "{}", key_file = "{}"{ca} }}
+
+[sources.in]
+type = "demo"
+rate = 2000
+
+[sinks.store]
+type = "api_store"
+inputs = ["in"]
+"#,
+            certs.crt.display(),
+            certs.key.display()
+        )
+    };
+    let config = write_config(dir.path(), "tls.toml", &config_text(""));
+    let (child, log) = spawn_collecting(&config);
+    eventually(Duration::from_secs(30), || {
+        log.lock()
+            .unwrap()
+            .contains("pipeline running")
+            .then_some(())
+    })
+    .expect("the pipeline runs");
+
+    let ca = [("TAPIO_API_CA", certs.ca.as_path())];
+    let get = |path: &str, env: &[(&str, &Path)]| {
+        let output = run_python_client_with(port, &["get", path], env);
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    assert!(get("/health", &ca).starts_with("status 200"));
+    assert!(
+        http_get(port, "/health").is_none_or(|(status, _)| status != 200),
+        "plain HTTP is not served"
+    );
+    let grpc = run_python_client_with(port, &["query", "shop", "process", "10"], &ca);
+    assert!(
+        String::from_utf8_lossy(&grpc.stdout).contains("health SERVING"),
+        "{}",
+        String::from_utf8_lossy(&grpc.stderr)
+    );
+    let address = format!("https://127.0.0.1:{port}");
+    let tap = |extra: &[&str]| {
+        let child = tapio()
+            .args(["tap", "in", "--limit", "5", "--address", &address])
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_with_timeout(child, Duration::from_secs(30))
+    };
+    let ca_file = certs.ca.to_str().unwrap();
+    let tapped = tap(&["--ca-file", ca_file]);
+    assert_success(&tapped);
+    assert_eq!(
+        parse_ndjson(&String::from_utf8_lossy(&tapped.stdout)).len(),
+        5
+    );
+    // The web's roots do not know the private CA.
+    let untrusted = tap(&[]);
+    assert_eq!(untrusted.status.code(), Some(69));
+    assert!(String::from_utf8_lossy(&untrusted.stderr).contains("TLS"));
+
+    // Mutual TLS from the next reload on.
+    let ca_option = format!(", ca_file = \"{}\"", certs.ca.display());
+    std::fs::write(&config, config_text(&ca_option)).unwrap();
+    signal(child.id(), libc::SIGHUP);
+    let with_client = [
+        ("TAPIO_API_CA", certs.ca.as_path()),
+        ("TAPIO_API_CLIENT_CRT", certs.client_crt.as_path()),
+        ("TAPIO_API_CLIENT_KEY", certs.client_key.as_path()),
+    ];
+    eventually(Duration::from_secs(20), || {
+        get("/metrics", &with_client)
+            .contains("tapio_config_reloads_total{result=\"ok\"} 1")
+            .then_some(())
+    })
+    .expect("the reload is applied");
+    assert!(
+        get("/health", &ca).starts_with("error"),
+        "no client certificate: refused"
+    );
+    let client_crt = certs.client_crt.to_str().unwrap();
+    let client_key = certs.client_key.to_str().unwrap();
+    assert_eq!(tap(&["--ca-file", ca_file]).status.code(), Some(69));
+    let tapped = tap(&[
+        "--ca-file",
+        ca_file,
+        "--crt-file",
+        client_crt,
+        "--key-file",
+        client_key,
+    ]);
+    assert_success(&tapped);
     stop(child);
 }

@@ -663,78 +663,6 @@ fn the_otlp_source_reads_otlp_http_with_gzip() {
     assert_eq!(exec["application"]["resource"]["process.pid"], 42);
 }
 
-/// A private CA and a certificate it signed for 127.0.0.1 (made with the openssl command),
-/// under `dir`: (ca, crt, key).
-fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let file = |name: &str| dir.join(name);
-    let openssl = |args: &[&str]| {
-        let output = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("the openssl command");
-        assert!(
-            output.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-subj",
-        "/CN=tapio test CA",
-        "-days",
-        "1",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ]);
-    std::fs::write(
-        file("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "server.ext",
-        "-out",
-        "server.pem",
-    ]);
-    (file("ca.pem"), file("server.pem"), file("server.key"))
-}
-
 /// TLS both ways, over both transports: the otlp sink to `https://` endpoints trusting a
 /// private CA (`tls.ca_file`), into the otlp source's gRPC and HTTP receivers serving a
 /// certificate that CA signed (`tls.crt_file`, `tls.key_file`); every record arrives once per
@@ -742,7 +670,7 @@ fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 #[test]
 fn the_sink_and_the_source_speak_tls_over_grpc_and_http() {
     let dir = tempfile::tempdir().unwrap();
-    let (ca, crt, key) = certificates(dir.path());
+    let Certificates { ca, crt, key, .. } = certificates(dir.path());
     let out = dir.path().join("events.ndjson");
     let (grpc, http) = (free_port(), free_port());
     let sink = |name: &str, protocol: &str, port: u16| {

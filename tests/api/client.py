@@ -9,6 +9,11 @@ usage: client.py PROTO_DIR HOST:PORT query NAMESPACE TYPE PAGE
          is subscribed then) POSTs COUNT events of that namespace and COUNT of another to
          /v1/events; prints "stream <id>" per event received.
        With $TAPIO_API_TOKEN set, query calls carry it as `authorization: Bearer`.
+       With $TAPIO_API_CA set, every call is TLS trusting that CA (and, with
+       $TAPIO_API_CLIENT_CRT and $TAPIO_API_CLIENT_KEY, presents that client certificate).
+       client.py PROTO_DIR HOST:PORT get PATH
+         GET PATH with Python's urllib (https with $TAPIO_API_CA); prints "status <code>" and
+         the body, or "error <why>" and exits 2 when no answer came (a refused handshake).
        client.py PROTO_DIR HOST:PORT correlations SEVERITY ID
          GetCorrelations of at least SEVERITY, then of the story ID; prints "correlation <id>"
          per summary of the first and "story <id>" / "related <id>" for the second.
@@ -28,6 +33,7 @@ import shutil
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 from grpc_tools import protoc
@@ -52,7 +58,39 @@ service_pb2_grpc = importlib.import_module("tapio.v1.service_pb2_grpc")
 health_pb2 = importlib.import_module("standard_health.health_pb2")
 health_pb2_grpc = importlib.import_module("standard_health.health_pb2_grpc")
 
-channel = grpc.insecure_channel(target)
+def read(variable):
+    path = os.environ.get(variable)
+    return open(path, "rb").read() if path else None
+
+
+# With $TAPIO_API_CA: TLS trusting that CA, and with $TAPIO_API_CLIENT_CRT/_KEY presenting a
+# client certificate (mutual TLS).
+ca, client_crt, client_key = read("TAPIO_API_CA"), read("TAPIO_API_CLIENT_CRT"), read("TAPIO_API_CLIENT_KEY")
+if mode == "get":
+    import ssl
+    path = sys.argv[4]
+    context = None
+    if ca:
+        context = ssl.create_default_context(cadata=ca.decode())
+        if client_crt:
+            context.load_cert_chain(os.environ["TAPIO_API_CLIENT_CRT"], os.environ["TAPIO_API_CLIENT_KEY"])
+    scheme = "https" if ca else "http"
+    try:
+        with urllib.request.urlopen(f"{scheme}://{target}{path}", timeout=10, context=context) as answer:
+            print("status", answer.status)
+            print(answer.read().decode())
+    except urllib.error.HTTPError as e:
+        print("status", e.code)
+    except (urllib.error.URLError, ssl.SSLError, ConnectionError) as e:
+        print("error", e)
+        sys.exit(2)
+    sys.exit(0)
+if ca:
+    credentials = grpc.ssl_channel_credentials(root_certificates=ca, private_key=client_key,
+                                               certificate_chain=client_crt)
+    channel = grpc.secure_channel(target, credentials)
+else:
+    channel = grpc.insecure_channel(target)
 grpc.channel_ready_future(channel).result(timeout=30)
 events = service_pb2_grpc.EventServiceStub(channel)
 token = os.environ.get("TAPIO_API_TOKEN")

@@ -327,3 +327,100 @@ pub fn spawn_command_collecting(mut command: Command) -> (Child, Arc<Mutex<Strin
     });
     (child, log)
 }
+
+/// A private CA's certificate, and a server certificate for 127.0.0.1 and a client
+/// certificate (for mutual TLS) it signed, with their keys, as PEM files.
+pub struct Certificates {
+    pub ca: PathBuf,
+    pub crt: PathBuf,
+    pub key: PathBuf,
+    pub client_crt: PathBuf,
+    pub client_key: PathBuf,
+}
+
+/// A private CA and the certificates it signed, made with the openssl command under `dir`.
+pub fn certificates(dir: &Path) -> Certificates {
+    let file = |name: &str| dir.join(name);
+    let openssl = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the openssl command");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let new_key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &new_key,
+            &["-subj", "/CN=tapio test CA", "-days", "1"],
+        ]
+        .concat()
+        .into_iter()
+        .chain(["-keyout", "ca.key", "-out", "ca.pem"])
+        .collect::<Vec<_>>(),
+    );
+    // Each certificate: a key and request, then the CA's signature with its extensions.
+    let issue = |name: &str, subject: &str, extensions: &str| {
+        let (key, csr, ext, pem) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.ext"),
+            format!("{name}.pem"),
+        );
+        openssl(
+            &[
+                &["req"][..],
+                &new_key,
+                &["-subj", subject, "-keyout", &key, "-out", &csr],
+            ]
+            .concat(),
+        );
+        std::fs::write(file(&ext), extensions).unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &ext,
+            "-out",
+            &pem,
+        ]);
+    };
+    issue(
+        "server",
+        "/CN=127.0.0.1",
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    );
+    issue(
+        "client",
+        "/CN=tapio test client",
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    );
+    Certificates {
+        ca: file("ca.pem"),
+        crt: file("server.pem"),
+        key: file("server.key"),
+        client_crt: file("client.pem"),
+        client_key: file("client.key"),
+    }
+}

@@ -13,7 +13,7 @@ mod rest;
 mod tap;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,9 +22,11 @@ use http_body_util::combinators::UnsyncBoxBody;
 use tapio_event::Tokens;
 use tapio_event::backoff::Backoff;
 use tapio_event::throttle::Throttle;
+use tapio_sources::tls::TlsConfig;
 use tapio_topology::{ApiHandles, ComponentList, Health};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
 pub use prometheus::render as render_prometheus;
 
@@ -45,6 +47,34 @@ pub struct ApiState {
     pub handles: ApiHandles,
     /// Bearer tokens every call but `/health` must present; empty: no authentication.
     pub tokens: Tokens,
+    /// The TLS new connections are accepted with (none: plain TCP), which a reload swaps.
+    pub tls: ApiTls,
+}
+
+/// The TLS the API accepts new connections with; a reload that changes `[api] tls` (or finds
+/// its certificate files rotated) swaps it without closing the port or the connections open.
+#[derive(Clone, Default)]
+pub struct ApiTls(Arc<RwLock<Option<TlsAcceptor>>>);
+
+impl ApiTls {
+    /// Accepts new connections with `acceptor` (`None`: plain TCP) from now on.
+    pub fn set(&self, acceptor: Option<TlsAcceptor>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = acceptor;
+    }
+
+    fn current(&self) -> Option<TlsAcceptor> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The acceptor for `[api] tls`, offering HTTP/2 (gRPC clients require it over TLS) and
+/// HTTP/1.1 by ALPN; the files are read now, so a missing or bad one is reported at once.
+pub fn tls_acceptor(config: &TlsConfig) -> Result<TlsAcceptor, String> {
+    let files = config.read().map_err(|e| e.to_string())?;
+    files.acceptor(&[b"h2", b"http/1.1"])
 }
 
 /// Who calls: the client's address and the name of the token it presented (`-` when the API
@@ -206,6 +236,11 @@ fn connection_builder() -> hyper_util::server::conn::auto::Builder<hyper_util::r
     builder
 }
 
+/// A client connection as the server reads it, plain or TLS.
+trait Connection: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Connection for T {}
+
 /// Whether a request is a gRPC call (`application/grpc`, `application/grpc+proto`, ...).
 fn is_grpc<B>(request: &hyper::Request<B>) -> bool {
     request
@@ -233,7 +268,24 @@ async fn serve_connections(mut listener: impl Listener, state: ApiState) {
         };
         let state = state.clone();
         let grpc = grpc.clone();
+        let tls = state.tls.current();
         tokio::spawn(async move {
+            let stream: Box<dyn Connection> = match tls {
+                None => Box::new(stream),
+                Some(acceptor) => {
+                    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => Box::new(stream),
+                        Ok(Err(error)) => {
+                            tracing::warn!(%client, %error, "API connection refused: TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%client, "API connection closed: no TLS handshake in time");
+                            return;
+                        }
+                    }
+                }
+            };
             let service = hyper::service::service_fn(move |mut request| {
                 let state = state.clone();
                 let grpc = grpc.clone();
@@ -284,6 +336,7 @@ mod tests {
             metrics: Arc::new(ComponentList::new(vec![metrics])),
             handles: ApiHandles::default(),
             tokens: Tokens::default(),
+            tls: ApiTls::default(),
         }
     }
 

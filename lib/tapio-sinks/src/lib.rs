@@ -14,6 +14,7 @@ pub mod otlp;
 mod util;
 
 pub use util::dead_letter::{dead_letter_dir, dead_letter_path};
+pub use util::tls;
 
 tapio_event::component_registry! {
     /// Every sink type, as written in `tapio.toml` (`type = "..."`). Deserialized externally

@@ -14,6 +14,8 @@ pub mod stdin;
 pub mod systemd;
 mod util;
 
+pub use util::tls;
+
 tapio_event::component_registry! {
     /// Every source type, as written in `tapio.toml` (`type = "..."`). Deserialized externally
     /// tagged (`{ <type> = { options } }`): the topology moves `type` there so that errors keep

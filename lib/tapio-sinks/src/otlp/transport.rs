@@ -6,7 +6,7 @@
 //! receiver's `RetryInfo` / `Retry-After` advice), rejected for good, or a configuration that
 //! can never work.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
@@ -184,7 +184,7 @@ impl Transport {
             headers.insert(key, value);
         }
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(rustls_config(&settings.tls)?)
+            .with_tls_config(settings.tls.rustls_client()?)
             .https_or_http()
             .enable_http1()
             .build();
@@ -219,45 +219,6 @@ impl Transport {
             Transport::Grpc(grpc) => grpc.export(signal, body).await,
             Transport::Http(http) => http.export(signal, body).await,
         }
-    }
-}
-
-/// The rustls client config for OTLP/HTTP over `https://`: the configured CA, or the web's
-/// roots (webpki-roots), and the client certificate for mutual TLS.
-fn rustls_config(tls: &TlsFiles) -> Result<rustls::ClientConfig, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let mut roots = rustls::RootCertStore::empty();
-    match &tls.ca {
-        Some(ca) => {
-            for certificate in CertificateDer::pem_slice_iter(ca) {
-                let certificate = certificate
-                    .map_err(|e| format!("`tls.ca_file`: not a PEM certificate: {e}"))?;
-                roots
-                    .add(certificate)
-                    .map_err(|e| format!("`tls.ca_file`: {e}"))?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| format!("`tls`: {e}"))?
-    .with_root_certificates(roots);
-    match &tls.identity {
-        Some((crt, key)) => {
-            let chain = CertificateDer::pem_slice_iter(crt)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("`tls.crt_file`: not a PEM certificate: {e}"))?;
-            let key = PrivateKeyDer::from_pem_slice(key)
-                .map_err(|e| format!("`tls.key_file`: not a PEM private key: {e}"))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| format!("`tls.crt_file`/`tls.key_file`: {e}"))
-        }
-        None => Ok(builder.with_no_client_auth()),
     }
 }
 

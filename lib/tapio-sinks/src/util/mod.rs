@@ -5,4 +5,4 @@ pub(crate) mod dead_letter;
 pub(crate) mod gzip;
 pub(crate) mod pool;
 pub(crate) mod retry;
-pub(crate) mod tls;
+pub mod tls;

@@ -1,7 +1,9 @@
-//! The TLS options of sinks that are gRPC clients (`otlp`, `grpc`): the config block, reading
-//! its files when the sink is built, and the tonic endpoint for a URL with them.
+//! The TLS options of clients (the `otlp` and `grpc` sinks, the API's own client): the config
+//! block, reading its files when the client is built, and the tonic endpoint or rustls client
+//! config made from them.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use schemars::JsonSchema;
@@ -27,11 +29,53 @@ pub struct TlsConfig {
 
 /// TLS material read from the configured files when the sink is built.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct TlsFiles {
+pub struct TlsFiles {
     /// PEM CA certificates to trust instead of the built-in web roots.
-    pub ca: Option<Vec<u8>>,
+    pub(crate) ca: Option<Vec<u8>>,
     /// PEM certificate chain and key for mutual TLS.
-    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    pub(crate) identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl TlsFiles {
+    /// The rustls client config for a hyper client of an `https://` URL (OTLP/HTTP, the
+    /// API's own client): the configured CA, or the web's roots (webpki-roots), and the client
+    /// certificate for mutual TLS.
+    pub fn rustls_client(&self) -> Result<rustls::ClientConfig, String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.ca {
+            Some(ca) => {
+                for certificate in CertificateDer::pem_slice_iter(ca) {
+                    let certificate = certificate
+                        .map_err(|e| format!("`tls.ca_file`: not a PEM certificate: {e}"))?;
+                    roots
+                        .add(certificate)
+                        .map_err(|e| format!("`tls.ca_file`: {e}"))?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("`tls`: {e}"))?
+        .with_root_certificates(roots);
+        match &self.identity {
+            Some((crt, key)) => {
+                let chain = CertificateDer::pem_slice_iter(crt)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("`tls.crt_file`: not a PEM certificate: {e}"))?;
+                let key = PrivateKeyDer::from_pem_slice(key)
+                    .map_err(|e| format!("`tls.key_file`: not a PEM private key: {e}"))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| format!("`tls.crt_file`/`tls.key_file`: {e}"))
+            }
+            None => Ok(builder.with_no_client_auth()),
+        }
+    }
 }
 
 impl TlsConfig {
@@ -41,7 +85,7 @@ impl TlsConfig {
     }
 
     /// The files, read; an error names the option and the path.
-    pub(crate) fn read(&self) -> Result<TlsFiles, String> {
+    pub fn read(&self) -> Result<TlsFiles, String> {
         let read = |option: &str, path: &PathBuf| {
             std::fs::read(path).map_err(|e| format!("`tls.{option}` {}: {e}", path.display()))
         };

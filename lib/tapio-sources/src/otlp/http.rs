@@ -23,46 +23,6 @@ use tapio_event::ComponentError;
 use tokio::net::TcpListener;
 
 use super::{Receiver, Refusal};
-use crate::util::tls::TlsFiles;
-
-/// The TLS acceptor for the HTTP receiver, from the configured files.
-pub(super) fn acceptor(tls: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let chain = CertificateDer::pem_slice_iter(&tls.crt)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("`tls.crt_file`: not a PEM certificate: {e}"))?;
-    let key = PrivateKeyDer::from_pem_slice(&tls.key)
-        .map_err(|e| format!("`tls.key_file`: not a PEM private key: {e}"))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("`tls`: {e}"))?;
-    let builder = match &tls.ca {
-        None => builder.with_no_client_auth(),
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for certificate in CertificateDer::pem_slice_iter(ca) {
-                let certificate = certificate
-                    .map_err(|e| format!("`tls.ca_file`: not a PEM certificate: {e}"))?;
-                roots
-                    .add(certificate)
-                    .map_err(|e| format!("`tls.ca_file`: {e}"))?;
-            }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            )
-            .build()
-            .map_err(|e| format!("`tls.ca_file`: {e}"))?;
-            builder.with_client_cert_verifier(verifier)
-        }
-    };
-    let config = builder
-        .with_single_cert(chain, key)
-        .map_err(|e| format!("`tls.crt_file`/`tls.key_file`: {e}"))?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-}
 
 /// Accepts connections on `listener` until `stop` turns true, serving each on its own task.
 pub(super) async fn serve(

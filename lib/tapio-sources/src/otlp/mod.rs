@@ -140,7 +140,7 @@ impl ComponentConfig for OtlpSourceConfig {
         let tls = self.tls.as_ref().map(TlsConfig::read).transpose()?;
         let http_tls = tls
             .as_ref()
-            .map(http::acceptor)
+            .map(|files| files.acceptor(&[]))
             .transpose()
             .map_err(invalid)?;
         Ok(Box::new(OtlpSource {

@@ -5,4 +5,4 @@ pub(crate) mod lines;
 pub(crate) mod listener;
 #[cfg(test)]
 pub(crate) mod testing;
-pub(crate) mod tls;
+pub mod tls;

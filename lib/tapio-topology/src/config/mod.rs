@@ -49,6 +49,10 @@ pub struct ApiConfig {
     /// source takes them.
     #[serde(default)]
     pub auth: Option<tapio_sources::grpc::AuthConfig>,
+    /// TLS on the address, for gRPC and HTTP alike (`crt_file`, `key_file`); with `ca_file`,
+    /// only clients presenting a certificate that CA signed are served (mutual TLS).
+    #[serde(default)]
+    pub tls: Option<tapio_sources::tls::TlsConfig>,
 }
 
 /// Where a buffer keeps its events.
