@@ -122,6 +122,65 @@ fn aggregator_killed_mid_stream_loses_no_event() {
     );
 }
 
+/// Two receivers: the agent's lanes share the stream between them (both get a good part of
+/// it), and when one is killed mid-stream, what it left unanswered and everything after goes to
+/// the other; every event arrives.
+#[test]
+fn two_endpoints_share_the_load_and_one_takes_over_from_a_dead_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port_a, port_b) = (free_port(), free_port());
+    let (out_a, out_b) = (dir.path().join("a.ndjson"), dir.path().join("b.ndjson"));
+    let sent = dir.path().join("sent.ndjson");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    let count = 20_000 + nanos % 10_000;
+    let batch = 50 + nanos % 150;
+    let agent = write_config(
+        dir.path(),
+        "agent.toml",
+        &format!(
+            "[sources.demo]\ntype = \"demo\"\ncount = {count}\nrate = 8000\nbatch_size = {batch}\nseed = {nanos}\n\n\
+             [sinks.out]\ntype = \"grpc\"\ninputs = [\"demo\"]\n\
+             endpoints = [\"http://127.0.0.1:{port_a}\", \"http://127.0.0.1:{port_b}\"]\n\
+             ack_timeout = \"2s\"\nmax_in_flight = 4\n\n{}",
+            copy_sink("demo", &sent)
+        ),
+    );
+    let a = spawn_run(&aggregator(dir.path(), "a.toml", port_a, "", &out_a));
+    let mut b = spawn_run(&aggregator(dir.path(), "b.toml", port_b, "", &out_b));
+    wait_listening(port_a);
+    wait_listening(port_b);
+    let agent = spawn_run(&agent);
+    let shares = eventually(Duration::from_secs(30), || {
+        let (a, b) = (ids(&out_a).len(), ids(&out_b).len());
+        (a + b > 6_000).then_some((a, b))
+    })
+    .expect("events reach the receivers");
+    let total = (shares.0 + shares.1) as f64;
+    assert!(
+        shares.0 as f64 > total * 0.2 && shares.1 as f64 > total * 0.2,
+        "both receivers take a share: {shares:?}"
+    );
+    b.kill().unwrap();
+    b.wait().unwrap();
+    let agent = wait_with_timeout(agent, Duration::from_secs(120));
+    assert_success(&agent);
+    signal(a.id(), libc::SIGTERM);
+    assert_success(&wait_with_timeout(a, Duration::from_secs(30)));
+
+    let sent = ids(&sent);
+    assert_eq!(sent.len() as u64, count);
+    let received: BTreeSet<String> = ids(&out_a).into_iter().chain(ids(&out_b)).collect();
+    let missing = sent.iter().filter(|id| !received.contains(*id)).count();
+    assert_eq!(missing, 0, "{missing} of {count} events never arrived");
+    assert!(
+        received.len() as u64 == count,
+        "an event nobody sent arrived"
+    );
+}
+
 /// A private CA and a server certificate for 127.0.0.1, as PEM files in `dir`.
 fn certificates(dir: &Path) {
     let ca_key = rcgen::KeyPair::generate().unwrap();

@@ -4,13 +4,16 @@
 //!
 //! Delivery is at least once: a batch is acknowledged upstream only when the receiver answered
 //! its `SubmitAck` with `DELIVERED` (which, when the receiver's `acknowledgements` are on,
-//! means its own sinks delivered it). Up to `max_in_flight` batches wait for their answers;
-//! then the sink stops reading its buffer and backpressure reaches the sources. A `FAILED`
-//! answer sends the batch again on the same stream. A stream that breaks, or an answer that
-//! takes longer than `ack_timeout`, sends every unanswered batch again on a new stream to the
-//! next of `endpoints` (failover, in order, round the list), after a capped exponential backoff
-//! that resets on the next answer. A receiver that was killed between taking a batch and
-//! answering it gets it twice: the receiving side sees duplicates, never a gap.
+//! means its own sinks delivered it). Each endpoint has a lane: one long-lived stream at a
+//! time, up to `max_in_flight` batches waiting for their answers. The lanes take batches from
+//! the sink's buffer as each has room, so the load spreads over the receivers (round robin, by
+//! who is ready) and a slow receiver takes less; when every lane is full the sink stops reading
+//! its buffer and backpressure reaches the sources. A `FAILED` answer sends the batch again on
+//! the same stream. A stream that breaks, or an answer that takes longer than `ack_timeout`,
+//! hands every unanswered batch to whichever lane takes work next (failover), and its lane
+//! waits out a capped exponential backoff, then takes work again only once its receiver
+//! answers its health check. A receiver that was killed between taking a batch and answering it
+//! gets it twice: the receiving side sees duplicates, never a gap.
 //!
 //! The healthcheck asks each endpoint's `grpc.health.v1.Health` and then opens an empty
 //! `SubmitEvents` stream, so a receiver that is down, or refuses `auth.token`, fails the start
@@ -20,6 +23,8 @@
 mod tests;
 
 use std::collections::VecDeque;
+use std::sync::PoisonError;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -35,7 +40,7 @@ use tapio_proto::health::health_check_response::ServingStatus;
 use tapio_proto::health::health_client::HealthClient;
 use tapio_proto::v1::event_service_client::EventServiceClient;
 use tapio_proto::v1::{self, AckStatus, SubmitAck};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::MetadataValue;
@@ -49,8 +54,9 @@ use crate::util::tls::grpc_endpoint;
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrpcSinkConfig {
-    /// The receivers, `http://host:port` or `https://host:port` (TLS). The sink streams to the
-    /// first and fails over to the next when a stream breaks.
+    /// The receivers, `http://host:port` or `https://host:port` (TLS). The sink streams to all
+    /// of them at once, each taking batches as it has room, and what a broken stream left
+    /// unanswered goes to the others.
     pub endpoints: Vec<String>,
     /// Compression of each batch: `"none"`, `"gzip"` or `"zstd"`.
     #[serde(default)]
@@ -205,7 +211,7 @@ struct InFlight {
     batch: EventBatch,
 }
 
-/// What outlives one stream: the batches still to be answered and where the input is.
+/// What outlives one stream of a lane: the batches still to be answered.
 struct Progress {
     input_done: bool,
     unacked: VecDeque<InFlight>,
@@ -213,9 +219,60 @@ struct Progress {
     backoff: Backoff,
 }
 
+/// What the lanes share: the sink's buffer, and the batches broken streams left unanswered,
+/// which any lane takes before new ones.
+struct Shared {
+    input: tokio::sync::Mutex<BufferReceiver>,
+    input_done: AtomicBool,
+    orphans: std::sync::Mutex<VecDeque<EventBatch>>,
+    orphaned: Notify,
+}
+
+impl Shared {
+    fn orphans(&self) -> std::sync::MutexGuard<'_, VecDeque<EventBatch>> {
+        self.orphans.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The next batch to send: one a broken stream left, else the buffer's next; `None` once
+    /// the buffer has ended and nothing is left over.
+    async fn next_batch(&self) -> Option<EventBatch> {
+        loop {
+            let orphaned = self.orphaned.notified();
+            tokio::pin!(orphaned);
+            // Registered before the queue is looked at, so a batch handed over meanwhile
+            // wakes this lane.
+            orphaned.as_mut().enable();
+            if let Some(batch) = self.orphans().pop_front() {
+                return Some(batch);
+            }
+            if self.input_done.load(Ordering::Acquire) {
+                return None;
+            }
+            tokio::select! {
+                batch = async { self.input.lock().await.recv().await } => match batch {
+                    Some(batch) => return Some(batch),
+                    None => self.input_done.store(true, Ordering::Release),
+                },
+                () = &mut orphaned => {}
+            }
+        }
+    }
+
+    /// Hands batches a broken stream left unanswered to the lanes.
+    fn orphan(&self, batches: impl IntoIterator<Item = EventBatch>) {
+        self.orphans().extend(batches);
+        self.orphaned.notify_waiters();
+    }
+
+    /// Whether everything was sent: the buffer ended and no batch is left over.
+    fn finished(&self) -> bool {
+        self.input_done.load(Ordering::Acquire) && self.orphans().is_empty()
+    }
+}
+
 /// Why a stream ended before its batches were answered.
 enum Broken {
-    /// Try again, on the next endpoint.
+    /// Try again (the batches go to the other lanes meanwhile).
     Retry(String),
     /// The receiver refuses the credentials: no retry can succeed.
     Fatal(String),
@@ -288,7 +345,7 @@ impl GrpcSink {
     async fn stream(
         &self,
         index: usize,
-        input: &mut BufferReceiver,
+        shared: &Shared,
         progress: &mut Progress,
         metrics: &ComponentMetrics,
     ) -> Result<(), Broken> {
@@ -325,7 +382,7 @@ impl GrpcSink {
                 .front()
                 .map(|oldest| oldest.sent_at + self.ack_timeout);
             tokio::select! {
-                batch = input.recv(), if !*input_done && unacked.len() < self.max_in_flight => {
+                batch = shared.next_batch(), if !*input_done && unacked.len() < self.max_in_flight => {
                     let Some(batch) = batch else {
                         *input_done = true;
                         continue;
@@ -356,6 +413,68 @@ impl GrpcSink {
                         "{url}: no answer within `ack_timeout` ({:?})",
                         self.ack_timeout
                     )));
+                }
+            }
+        }
+    }
+
+    /// The lane of the endpoint at `index`: streams to it while there is work; when a stream
+    /// breaks, hands its unanswered batches to the lanes, backs off and takes work again once
+    /// the endpoint answers its health check. Ends once everything was sent, or with the
+    /// error of a receiver that refuses the token.
+    async fn lane(
+        &self,
+        index: usize,
+        shared: &Shared,
+        metrics: &ComponentMetrics,
+    ) -> Result<(), ComponentError> {
+        let mut progress = Progress {
+            input_done: false,
+            unacked: VecDeque::new(),
+            next_sequence: 0,
+            backoff: sink_backoff(),
+        };
+        let mut warn = Throttle::new(WARN_INTERVAL);
+        loop {
+            // Open a stream only with something to send, so an idle agent holds none.
+            let Some(batch) = shared.next_batch().await else {
+                return Ok(());
+            };
+            progress.input_done = false;
+            progress.unacked.push_back(InFlight {
+                sequence: progress.next_sequence,
+                sent_at: Instant::now(),
+                batch,
+            });
+            progress.next_sequence += 1;
+            let mut broken = self.stream(index, shared, &mut progress, metrics).await;
+            loop {
+                match broken {
+                    Ok(()) => break,
+                    Err(Broken::Fatal(message)) => {
+                        for pending in progress.unacked.drain(..) {
+                            pending.batch.ack(BatchStatus::Failed);
+                        }
+                        return Err(ComponentError::unavailable(format!(
+                            "the receiver refuses `auth.token`: {message}"
+                        )));
+                    }
+                    Err(Broken::Retry(message)) => {
+                        metrics.add_errors("stream_failed", 1);
+                        if let Some(count) = warn.add(1) {
+                            tracing::warn!(
+                                failures = count,
+                                unanswered = progress.unacked.len(),
+                                "{message}; sending the unanswered batches again"
+                            );
+                        }
+                        shared.orphan(progress.unacked.drain(..).map(|p| p.batch));
+                        tokio::time::sleep(progress.backoff.next_delay()).await;
+                        if shared.finished() {
+                            return Ok(());
+                        }
+                        broken = self.check(index).await;
+                    }
                 }
             }
         }
@@ -445,57 +564,17 @@ impl Sink for GrpcSink {
         })
     }
 
-    fn run(self: Box<Self>, mut input: BufferReceiver, cx: SinkContext) -> ComponentFuture {
+    fn run(self: Box<Self>, input: BufferReceiver, cx: SinkContext) -> ComponentFuture {
         Box::pin(async move {
-            let metrics = cx.metrics;
-            let mut progress = Progress {
-                input_done: false,
-                unacked: VecDeque::new(),
-                next_sequence: 0,
-                backoff: sink_backoff(),
+            let shared = Shared {
+                input: tokio::sync::Mutex::new(input),
+                input_done: AtomicBool::new(false),
+                orphans: std::sync::Mutex::new(VecDeque::new()),
+                orphaned: Notify::new(),
             };
-            let mut warn = Throttle::new(WARN_INTERVAL);
-            let mut index = 0;
-            loop {
-                if progress.unacked.is_empty() {
-                    // Open a stream only with something to send, so an idle agent holds none.
-                    match input.recv().await {
-                        None => return Ok(()),
-                        Some(batch) => progress.unacked.push_back(InFlight {
-                            sequence: progress.next_sequence,
-                            sent_at: Instant::now(),
-                            batch,
-                        }),
-                    }
-                    progress.next_sequence += 1;
-                }
-                let streamed = self
-                    .stream(index, &mut input, &mut progress, &metrics)
-                    .await;
-                match streamed {
-                    Ok(()) => return Ok(()),
-                    Err(Broken::Fatal(message)) => {
-                        for pending in progress.unacked {
-                            pending.batch.ack(BatchStatus::Failed);
-                        }
-                        return Err(ComponentError::unavailable(format!(
-                            "the receiver refuses `auth.token`: {message}"
-                        )));
-                    }
-                    Err(Broken::Retry(message)) => {
-                        metrics.add_errors("stream_failed", 1);
-                        if let Some(count) = warn.add(1) {
-                            tracing::warn!(
-                                failures = count,
-                                unanswered = progress.unacked.len(),
-                                "{message}; sending the unanswered batches again"
-                            );
-                        }
-                        index = (index + 1) % self.endpoints.len();
-                        tokio::time::sleep(progress.backoff.next_delay()).await;
-                    }
-                }
-            }
+            let lanes =
+                (0..self.endpoints.len()).map(|index| self.lane(index, &shared, &cx.metrics));
+            futures::future::try_join_all(lanes).await.map(drop)
         })
     }
 }
