@@ -382,6 +382,7 @@ impl Parser<'_, '_> {
             }
         }
         self.check_duplicates(&found.nodes);
+        self.check_api_components(&found.nodes, api.is_some());
         let graph = Graph::resolve(found.nodes, self.diags);
         Some(Config {
             file: file.to_owned(),
@@ -704,6 +705,45 @@ impl Parser<'_, '_> {
                 );
             } else {
                 seen.insert(&node.name, node);
+            }
+        }
+    }
+
+    /// The API serves one store and one intake: a second `api_store` sink or `api` source is
+    /// an error, and either without an `[api] address` is read by nobody (a warning).
+    fn check_api_components(&mut self, nodes: &[GraphNode], has_api: bool) {
+        for (kind, type_name) in [
+            (ComponentKind::Sink, "api_store"),
+            (ComponentKind::Source, "api"),
+        ] {
+            let mut of_type = nodes
+                .iter()
+                .filter(|n| n.kind == kind && n.type_name == type_name);
+            let Some(first) = of_type.next() else {
+                continue;
+            };
+            let key = |node: &GraphNode| format!("{}s.{}", node.kind.as_str(), node.name);
+            for other in of_type {
+                self.diags.push(
+                    Severity::Error,
+                    Some(other.line),
+                    key(other),
+                    format!(
+                        "only one `{type_name}` {} is allowed (the API serves one), and {} on line {} is one already",
+                        kind.as_str(),
+                        key(first),
+                        first.line
+                    ),
+                );
+            }
+            if !has_api {
+                self.diags.push(
+                    Severity::Warning,
+                    Some(first.line),
+                    key(first),
+                    "the config has no `[api] address`, so no API call reaches this component"
+                        .to_owned(),
+                );
             }
         }
     }

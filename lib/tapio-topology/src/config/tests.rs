@@ -357,3 +357,26 @@ fn a_script_file_is_found_next_to_the_config() {
     );
     assert_has(&found, &expected);
 }
+
+#[test]
+fn the_api_serves_one_store_and_one_intake() {
+    let components = "[sources.in]\ntype = \"api\"\n\n[sources.more]\ntype = \"api\"\n\n[sinks.a]\ntype = \"api_store\"\ninputs = [\"in\", \"more\"]\n\n[sinks.b]\ntype = \"api_store\"\ninputs = [\"in\"]\n";
+    let found = problems(&format!("[api]\naddress = \"127.0.0.1:1\"\n\n{components}"));
+    assert_has(
+        &found,
+        "t.toml:7: sources.more: only one `api` source is allowed (the API serves one), and sources.in on line 4 is one already",
+    );
+    assert_has(
+        &found,
+        "t.toml:14: sinks.b: only one `api_store` sink is allowed (the API serves one), and sinks.a on line 10 is one already",
+    );
+    assert!(!found.iter().any(|p| p.contains("warning")), "{found:#?}");
+    let without_api = problems(
+        "[sources.in]\ntype = \"api\"\n\n[sinks.a]\ntype = \"api_store\"\ninputs = [\"in\"]\n",
+    );
+    assert_has(
+        &without_api,
+        "t.toml:4: warning: sinks.a: the config has no `[api] address`, so no API call reaches this component",
+    );
+    assert_eq!(without_api.len(), 2, "{without_api:#?}");
+}
