@@ -1,6 +1,7 @@
 //! Command-line surface (clap) and logging set-up.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -41,6 +42,32 @@ pub enum Command {
     /// Inspect the sinks' disk buffers (`<data_dir>/buffers/<sink>/`) offline.
     #[command(subcommand)]
     Buffer(BufferCommand),
+    /// Watch a running Tapio live in the terminal: each component's events/s in and out,
+    /// errors, discards and buffer fill, read from its API (`/v1/components`) every interval.
+    Top(TopArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// The running Tapio's `[api] address`: `host:port` or `http://host:port`.
+    #[arg(long, env = "TAPIO_API_ADDRESS", default_value = "127.0.0.1:8686")]
+    pub address: String,
+    /// The bearer token to present when `[api] auth` has tokens.
+    #[arg(long, env = "TAPIO_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// How often to read the counters and redraw (`1s`, `500ms`, ...).
+    #[arg(long, default_value = "1s", value_parser = refresh_interval)]
+    pub interval: Duration,
+}
+
+/// A duration as the config writes one, more than zero: a zero interval would read the API
+/// in a busy loop.
+fn refresh_interval(text: &str) -> Result<Duration, String> {
+    let interval = tapio_event::ConfigDuration::parse(text)?.0;
+    if interval.is_zero() {
+        return Err("the interval must be more than zero".to_owned());
+    }
+    Ok(interval)
 }
 
 /// What to do with disk buffers.

@@ -5,6 +5,7 @@ mod cli;
 mod reload;
 mod run;
 mod summary;
+mod top;
 
 use std::process::ExitCode;
 
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
         cli::Command::Test(args) => run::test(&args),
         cli::Command::DeadLetter(command) => run::dead_letter(&command),
         cli::Command::Buffer(cli::BufferCommand::Check(args)) => run::buffer_check(&args),
+        cli::Command::Top(args) => top::top(&args),
     };
     ExitCode::from(code as u8)
 }
