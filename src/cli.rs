@@ -47,10 +47,16 @@ pub enum Command {
     Top(TopArgs),
 }
 
+/// Where `tapio top` reads from and how often.
 #[derive(Debug, Args)]
 pub struct TopArgs {
     /// The running Tapio's `[api] address`: `host:port` or `http://host:port`.
-    #[arg(long, env = "TAPIO_API_ADDRESS", default_value = "127.0.0.1:8686")]
+    #[arg(
+        long,
+        env = "TAPIO_API_ADDRESS",
+        hide_env_values = true,
+        default_value = "127.0.0.1:8686"
+    )]
     pub address: String,
     /// The bearer token to present when `[api] auth` has tokens.
     #[arg(long, env = "TAPIO_API_TOKEN", hide_env_values = true)]

@@ -53,7 +53,7 @@ pub fn top(args: &TopArgs) -> i32 {
     match outcome {
         Ok(()) => crate::run::EXIT_OK,
         Err(error) => {
-            eprintln!("tapio top: the terminal failed: {error}");
+            eprintln!("tapio top: cannot drive the terminal: {error}");
             EXIT_IOERR
         }
     }
@@ -68,9 +68,14 @@ struct Screen {
 
 impl Screen {
     fn open() -> io::Result<Screen> {
-        Ok(Screen {
-            terminal: ratatui::try_init()?,
-        })
+        match ratatui::try_init() {
+            Ok(terminal) => Ok(Screen { terminal }),
+            Err(error) => {
+                // Raw mode may be on already when entering the alternate screen failed.
+                let _ = ratatui::try_restore();
+                Err(error)
+            }
+        }
     }
 }
 

@@ -16,10 +16,13 @@ const SCREEN_WAIT: Duration = Duration::from_secs(30);
 /// Printed by the pane's shell once `tapio top` ended, with its exit code.
 const EXITED: &str = "tapio top exited with";
 
-/// A tmux server of the test's own (its socket named after the process and the test), running
-/// one `command` in a 160×40 window; killed with everything in it when dropped.
+/// A tmux server of the test's own (its socket named after the process and the test, in the
+/// test's temporary directory), running one `command` in a 160×40 window; killed with
+/// everything in it when dropped.
 struct Tmux {
     socket: String,
+    /// Holds the socket (tmux's `TMUX_TMPDIR`); removed after the server is killed.
+    dir: tempfile::TempDir,
 }
 
 impl Tmux {
@@ -29,6 +32,7 @@ impl Tmux {
     fn start(test: &str, command: &str) -> Tmux {
         let tmux = Tmux {
             socket: format!("tapio-top-{}-{test}", std::process::id()),
+            dir: tempfile::tempdir().unwrap(),
         };
         let script = format!("{command}; echo \"{EXITED} $?\"; stty -a; sleep 600");
         let status = tmux
@@ -42,7 +46,9 @@ impl Tmux {
 
     fn command(&self) -> Command {
         let mut command = Command::new("tmux");
-        command.args(["-L", &self.socket]);
+        command
+            .env("TMUX_TMPDIR", self.dir.path())
+            .args(["-L", &self.socket]);
         command
     }
 
@@ -81,8 +87,9 @@ impl Tmux {
     /// (`stty` reports canonical input and echo on again).
     fn quit_and_check_restored(&self, key: &str) {
         self.send(key);
+        // `stty -a` names canonical mode either way (`icanon` or `-icanon`).
         let screen = self.wait_for("the shell after tapio top", |screen| {
-            screen.contains(EXITED).then(|| screen.to_owned())
+            (screen.contains(EXITED) && screen.contains("icanon")).then(|| screen.to_owned())
         });
         assert!(screen.contains(&format!("{EXITED} 0")), "{screen}");
         assert!(
@@ -114,12 +121,9 @@ impl Drop for Running {
     }
 }
 
-/// `tapio top` against `port`, as the pane's shell runs it.
-fn top_command(port: u16) -> String {
-    format!(
-        "'{}' top --address 127.0.0.1:{port} --interval 300ms",
-        env!("CARGO_BIN_EXE_tapio")
-    )
+/// `tapio top` reading every 300 ms, as the pane's shell runs it.
+fn top_command() -> String {
+    format!("'{}' top --interval 300ms", env!("CARGO_BIN_EXE_tapio"))
 }
 
 /// The whitespace-separated cells of the screen line whose first cell is `id`.
@@ -161,7 +165,10 @@ fn the_dashboard_shows_live_rates_and_q_restores_the_terminal() {
         http_get(port, "/health").filter(|(status, _)| *status == 200)
     })
     .expect("the API did not report running");
-    let tmux = Tmux::start("live", &top_command(port));
+    let tmux = Tmux::start(
+        "live",
+        &format!("{} --address 127.0.0.1:{port}", top_command()),
+    );
     let source_rate = tmux.wait_for("a non-zero events/s out of the source", |screen| {
         let sink = row(screen, "void")?;
         assert_eq!(&sink[1..3], ["sink", "blackhole"], "{screen}");
@@ -185,7 +192,11 @@ fn the_dashboard_shows_live_rates_and_q_restores_the_terminal() {
 fn an_unreachable_api_is_shown_and_retried_without_exiting() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let tmux = Tmux::start("unreachable", &top_command(port));
+    // The address from the environment this time.
+    let tmux = Tmux::start(
+        "unreachable",
+        &format!("TAPIO_API_ADDRESS=127.0.0.1:{port} {}", top_command()),
+    );
     let error = format!("error: cannot reach the Tapio API at 127.0.0.1:{port}");
     tmux.wait_for("the connection error", |screen| {
         screen.contains(&error).then_some(())
