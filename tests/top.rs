@@ -48,6 +48,7 @@ impl Tmux {
         let mut command = Command::new("tmux");
         command
             .env("TMUX_TMPDIR", self.dir.path())
+            .env_remove("TMUX")
             .args(["-L", &self.socket]);
         command
     }
