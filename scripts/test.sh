@@ -92,6 +92,12 @@ if ! python3 -c 'import grpc_tools.protoc' 2>/dev/null; then
   pip_install grpcio-tools==1.85.1
 fi
 
+# tests/top.rs runs `tapio top` in a real terminal: Debian's tmux, read with capture-pane.
+if ! command -v tmux >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null; }
+fi
+
 echo "== packaging and deployment checkers (cargo-deb, hadolint, kubernetes-validate)"
 # cargo-deb 3.8.0 builds the .deb; it is built once into the git-ignored .tools/cargo-deb (6 min
 # on the busy 2-core development machine). hadolint (the Dockerfile linter, a Haskell binary

@@ -1,6 +1,7 @@
 //! Command-line surface (clap) and logging set-up.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -45,6 +46,9 @@ pub enum Command {
     /// `tapio tap 'enrich*' --limit 20 --format text`. Costs the pipeline nothing while
     /// nobody taps; a tap that reads too slowly is dropped (exit 75), never slowing it.
     Tap(TapArgs),
+    /// Watch a running Tapio live in the terminal: each component's events/s in and out,
+    /// errors, discards and buffer fill, read from its API (`/v1/components`) every interval.
+    Top(TopArgs),
 }
 
 /// Where a running Tapio's API is.
@@ -109,6 +113,26 @@ pub struct TapArgs {
 pub enum TapFormat {
     Json,
     Text,
+}
+
+/// Where `tapio top` reads from and how often.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// How often to read the counters and redraw (`1s`, `500ms`, ...).
+    #[arg(long, default_value = "1s", value_parser = refresh_interval)]
+    pub interval: Duration,
+}
+
+/// A duration as the config writes one, more than zero: a zero interval would read the API
+/// in a busy loop.
+fn refresh_interval(text: &str) -> Result<Duration, String> {
+    let interval = tapio_event::ConfigDuration::parse(text)?.0;
+    if interval.is_zero() {
+        return Err("the interval must be more than zero".to_owned());
+    }
+    Ok(interval)
 }
 
 /// What to do with disk buffers.

@@ -6,6 +6,7 @@ mod reload;
 mod run;
 mod summary;
 mod tap;
+mod top;
 
 use std::process::ExitCode;
 
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
         cli::Command::DeadLetter(command) => run::dead_letter(&command),
         cli::Command::Buffer(cli::BufferCommand::Check(args)) => run::buffer_check(&args),
         cli::Command::Tap(args) => tap::tap(&args),
+        cli::Command::Top(args) => top::top(&args),
     };
     ExitCode::from(code as u8)
 }

@@ -16,12 +16,15 @@ use crate::cli::{
     BufferCheckArgs, ConfigArgs, DeadLetterCommand, GraphArgs, GraphFormat, RunArgs, TestArgs,
 };
 
+/// Success, a graceful stop included.
 pub(crate) const EXIT_OK: i32 = 0;
+/// A command named something that is not there (a sink, an address).
 pub(crate) const EXIT_USAGE: i32 = 64;
 /// `tapio test`: a test failed (the config itself was valid); `tapio buffer check`: a buffer
 /// is not readable.
 const EXIT_TESTS_FAILED: i32 = 1;
-const EXIT_SOFTWARE: i32 = 70;
+/// Something failed inside Tapio itself.
+pub(crate) const EXIT_SOFTWARE: i32 = 70;
 pub(crate) const EXIT_UNAVAILABLE: i32 = 69;
 pub(crate) const EXIT_TEMPFAIL: i32 = 75;
 const EXIT_CONFIG: i32 = 78;

@@ -6,6 +6,7 @@
 //! sink's store, `POST /v1/events` writes into the `api` source: the topology hands both up.
 
 pub mod client;
+pub mod components;
 mod grpc;
 mod params;
 mod prometheus;
@@ -19,9 +20,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use http_body_util::combinators::UnsyncBoxBody;
-use tapio_event::Tokens;
 use tapio_event::backoff::Backoff;
 use tapio_event::throttle::Throttle;
+use tapio_event::{MetricsSnapshot, Tokens};
 use tapio_sources::tls::TlsConfig;
 use tapio_topology::{ApiHandles, ComponentList, Health};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -75,6 +76,14 @@ impl ApiTls {
 pub fn tls_acceptor(config: &TlsConfig) -> Result<TlsAcceptor, String> {
     let files = config.read().map_err(|e| e.to_string())?;
     files.acceptor(&[b"h2", b"http/1.1"])
+}
+
+impl ApiState {
+    /// The counters of every component running now, read once: what `/metrics` and
+    /// `/v1/components` both answer from.
+    pub(crate) fn snapshots(&self) -> Vec<MetricsSnapshot> {
+        self.metrics.get().iter().map(|m| m.snapshot()).collect()
+    }
 }
 
 /// Who calls: the client's address and the name of the token it presented (`-` when the API

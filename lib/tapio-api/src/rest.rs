@@ -26,6 +26,7 @@ use tapio_event::tap::TapDirection;
 pub(crate) enum Route {
     Health,
     Metrics,
+    Components,
     OpenApi,
     ListEvents,
     SubmitEvents,
@@ -42,6 +43,7 @@ pub(crate) enum Route {
 pub(crate) const ROUTES: &[(&str, &str, Route)] = &[
     ("GET", "/health", Route::Health),
     ("GET", "/metrics", Route::Metrics),
+    ("GET", "/v1/components", Route::Components),
     ("GET", "/v1/openapi.json", Route::OpenApi),
     ("GET", "/v1/events", Route::ListEvents),
     ("POST", "/v1/events", Route::SubmitEvents),
@@ -162,8 +164,7 @@ where
     let answer = match route {
         Route::Health => Ok(health(state)),
         Route::Metrics => {
-            let snapshots: Vec<_> = state.metrics.get().iter().map(|m| m.snapshot()).collect();
-            let mut text = crate::prometheus::render(&snapshots);
+            let mut text = crate::prometheus::render(&state.snapshots());
             crate::prometheus::render_reloads(&mut text, state.health.reloads());
             crate::prometheus::render_taps(&mut text, &state.handles.taps);
             Ok(reply(
@@ -172,6 +173,7 @@ where
                 text.into(),
             ))
         }
+        Route::Components => Ok(json(StatusCode::OK, &crate::components::answer(state))),
         Route::OpenApi => Ok(reply(
             StatusCode::OK,
             "application/json",
@@ -199,14 +201,20 @@ where
 }
 
 fn health(state: &ApiState) -> Response<ResponseBody> {
-    let (status, text) = match state.health.get() {
+    let (status, text) = lifecycle(state.health.get());
+    json(status, &serde_json::json!({ "status": text }))
+}
+
+/// The status `/health` answers in `state` and the state's name, which `/v1/components`
+/// reports too, so both name a state alike.
+pub(crate) fn lifecycle(state: HealthState) -> (StatusCode, &'static str) {
+    match state {
         HealthState::Running => (StatusCode::OK, "running"),
         HealthState::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting"),
         HealthState::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
         // Still serving: a reload stops and starts only what changed.
         HealthState::Reloading => (StatusCode::OK, "reloading"),
-    };
-    json(status, &serde_json::json!({ "status": text }))
+    }
 }
 
 /// A request's query parameters (empty ones left out); a name given twice is refused rather than one silently
