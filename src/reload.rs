@@ -10,10 +10,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use tapio_event::Tokens;
 use tapio_topology::{Config, ReloadRequest, Severity};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
+use tokio_rustls::TlsAcceptor;
 
 use crate::run::PipelineChoice;
 
@@ -172,19 +174,14 @@ pub async fn serve(
             state.health.count_reload(false);
             continue;
         };
-        // Read again on every reload, so rotated certificate files are picked up too.
-        let tls = match config.api.as_ref().and_then(|api| api.tls.as_ref()) {
-            None => None,
-            Some(tls) => match tapio_api::tls_acceptor(tls) {
-                Ok(acceptor) => Some(acceptor),
-                Err(error) => {
-                    tracing::error!(
-                        "reload refused: api: {error}; the running pipeline is unchanged"
-                    );
-                    state.health.count_reload(false);
-                    continue;
-                }
-            },
+        // Read again on every reload, so rotated tokens and certificate files apply too.
+        let (tokens, tls) = match api_settings(config.api.as_ref()) {
+            Ok(settings) => settings,
+            Err(error) => {
+                tracing::error!("reload refused: api: {error}; the running pipeline is unchanged");
+                state.health.count_reload(false);
+                continue;
+            }
         };
         let wanted = config.api.as_ref().map(|a| a.address);
         let moved = wanted != api.as_ref().map(|a| a.address);
@@ -206,6 +203,7 @@ pub async fn serve(
         // The topology logs and counts its own outcome.
         let applied = matches!(answer.await, Ok(Ok(_)));
         if applied {
+            state.tokens.set(tokens);
             state.tls.set(tls);
         }
         if applied && moved {
@@ -215,6 +213,22 @@ pub async fn serve(
             api = new_api;
         }
     }
+}
+
+/// The `[api]` settings a reload replaces while the API serves: the tokens of `auth` (read
+/// from their file) and the acceptor of `tls` (from its files); none without `[api]`.
+pub fn api_settings(
+    api: Option<&tapio_topology::config::ApiConfig>,
+) -> Result<(Tokens, Option<TlsAcceptor>), String> {
+    let tokens = match api.and_then(|api| api.auth.as_ref()) {
+        Some(auth) => auth.load().map_err(|e| e.to_string())?,
+        None => Tokens::default(),
+    };
+    let tls = api
+        .and_then(|api| api.tls.as_ref())
+        .map(tapio_api::tls_acceptor)
+        .transpose()?;
+    Ok((tokens, tls))
 }
 
 /// The chosen config read again and validated, every diagnostic logged; `None` if it has

@@ -407,32 +407,19 @@ async fn run_pipeline(config: Config, choice: PipelineChoice, args: &RunArgs) ->
             return exit_code(&problems);
         }
     };
-    let tokens = match config.api.as_ref().and_then(|api| api.auth.as_ref()) {
-        Some(auth) => match auth.load() {
-            Ok(tokens) => tokens,
-            Err(error) => {
-                tracing::error!("api: {error}");
-                return EXIT_CONFIG;
-            }
-        },
-        None => Default::default(),
-    };
-    let tls = tapio_api::ApiTls::default();
-    if let Some(config) = config.api.as_ref().and_then(|api| api.tls.as_ref()) {
-        match tapio_api::tls_acceptor(config) {
-            Ok(acceptor) => tls.set(Some(acceptor)),
-            Err(error) => {
-                tracing::error!("api: {error}");
-                return EXIT_CONFIG;
-            }
+    let (tokens, tls) = match crate::reload::api_settings(config.api.as_ref()) {
+        Ok(settings) => settings,
+        Err(error) => {
+            tracing::error!("api: {error}");
+            return EXIT_CONFIG;
         }
-    }
+    };
     let state = tapio_api::ApiState {
         health: Arc::new(Health::default()),
         metrics: Arc::new(ComponentList::new(topology.metrics())),
         handles: topology.api_handles(),
-        tokens,
-        tls,
+        tokens: tapio_api::Reloadable::new(tokens),
+        tls: tapio_api::Reloadable::new(tls),
     };
     let api = match &config.api {
         Some(api) => match crate::reload::ApiServer::start(api.address, &state).await {

@@ -633,11 +633,26 @@ fn with_tokens_calls_without_one_are_refused() {
     BufReader::new(&stream).read_line(&mut status).unwrap();
     assert!(status.contains(" 200 "), "{status}");
     drop(stream);
+
+    // Rotated by a reload: the new token works from then on, the old one no longer does.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("ops:s3cret-t0ken", "ops:n3w-t0ken");
+    std::fs::write(&config, text).unwrap();
+    signal(tapio.id(), libc::SIGHUP);
+    eventually(Duration::from_secs(20), || {
+        (get_with_token(port, "/v1/events", Some("n3w-t0ken")).0 == 200).then_some(())
+    })
+    .expect("the reload's token is accepted");
+    assert_eq!(
+        get_with_token(port, "/v1/events", Some("s3cret-t0ken")).0,
+        401
+    );
     let log = String::from_utf8_lossy(&stop(tapio).stderr).into_owned();
     assert!(log.contains("token=ops"), "{log}");
     assert!(log.contains("API call refused"), "{log}");
     assert!(
-        !log.contains("s3cret-t0ken"),
+        !log.contains("s3cret-t0ken") && !log.contains("n3w-t0ken"),
         "the token itself is never logged"
     );
 }

@@ -46,28 +46,32 @@ pub struct ApiState {
     pub metrics: Arc<ComponentList>,
     /// The store queries read, the intake `POST /v1/events` writes, the analysis chain.
     pub handles: ApiHandles,
-    /// Bearer tokens every call but `/health` must present; empty: no authentication.
-    pub tokens: Tokens,
+    /// Bearer tokens every call but `/health` must present (empty: no authentication), which
+    /// a reload replaces.
+    pub tokens: Reloadable<Tokens>,
     /// The TLS new connections are accepted with (none: plain TCP), which a reload swaps.
-    pub tls: ApiTls,
+    pub tls: Reloadable<Option<TlsAcceptor>>,
 }
 
-/// The TLS the API accepts new connections with; a reload that changes `[api] tls` (or finds
-/// its certificate files rotated) swaps it without closing the port or the connections open.
+/// A setting of the API that a reload replaces while it serves: `[api] auth`'s tokens and
+/// `[api] tls` (rotated certificates, a new client CA) apply from the next call or
+/// connection on, without rebinding the port or closing the connections open.
 #[derive(Clone, Default)]
-pub struct ApiTls(Arc<RwLock<Option<TlsAcceptor>>>);
+pub struct Reloadable<T>(Arc<RwLock<T>>);
 
-impl ApiTls {
-    /// Accepts new connections with `acceptor` (`None`: plain TCP) from now on.
-    pub fn set(&self, acceptor: Option<TlsAcceptor>) {
-        *self.0.write().unwrap_or_else(PoisonError::into_inner) = acceptor;
+impl<T> Reloadable<T> {
+    /// The setting `value`, to be replaced later.
+    pub fn new(value: T) -> Self {
+        Reloadable(Arc::new(RwLock::new(value)))
     }
 
-    fn current(&self) -> Option<TlsAcceptor> {
-        self.0
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    /// Uses `value` from now on.
+    pub fn set(&self, value: T) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = value;
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, T> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -277,7 +281,7 @@ async fn serve_connections(mut listener: impl Listener, state: ApiState) {
         };
         let state = state.clone();
         let grpc = grpc.clone();
-        let tls = state.tls.current();
+        let tls = state.tls.read().clone();
         tokio::spawn(async move {
             let stream: Box<dyn Connection> = match tls {
                 None => Box::new(stream),
@@ -300,7 +304,8 @@ async fn serve_connections(mut listener: impl Listener, state: ApiState) {
                 let grpc = grpc.clone();
                 let client = client.clone();
                 async move {
-                    let caller = match authenticate(&state.tokens, &request, &client) {
+                    let authenticated = authenticate(&state.tokens.read(), &request, &client);
+                    let caller = match authenticated {
                         Ok(caller) => caller,
                         Err(refused) => return Ok(*refused),
                     };
@@ -344,8 +349,8 @@ mod tests {
             health: Arc::new(Health::default()),
             metrics: Arc::new(ComponentList::new(vec![metrics])),
             handles: ApiHandles::default(),
-            tokens: Tokens::default(),
-            tls: ApiTls::default(),
+            tokens: Reloadable::default(),
+            tls: Reloadable::default(),
         }
     }
 
