@@ -201,11 +201,15 @@ pub async fn serve(
             return;
         }
         // The topology logs and counts its own outcome.
-        let applied = matches!(answer.await, Ok(Ok(_)));
-        if applied {
-            state.tokens.set(tokens);
-            state.tls.set(tls);
-        }
+        let applied = match answer.await {
+            Ok(Ok(reloaded)) => {
+                state.handles.set(reloaded.api);
+                state.tokens.set(tokens);
+                state.tls.set(tls);
+                true
+            }
+            _ => false,
+        };
         if applied && moved {
             if let Some(old) = &api {
                 tracing::info!(address = %old.address, "the API moved; closing the old address");

@@ -417,7 +417,7 @@ async fn run_pipeline(config: Config, choice: PipelineChoice, args: &RunArgs) ->
     let state = tapio_api::ApiState {
         health: Arc::new(Health::default()),
         metrics: Arc::new(ComponentList::new(topology.metrics())),
-        handles: topology.api_handles(),
+        handles: tapio_api::Reloadable::new(topology.api_handles()),
         tokens: tapio_api::Reloadable::new(tokens),
         tls: tapio_api::Reloadable::new(tls),
     };

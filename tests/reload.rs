@@ -868,3 +868,88 @@ fn a_changed_source_keeps_its_socket_unless_its_address_changes() {
     let (code, log) = running.stop();
     assert_eq!(code, Some(0), "{log}");
 }
+
+/// `POST path` with an NDJSON `body` on 127.0.0.1:port; the status code.
+fn post_ndjson(port: u16, path: &str, body: &str) -> u16 {
+    use std::io::Write as _;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// The ids of the events `GET /v1/events` lists now; `None` while it answers something else.
+fn stored_ids(port: u16) -> Option<Vec<String>> {
+    let (status, body) = http_get(port, "/v1/events?limit=10000")?;
+    (status == 200).then(|| {
+        let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+        list["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_owned())
+            .collect()
+    })
+}
+
+/// The API's store and intake come and go by reload like any component: an `api_store` sink
+/// and an `api` source added while running answer queries and take POSTs, a changed store
+/// answers with its new options (a fresh store), and removing them gives 404 again; the port
+/// and the file pipeline beside them are untouched.
+#[test]
+fn the_apis_store_and_intake_are_added_changed_and_removed_by_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = free_port();
+    let config = dir.path().join("tapio.toml");
+    let input = dir.path().join("in.ndjson");
+    append_numbered(&input, 0, 100);
+    let base = pipeline(dir.path(), api, "one", "");
+    std::fs::write(&config, &base).unwrap();
+    let running = Running::start(&config, &[], api);
+    all_arrived(&dir.path().join("out.ndjson"), 100);
+    assert_eq!(stored_ids(api), None);
+    assert_eq!(http_get(api, "/v1/events").unwrap().0, 404);
+
+    let with_api = |store_options: &str| {
+        format!(
+            "{base}\n[sources.posted]\ntype = \"api\"\n\n[sinks.recent]\ntype = \"api_store\"\ninputs = [\"shape\", \"posted\"]\n{store_options}\n"
+        )
+    };
+    std::fs::write(&config, with_api("")).unwrap();
+    running.reload(true);
+    append_numbered(&input, 100, 200);
+    let posted = r#"{"id":"posted-1","type":"process","source":"test"}"#;
+    assert_eq!(post_ndjson(api, "/v1/events", posted), 200);
+    let stored = eventually(Duration::from_secs(20), || {
+        stored_ids(api).filter(|ids| ids.len() >= 101)
+    })
+    .expect("the added store fills");
+    assert!(stored.contains(&"posted-1".to_owned()), "{stored:?}");
+    assert!(stored.contains(&"evt_000000150".to_owned()));
+
+    // A changed store is a new one: it holds what arrives from then on, at most 10 events.
+    std::fs::write(&config, with_api("max_events = 10")).unwrap();
+    running.reload(true);
+    append_numbered(&input, 200, 300);
+    let stored = eventually(Duration::from_secs(20), || {
+        stored_ids(api).filter(|ids| ids.contains(&"evt_000000299".to_owned()))
+    })
+    .expect("the changed store takes new events");
+    assert_eq!(stored.len(), 10, "{stored:?}");
+    assert!(!stored.contains(&"posted-1".to_owned()));
+
+    std::fs::write(&config, &base).unwrap();
+    running.reload(true);
+    assert_eq!(http_get(api, "/v1/events").unwrap().0, 404);
+    assert_eq!(post_ndjson(api, "/v1/events", posted), 404);
+    all_arrived(&dir.path().join("out.ndjson"), 300);
+    assert_eq!(running.reload_counts(), (3, 0));
+    let (code, log) = running.stop();
+    assert_eq!(code, Some(0), "{log}");
+}

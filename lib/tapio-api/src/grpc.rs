@@ -71,11 +71,11 @@ impl GrpcRoutes {
 struct Api(ApiState);
 
 impl Api {
-    fn store(&self) -> Result<&ApiStore, Status> {
+    fn store(&self) -> Result<ApiStore, Status> {
         self.0
             .handles
+            .get()
             .store
-            .as_ref()
             .map(|(_, store)| store)
             .ok_or_else(|| {
                 Status::failed_precondition(
@@ -106,7 +106,7 @@ impl Api {
             limit: usize::try_from(limit).ok().filter(|&n| n > 0),
         };
         let items = tap
-            .open(&self.0.handles.taps, &self.0.metrics.get(), caller)
+            .open(&self.0.handles.get().taps, &self.0.metrics.get(), caller)
             .map_err(invalid)?;
         let events = items.flat_map(|item| {
             let answers: Vec<_> = match item {
@@ -292,10 +292,8 @@ impl CorrelationService for Api {
         request: Request<v1::AnalyzeEventsRequest>,
     ) -> Result<Response<v1::AnalyzeEventsResponse>, Status> {
         let events = from_wire(request.into_inner().events)?;
-        let out = self
-            .0
-            .handles
-            .analyzer
+        let analyzer = self.0.handles.get().analyzer;
+        let out = analyzer
             .analyze(events)
             .await
             .map_err(Status::failed_precondition)?;
@@ -313,10 +311,8 @@ impl CorrelationService for Api {
             .event
             .ok_or_else(|| Status::invalid_argument("`event` is required"))?;
         let event = from_wire(vec![event])?.remove(0);
-        let impact = self
-            .0
-            .handles
-            .analyzer
+        let analyzer = self.0.handles.get().analyzer;
+        let impact = analyzer
             .predict_impact(event)
             .await
             .map_err(Status::failed_precondition)?;

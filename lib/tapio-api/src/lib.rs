@@ -44,8 +44,9 @@ pub struct ApiState {
     pub health: Arc<Health>,
     /// The counters of every component running now, for `/metrics`.
     pub metrics: Arc<ComponentList>,
-    /// The store queries read, the intake `POST /v1/events` writes, the analysis chain.
-    pub handles: ApiHandles,
+    /// The store queries read, the intake `POST /v1/events` writes, the analysis chain and
+    /// the taps, which a reload replaces when it changes them.
+    pub handles: Reloadable<ApiHandles>,
     /// Bearer tokens every call but `/health` must present (empty: no authentication), which
     /// a reload replaces.
     pub tokens: Reloadable<Tokens>,
@@ -53,9 +54,10 @@ pub struct ApiState {
     pub tls: Reloadable<Option<TlsAcceptor>>,
 }
 
-/// A setting of the API that a reload replaces while it serves: `[api] auth`'s tokens and
-/// `[api] tls` (rotated certificates, a new client CA) apply from the next call or
-/// connection on, without rebinding the port or closing the connections open.
+/// A setting of the API that a reload replaces while it serves: `[api] auth`'s tokens,
+/// `[api] tls` (rotated certificates, a new client CA) and the store, intake and chain of the
+/// pipeline apply from the next call or connection on, without rebinding the port or closing
+/// the connections open.
 #[derive(Clone, Default)]
 pub struct Reloadable<T>(Arc<RwLock<T>>);
 
@@ -68,6 +70,14 @@ impl<T> Reloadable<T> {
     /// Uses `value` from now on.
     pub fn set(&self, value: T) {
         *self.0.write().unwrap_or_else(PoisonError::into_inner) = value;
+    }
+
+    /// The setting now, for a call to use throughout (cheap: every setting is shared inside).
+    pub fn get(&self) -> T
+    where
+        T: Clone,
+    {
+        self.read().clone()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, T> {
@@ -348,7 +358,7 @@ mod tests {
         ApiState {
             health: Arc::new(Health::default()),
             metrics: Arc::new(ComponentList::new(vec![metrics])),
-            handles: ApiHandles::default(),
+            handles: Reloadable::default(),
             tokens: Reloadable::default(),
             tls: Reloadable::default(),
         }

@@ -166,7 +166,7 @@ where
         Route::Metrics => {
             let mut text = crate::prometheus::render(&state.snapshots());
             crate::prometheus::render_reloads(&mut text, state.health.reloads());
-            crate::prometheus::render_taps(&mut text, &state.handles.taps);
+            crate::prometheus::render_taps(&mut text, &state.handles.get().taps);
             Ok(reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
@@ -257,7 +257,7 @@ fn with_store(
     state: &ApiState,
     answer: impl FnOnce(&ApiStore) -> Result<Response<ResponseBody>, BadParam>,
 ) -> Result<Response<ResponseBody>, BadParam> {
-    match &state.handles.store {
+    match &state.handles.get().store {
         Some((_, store)) => answer(store),
         None => Ok(error(
             StatusCode::NOT_FOUND,
@@ -497,7 +497,7 @@ fn tap_events(
             .map(|v| params::count("limit", v))
             .transpose()?,
     };
-    let items = tap.open(&state.handles.taps, &state.metrics.get(), caller)?;
+    let items = tap.open(&state.handles.get().taps, &state.metrics.get(), caller)?;
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "application/x-ndjson")
@@ -560,7 +560,8 @@ where
         Ok(events) => events,
         Err(refused) => return refused,
     };
-    match state.handles.analyzer.analyze(events).await {
+    let analyzer = state.handles.get().analyzer;
+    match analyzer.analyze(events).await {
         Ok(events) => json(StatusCode::OK, &serde_json::json!({ "events": events })),
         Err(message) => error(StatusCode::UNPROCESSABLE_ENTITY, message),
     }
@@ -589,12 +590,8 @@ where
             ),
         );
     }
-    match state
-        .handles
-        .analyzer
-        .predict_impact(events.remove(0))
-        .await
-    {
+    let analyzer = state.handles.get().analyzer;
+    match analyzer.predict_impact(events.remove(0)).await {
         Ok(impact) => json(StatusCode::OK, &serde_json::json!({ "impact": impact })),
         Err(message) => error(StatusCode::UNPROCESSABLE_ENTITY, message),
     }
@@ -613,7 +610,8 @@ where
     if let Err(BadParam(message)) = only(query, &[]) {
         return error(StatusCode::BAD_REQUEST, message);
     }
-    let Some((name, ingest)) = &state.handles.ingest else {
+    let handles = state.handles.get();
+    let Some((name, ingest)) = &handles.ingest else {
         return error(
             StatusCode::NOT_FOUND,
             "no `api` source is declared: add a source with `type = \"api\"` to accept events",
@@ -695,11 +693,11 @@ mod tests {
         let config: tapio_sources::api::ApiSourceConfig = serde_json::from_str("{}").unwrap();
         let (ingest, _source) = config.build_shared().unwrap();
         ApiState {
-            handles: ApiHandles {
+            handles: crate::Reloadable::new(ApiHandles {
                 store: Some(("store".into(), store)),
                 ingest: Some(("in".into(), ingest)),
                 ..ApiHandles::default()
-            },
+            }),
             ..state()
         }
     }
@@ -895,10 +893,13 @@ inputs = ["impact"]
         let config = tapio_topology::load_str("t.toml", text, |_| None)
             .config
             .unwrap();
-        let mut state = state();
-        state.handles.analyzer = tapio_topology::analyze::Analyzer::from_config(&config);
+        let state = state();
+        state.handles.set(ApiHandles {
+            analyzer: tapio_topology::analyze::Analyzer::from_config(&config),
+            ..ApiHandles::default()
+        });
         assert_eq!(
-            state.handles.analyzer.chain(),
+            state.handles.get().analyzer.chain(),
             ["enrich", "correlate", "impact"]
         );
         state

@@ -125,18 +125,11 @@ impl Diff {
                 }
                 _ => Change::Add,
             };
-            let was_api = old.get(name).is_some_and(|before| serves_api(before));
-            if !matches!(change, Change::Keep) && (was_api || serves_api(now)) {
-                problems.push(api_restart_only(name, now));
-            }
             diff.changes.push((name.to_string(), now.kind, change));
         }
         for (name, before) in &old {
             let kept = now.get(name).is_some_and(|now| now.kind == before.kind);
             if running(name) && !kept {
-                if serves_api(before) {
-                    problems.push(api_restart_only(name, before));
-                }
                 diff.changes
                     .push((name.to_string(), before.kind, Change::Remove));
             }
@@ -181,24 +174,6 @@ impl Diff {
     }
 }
 
-/// The components whose store or intake the API was handed at start (`api_store`, `api`).
-fn serves_api(component: &Compared<'_>) -> bool {
-    matches!(component.type_name, "api_store" | "api")
-}
-
-/// Adding, changing or removing an `api_store` sink or an `api` source: the API keeps serving
-/// the store and intake it started with, so the change waits for a restart.
-fn api_restart_only(name: &str, component: &Compared<'_>) -> ComponentFailure {
-    let section = match component.kind {
-        ComponentKind::Source => "sources",
-        _ => "sinks",
-    };
-    restart_only(
-        &format!("{section}.{name}"),
-        "the API serves the store and intake it was started with",
-    )
-}
-
 fn restart_only(key: &str, why: &str) -> ComponentFailure {
     ComponentFailure {
         component: key.to_owned(),
@@ -211,7 +186,15 @@ fn restart_only(key: &str, why: &str) -> ComponentFailure {
 /// A validated config to apply to the running pipeline, and where to say how it went.
 pub struct ReloadRequest {
     pub config: Config,
-    pub reply: oneshot::Sender<Result<String, Vec<ComponentFailure>>>,
+    pub reply: oneshot::Sender<Result<Reloaded, Vec<ComponentFailure>>>,
+}
+
+/// An applied reload: what changed, and what the API serves from now on.
+pub struct Reloaded {
+    /// `added: …; changed: …; removed: …; N unchanged`.
+    pub summary: String,
+    /// The store, intake and chain after the reload (new ones where it built them anew).
+    pub api: crate::ApiHandles,
 }
 
 #[cfg(test)]
@@ -319,26 +302,25 @@ inputs = ["in"]
     }
 
     #[test]
-    fn the_apis_store_and_intake_need_a_restart() {
+    fn the_apis_store_and_intake_change_like_any_component() {
         let with_api = format!(
             "{BASE}\n[sources.posted]\ntype = \"api\"\n\n[sinks.recent]\ntype = \"api_store\"\ninputs = [\"posted\"]\n"
         );
-        let problems = |from: &str, to: &str| -> Vec<String> {
-            match Diff::between(&load(from), &load(to), |_| true) {
-                Ok(_) => Vec::new(),
-                Err(problems) => problems.iter().map(ToString::to_string).collect(),
-            }
+        let changes = |from: &str, to: &str| {
+            let diff =
+                Diff::between(&load(from), &load(to), |_| true).expect("a reload may change them");
+            diff.changes
+                .into_iter()
+                .filter(|(name, _, _)| name == "posted" || name == "recent")
+                .map(|(_, _, change)| change)
+                .collect::<Vec<_>>()
         };
-        let added = problems(BASE, &with_api);
-        assert_eq!(added.len(), 2, "{added:?}");
-        assert!(added[0].starts_with("sources.posted: cannot change while running (the API"));
-        assert!(added[1].starts_with("sinks.recent: cannot change while running (the API"));
-        let changed = with_api.replace(
+        assert_eq!(changes(BASE, &with_api), [Change::Add, Change::Add]);
+        let bigger = with_api.replace(
             "type = \"api_store\"",
             "type = \"api_store\"\nmax_events = 10",
         );
-        assert_eq!(problems(&with_api, &changed).len(), 1);
-        assert_eq!(problems(&with_api, BASE).len(), 2);
-        assert!(problems(&with_api, &with_api).is_empty());
+        assert_eq!(changes(&with_api, &bigger), [Change::Keep, Change::Rebuild]);
+        assert_eq!(changes(&with_api, BASE), [Change::Remove, Change::Remove]);
     }
 }

@@ -42,7 +42,7 @@ use crate::config::{BufferType, Config, SinkComponent};
 use crate::disk_buffer;
 use crate::graph::Graph;
 use crate::health::{Health, HealthState};
-use crate::reload::{Change, Diff, ReloadRequest};
+use crate::reload::{Change, Diff, ReloadRequest, Reloaded};
 
 /// How a run ended; the CLI maps it to an exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -366,7 +366,7 @@ impl Topology {
             grace: self.grace,
             config: None,
             health,
-            taps: self.api.taps.clone(),
+            api: self.api.clone(),
         };
         running.config = self.config.clone();
         running.start(self, None);
@@ -405,9 +405,9 @@ impl Topology {
                     };
                     let result = running.reload(request.config).await;
                     match &result {
-                        Ok(summary) => {
+                        Ok(reloaded) => {
                             components.set(running.metrics());
-                            tracing::info!("config reloaded: {summary}");
+                            tracing::info!("config reloaded: {}", reloaded.summary);
                         }
                         Err(problems) => {
                             for problem in problems {
@@ -755,8 +755,9 @@ struct Running<'h> {
     grace: Duration,
     config: Option<Config>,
     health: &'h Health,
-    /// The live taps, handed to what a reload builds.
-    taps: Taps,
+    /// What the API serves now (the store, intake and chain, the taps): a reload that builds
+    /// an `api_store` or `api` component anew hands the new one up, and keeps the rest.
+    api: ApiHandles,
 }
 
 impl Running<'_> {
@@ -1077,7 +1078,7 @@ impl Running<'_> {
     }
 
     /// Applies `new`; the summary of what changed, or why nothing did.
-    async fn reload(&mut self, new: Config) -> Result<String, Vec<ComponentFailure>> {
+    async fn reload(&mut self, new: Config) -> Result<Reloaded, Vec<ComponentFailure>> {
         let Some(current) = &self.config else {
             return Err(vec![ComponentFailure {
                 component: "reload".to_owned(),
@@ -1088,7 +1089,7 @@ impl Running<'_> {
             self.live.contains_key(name) || self.finished.contains_key(name)
         })?;
         let mut reuse = Reuse {
-            taps: self.taps.clone(),
+            taps: self.api.taps.clone(),
             ..Reuse::default()
         };
         let mut problems = Vec::new();
@@ -1146,6 +1147,15 @@ impl Running<'_> {
 
         // Everything new is built and healthy: from here on nothing can fail.
         self.health.set(HealthState::Reloading);
+        // A kept `api_store` or `api` component keeps serving through its old handle.
+        let kept = |name: &String| reuse.kept.contains_key(name);
+        let api = ApiHandles {
+            store: (parts.api.store.clone())
+                .or_else(|| self.api.store.clone().filter(|(name, _)| kept(name))),
+            ingest: (parts.api.ingest.clone())
+                .or_else(|| self.api.ingest.clone().filter(|(name, _)| kept(name))),
+            ..parts.api.clone()
+        };
         let deadline = Instant::now() + new.shutdown_grace_period;
         for (name, kind, change) in &diff.changes {
             if *change == Change::Remove
@@ -1212,7 +1222,11 @@ impl Running<'_> {
             .retain(|name, _| reuse.kept.contains_key(name) && !self.live.contains_key(name));
         self.grace = new.shutdown_grace_period;
         self.config = Some(new);
-        Ok(diff.summary())
+        self.api = api.clone();
+        Ok(Reloaded {
+            summary: diff.summary(),
+            api,
+        })
     }
 }
 
