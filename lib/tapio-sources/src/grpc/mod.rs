@@ -87,6 +87,12 @@ pub struct GrpcSourceConfig {
     pub idle_timeout: tapio_event::ConfigDuration,
 }
 
+/// The HTTP/2 flow-control window of one `SubmitEvents` stream: what a sender may have on the
+/// wire before the pipeline reads it (a few batches).
+const STREAM_WINDOW_BYTES: u32 = 4 << 20;
+/// The window of one connection, shared by its streams.
+const CONNECTION_WINDOW_BYTES: u32 = 8 << 20;
+
 /// Bearer-token authentication of senders; tokens from both options are accepted.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -453,9 +459,14 @@ impl Source for GrpcSource {
                 health: HealthServer::new(Healthy),
                 events,
             };
+            // HTTP/2's default 64 KiB window lets a sender have one small batch in flight per
+            // round trip; these let `max_in_flight` batches of a thousand events flow, while
+            // still bounding what one stream can push before the pipeline takes it.
             let mut server = tonic::transport::Server::builder()
                 .max_concurrent_streams(Some(self.max_streams))
-                .http2_keepalive_interval(Some(Duration::from_secs(30)));
+                .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
+                .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES));
             if let Some(tls) = &self.tls {
                 server = server
                     .tls_config(tls.grpc_server())
@@ -467,7 +478,10 @@ impl Source for GrpcSource {
                     self.address
                 ))
             })?;
-            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            // Answers are small frames: without Nagle's algorithm they leave at once instead
+            // of waiting for the sender's delayed ACK, which would stall its in-flight window.
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let mut serve_stop = stop.clone();
             let address = self.address;
             let mut serving =
