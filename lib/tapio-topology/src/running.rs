@@ -215,23 +215,6 @@ fn sink_buffer(
     }
 }
 
-/// Takes `handle` as the API's one `what`; a second is a config error, since the API serves
-/// one store and one intake.
-fn claim<T>(
-    slot: &mut Option<(String, T)>,
-    name: &str,
-    handle: T,
-    what: &str,
-) -> Result<(), ComponentError> {
-    if let Some((first, _)) = slot {
-        return Err(ComponentError::config(format!(
-            "only one {what} is allowed (the API serves one), and `{first}` is one already"
-        )));
-    }
-    *slot = Some((name.to_owned(), handle));
-    Ok(())
-}
-
 /// What a build takes from the running pipeline instead of making it anew.
 #[derive(Default)]
 struct Reuse {
@@ -548,9 +531,10 @@ fn build_parts(config: &Config, reuse: &Reuse) -> Result<Topology, Vec<Component
     };
     for component in config.sinks.iter().filter(|c| !kept(&c.name)) {
         let built = match &component.config {
-            SinkConfig::ApiStore(store) => store.build_shared().and_then(|(store, sink)| {
-                claim(&mut api.store, &component.name, store, "api_store sink")?;
-                Ok(sink)
+            // One at most: the config loader refuses a second.
+            SinkConfig::ApiStore(store) => store.build_shared().map(|(store, sink)| {
+                api.store = Some((component.name.clone(), store));
+                sink
             }),
             other => other.build(&context(&component.name)),
         };
@@ -614,9 +598,9 @@ fn build_parts(config: &Config, reuse: &Reuse) -> Result<Topology, Vec<Component
             ComponentKind::Source,
         );
         let built = match &component.config {
-            SourceConfig::Api(intake) => intake.build_shared().and_then(|(ingest, source)| {
-                claim(&mut api.ingest, &component.name, ingest, "api source")?;
-                Ok(source)
+            SourceConfig::Api(intake) => intake.build_shared().map(|(ingest, source)| {
+                api.ingest = Some((component.name.clone(), ingest));
+                source
             }),
             other => other.build(&context(&component.name)),
         };
@@ -1446,19 +1430,11 @@ mod tests {
     }
 
     #[test]
-    fn the_api_store_and_intake_are_handed_up_and_only_one_of_each_is_allowed() {
+    fn the_api_store_and_intake_are_handed_up() {
         let one =
             "[sources.in]\ntype = \"api\"\n\n[sinks.a]\ntype = \"api_store\"\ninputs = [\"in\"]\n";
         let handles = build(one).expect("builds").api_handles();
         assert_eq!(handles.store.map(|(name, _)| name).as_deref(), Some("a"));
         assert_eq!(handles.ingest.map(|(name, _)| name).as_deref(), Some("in"));
-        let two = format!("{one}\n[sinks.b]\ntype = \"api_store\"\ninputs = [\"in\"]\n");
-        let problems = build(&two).err().expect("two stores are refused");
-        assert_eq!(problems.len(), 1);
-        assert_eq!(
-            problems[0].to_string(),
-            "sinks.b: only one api_store sink is allowed (the API serves one), and `a` is one already"
-        );
-        assert_eq!(problems[0].error.kind(), tapio_event::ErrorKind::Config);
     }
 }
