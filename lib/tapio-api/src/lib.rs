@@ -244,6 +244,12 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// client holds (live streams included).
 const MAX_STREAMS_PER_CONNECTION: u32 = 64;
 
+/// How often an HTTP/2 connection is pinged: a client that went away without closing (a
+/// crashed host, a dropped NAT entry) would otherwise hold its streams, taps included, forever.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a ping may go unanswered before the connection is closed.
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// The per-connection server: HTTP/1.1 or HTTP/2 as the client speaks, with the limits above.
 fn connection_builder() -> hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor> {
     let mut builder =
@@ -255,7 +261,9 @@ fn connection_builder() -> hyper_util::server::conn::auto::Builder<hyper_util::r
     builder
         .http2()
         .timer(hyper_util::rt::TokioTimer::new())
-        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .keep_alive_interval(Some(KEEP_ALIVE_INTERVAL))
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
     builder
 }
 
@@ -512,6 +520,40 @@ mod tests {
             .unwrap();
         server.abort();
         assert!(answer.contains("starting"), "{answer}");
+    }
+
+    /// An HTTP/2 client that stops answering pings (a host that vanished) is disconnected
+    /// after [`KEEP_ALIVE_INTERVAL`] and [`KEEP_ALIVE_TIMEOUT`] (on tokio's paused clock).
+    #[tokio::test(start_paused = true)]
+    async fn an_http2_client_that_stops_answering_pings_is_closed() {
+        let (mut client, connection) = tokio::io::duplex(1 << 16);
+        let listener = Exhausted {
+            failures: 0,
+            connection: Some(connection),
+            attempts: Arc::new(AtomicUsize::new(0)),
+        };
+        let server = tokio::spawn(serve_connections(listener, state()));
+        // The HTTP/2 preface and an empty SETTINGS frame, then silence.
+        client
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            .await
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        let mut frames = Vec::new();
+        let limit = (KEEP_ALIVE_INTERVAL + KEEP_ALIVE_TIMEOUT) * 3;
+        tokio::time::timeout(limit, client.read_to_end(&mut frames))
+            .await
+            .expect("the server closed the connection")
+            .unwrap();
+        server.abort();
+        let waited = started.elapsed();
+        assert!(waited >= KEEP_ALIVE_INTERVAL, "closed after {waited:?}");
+        // A PING frame (type 6) was sent before the connection was given up.
+        assert!(
+            frames.windows(4).any(|w| w[3] == 6 && w[0..3] == [0, 0, 8]),
+            "no PING among {} bytes",
+            frames.len()
+        );
     }
 
     /// A client that never finishes its request's headers is disconnected after
