@@ -300,19 +300,38 @@ fn paging(query: &HashMap<String, String>) -> Result<(usize, Option<Cursor>), Ba
     Ok((limit, after))
 }
 
-/// A list answer: `{"<key>": [...], "next_page_token": "..."}` (the token only when there is
-/// a next page).
-fn page_json(key: &str, page: &Page) -> Response<ResponseBody> {
-    let events: Vec<&UnifiedEvent> = page.events.iter().map(|e| &**e).collect();
-    let mut body = serde_json::Map::new();
-    body.insert(
-        key.to_owned(),
-        serde_json::to_value(events).expect("events serialise"),
-    );
-    if let Some(next) = page.next {
-        body.insert("next_page_token".into(), next.token().into());
+/// Which list a page answers: its key in the answer.
+#[derive(Clone, Copy)]
+enum PageOf {
+    Events,
+    Correlations,
+}
+
+/// A list answer: `{"events" | "correlations": [...], "next_page_token": "..."}` (the token
+/// only when there is a next page), serialised straight from the stored events.
+fn page_json(of: PageOf, page: &Page) -> Response<ResponseBody> {
+    #[derive(Serialize)]
+    struct Answer<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        events: Option<Vec<&'a UnifiedEvent>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        correlations: Option<Vec<&'a UnifiedEvent>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next_page_token: Option<String>,
     }
-    json(StatusCode::OK, &body)
+    let listed = Some(page.events.iter().map(|e| &**e).collect());
+    let (events, correlations) = match of {
+        PageOf::Events => (listed, None),
+        PageOf::Correlations => (None, listed),
+    };
+    json(
+        StatusCode::OK,
+        &Answer {
+            events,
+            correlations,
+            next_page_token: page.next.map(|next| next.token()),
+        },
+    )
 }
 
 const EVENT_PARAMS: &[&str] = &[
@@ -333,7 +352,10 @@ fn list_events(
     only(query, EVENT_PARAMS)?;
     let filter = event_filter(query)?;
     let (limit, after) = paging(query)?;
-    Ok(page_json("events", &store.query(&filter, limit, after)))
+    Ok(page_json(
+        PageOf::Events,
+        &store.query(&filter, limit, after),
+    ))
 }
 
 fn list_correlations(
@@ -366,7 +388,7 @@ fn list_correlations(
     };
     let (limit, after) = paging(query)?;
     Ok(page_json(
-        "correlations",
+        PageOf::Correlations,
         &store.query(&filter, limit, after),
     ))
 }
@@ -383,17 +405,23 @@ fn get_correlation(
             format!("the store holds no correlation summary with id {id:?}"),
         ));
     };
-    let list = |events: &[Arc<UnifiedEvent>]| {
-        serde_json::to_value(events.iter().map(|e| &**e).collect::<Vec<_>>())
-            .expect("events serialise")
-    };
+    /// The story, serialised straight from the stored events.
+    #[derive(Serialize)]
+    struct Answer<'a> {
+        correlation: &'a UnifiedEvent,
+        summaries: Vec<&'a UnifiedEvent>,
+        related_events: Vec<&'a UnifiedEvent>,
+    }
+    fn list(events: &[Arc<UnifiedEvent>]) -> Vec<&UnifiedEvent> {
+        events.iter().map(|e| &**e).collect()
+    }
     Ok(json(
         StatusCode::OK,
-        &serde_json::json!({
-            "correlation": &*story.summaries[0],
-            "summaries": list(&story.summaries),
-            "related_events": list(&story.related),
-        }),
+        &Answer {
+            correlation: &story.summaries[0],
+            summaries: list(&story.summaries),
+            related_events: list(&story.related),
+        },
     ))
 }
 
