@@ -262,13 +262,16 @@ retention = "24h"
     wait_port(api_port, tapio)
     connection = http.client.HTTPConnection("127.0.0.1", api_port)
 
-    def get(path):
+    def fetch(path):
         connection.request("GET", path)
         answer = connection.getresponse()
         body = answer.read()
         if answer.status != 200:
             sys.exit(f"GET {path}: {answer.status} {body[:300]!r}")
-        return json.loads(body)
+        return body
+
+    def get(path):
+        return json.loads(fetch(path))
 
     # Filled once the store's count reached 99% of what was fed (`correlate` holds the last
     # moments back for late events) and stopped moving.
@@ -295,8 +298,9 @@ retention = "24h"
     def timed(paths):
         millis = []
         for i in range(rounds):
+            # Until the whole answer is read; parsing it is the client's business, not timed.
             began = time.perf_counter()
-            get(paths[i % len(paths)])
+            fetch(paths[i % len(paths)])
             millis.append((time.perf_counter() - began) * 1e3)
         return percentile(millis, 0.5), percentile(millis, 0.99)
 
