@@ -9,7 +9,6 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -41,24 +40,6 @@ path = "{}"
             out.display()
         ),
     )
-}
-
-/// Starts tapio on `config` and waits for `/health` to say running.
-fn start(config: &Path, port: u16) -> Child {
-    let child = spawn_run(config);
-    eventually(Duration::from_secs(30), || {
-        http_get(port, "/health").filter(|(status, _)| *status == 200)
-    })
-    .expect("the API did not report running within 30 s");
-    child
-}
-
-/// Stops tapio with SIGTERM and returns what it printed.
-fn stop(child: Child) -> Output {
-    signal(child.id(), libc::SIGTERM);
-    let output = wait_with_timeout(child, Duration::from_secs(30));
-    assert_success(&output);
-    output
 }
 
 /// `POST /v1/events` with `body`; (status, body).
@@ -151,40 +132,6 @@ fn expected(sent: &[Value], keep: impl Fn(&Value) -> bool) -> Vec<String> {
         .collect()
 }
 
-/// Runs tests/api/client.py with `args` (and `token` as $TAPIO_API_TOKEN).
-fn run_python_client(port: u16, args: &[&str], token: Option<&str>) -> Output {
-    let token = token.map(|token| ("TAPIO_API_TOKEN", Path::new(token)));
-    run_python_client_with(port, args, token.as_slice())
-}
-
-/// Runs tests/api/client.py with `args` and the environment variables `env`.
-fn run_python_client_with(port: u16, args: &[&str], env: &[(&str, &Path)]) -> Output {
-    let mut command = std::process::Command::new("python3");
-    command
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/client.py"))
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/lib/tapio-proto/proto"
-        ))
-        .arg(format!("127.0.0.1:{port}"))
-        .args(args)
-        .env_remove("TAPIO_API_TOKEN")
-        .envs(env.iter().copied());
-    command.output().unwrap()
-}
-
-/// Runs tests/api/client.py with `args`, failing the test unless it succeeds; its standard
-/// output.
-fn python_client(port: u16, args: &[&str]) -> String {
-    let client = run_python_client(port, args, None);
-    assert!(
-        client.status.success(),
-        "{}",
-        String::from_utf8_lossy(&client.stderr)
-    );
-    String::from_utf8(client.stdout).unwrap()
-}
-
 /// The ids of `prefix <id>` lines.
 fn prefixed(text: &str, prefix: &str) -> Vec<String> {
     text.lines()
@@ -198,7 +145,7 @@ fn posted_events_are_queried_streamed_and_reach_the_file_sink() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let out = dir.path().join("out.ndjson");
-    let tapio = start(&config(dir.path(), port, &out, "max_events = 100000"), port);
+    let tapio = start_with_api(&config(dir.path(), port, &out, "max_events = 100000"), port);
 
     // Streams opened before the events arrive: NDJSON of `shop` processes, SSE of everything.
     let shop_processes = expected(&(0..90).map(event).collect::<Vec<_>>(), shop_process).len();
@@ -324,7 +271,7 @@ fn posted_events_are_queried_streamed_and_reach_the_file_sink() {
     let live = python_client(port, &["stream", "live", "3"]);
     assert_eq!(prefixed(&live, "stream "), ["live-0", "live-1", "live-2"]);
 
-    stop(tapio);
+    stop_cleanly(tapio);
     // Everything accepted reached the file sink, the refused body's events did not.
     let written = parse_ndjson(&std::fs::read_to_string(&out).unwrap());
     let written: Vec<&str> = written.iter().map(|e| e["id"].as_str().unwrap()).collect();
@@ -372,7 +319,7 @@ fn indexed_queries_on_100k_stored_events() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let out = dir.path().join("out.ndjson");
-    let tapio = start(&config(dir.path(), port, &out, "max_events = 100000"), port);
+    let tapio = start_with_api(&config(dir.path(), port, &out, "max_events = 100000"), port);
     let total = 100_000;
     for start in (0..total).step_by(10_000) {
         let body = ndjson(&(start..start + 10_000).map(event).collect::<Vec<_>>());
@@ -391,7 +338,7 @@ fn indexed_queries_on_100k_stored_events() {
     );
     assert!(rest < 250.0, "REST p99 {rest} ms");
     assert!(grpc_p99 < 250.0, "gRPC p99 {grpc_p99} ms");
-    stop(tapio);
+    stop_cleanly(tapio);
 }
 
 /// A stream client that stops reading is dropped once its queue fills, counted in `/metrics`,
@@ -402,7 +349,7 @@ fn a_stream_client_that_stops_reading_is_dropped_not_waited_for() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let out = dir.path().join("out.ndjson");
-    let tapio = start(&config(dir.path(), port, &out, "stream_queue = 8"), port);
+    let tapio = start_with_api(&config(dir.path(), port, &out, "stream_queue = 8"), port);
     let mut stalled = open_stream(port, "/v1/events/stream", "application/x-ndjson");
     // Far more than the socket buffers and the queue of 8 hold.
     let total = 40_000;
@@ -432,7 +379,7 @@ fn a_stream_client_that_stops_reading_is_dropped_not_waited_for() {
         "{:?}",
         lines.last()
     );
-    stop(tapio);
+    stop_cleanly(tapio);
     let written = std::fs::read_to_string(&out).unwrap();
     assert_eq!(written.lines().count(), total);
 }
@@ -474,7 +421,7 @@ inputs = ["impact"]
 "#
         ),
     );
-    let tapio = start(&config, port);
+    let tapio = start_with_api(&config, port);
     let answer = python_client(port, &["analyze"]);
     let analyzed: Vec<Vec<String>> = prefixed(&answer, "analyzed ")
         .iter()
@@ -493,7 +440,7 @@ inputs = ["impact"]
     assert!(impact("shop") > impact("blog"), "{answer}");
     // The analysis touched nothing live: the store saw none of it.
     assert!(ids(&get_json(port, "/v1/events")["events"]).is_empty());
-    stop(tapio);
+    stop_cleanly(tapio);
 }
 
 /// Unix time now, in nanoseconds.
@@ -513,7 +460,7 @@ fn live_stream_latency_at_10k_events_per_second() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let out = dir.path().join("out.ndjson");
-    let tapio = start(&config(dir.path(), port, &out, ""), port);
+    let tapio = start_with_api(&config(dir.path(), port, &out, ""), port);
     let (batches, per_batch) = (200, 100);
     let total = batches * per_batch;
     let mut stream = open_stream(
@@ -556,7 +503,7 @@ fn live_stream_latency_at_10k_events_per_second() {
         ms(p99)
     );
     assert!(ms(p99) < 1000.0, "p99 {} ms", ms(p99));
-    stop(tapio);
+    stop_cleanly(tapio);
 }
 
 /// `GET path` with `authorization: Bearer <token>` when given; (status, body).
@@ -594,7 +541,7 @@ fn with_tokens_calls_without_one_are_refused() {
         .unwrap()
         .replace("[api]\n", "[api]\nauth.tokens = [\"ops:s3cret-t0ken\"]\n");
     std::fs::write(&config, text).unwrap();
-    let tapio = start(&config, port);
+    let tapio = start_with_api(&config, port);
     for (token, status) in [
         (None, 401),
         (Some("wrong"), 401),
@@ -648,7 +595,7 @@ fn with_tokens_calls_without_one_are_refused() {
         get_with_token(port, "/v1/events", Some("s3cret-t0ken")).0,
         401
     );
-    let log = String::from_utf8_lossy(&stop(tapio).stderr).into_owned();
+    let log = String::from_utf8_lossy(&stop_cleanly(tapio).stderr).into_owned();
     assert!(log.contains("token=ops"), "{log}");
     assert!(log.contains("API call refused"), "{log}");
     assert!(
@@ -665,7 +612,7 @@ fn correlations_are_listed_and_told_by_rest_and_grpc() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let out = dir.path().join("out.ndjson");
-    let tapio = start(&config(dir.path(), port, &out, ""), port);
+    let tapio = start_with_api(&config(dir.path(), port, &out, ""), port);
     let tagged = |id: &str, second: u32, story: &str| {
         json!({
             "id": id, "timestamp": format!("2026-01-01T00:00:{second:02}Z"), "type": "process",
@@ -714,59 +661,7 @@ fn correlations_are_listed_and_told_by_rest_and_grpc() {
     assert_eq!(prefixed(&grpc, "story "), ["s2"]);
     // c2's summary lists e1 too, so the story has both its tagged event and the listed one.
     assert_eq!(prefixed(&grpc, "related "), ["e3", "e1"]);
-    stop(tapio);
-}
-
-/// `StreamEvents` with `tap`, from the independent Python client: the events crossing a
-/// filter's output and a sink's input, up to the limit; a pattern that matches nothing is
-/// `INVALID_ARGUMENT`.
-#[test]
-fn taps_over_grpc() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = write_config(
-        dir.path(),
-        "tap.toml",
-        &format!(
-            r#"
-[api]
-address = "127.0.0.1:{port}"
-
-[sources.in]
-type = "demo"
-rate = 5000
-
-[transforms.only_net]
-type = "filter"
-inputs = ["in"]
-condition = {{ field = "type", equals = "network" }}
-
-[sinks.out]
-type = "blackhole"
-inputs = ["only_net"]
-"#
-        ),
-    );
-    let child = start(&config, port);
-    for side in ["outputs", "inputs"] {
-        let pattern = if side == "outputs" { "only_net" } else { "ou*" };
-        let lines = python_client(port, &["tap", pattern, side, "25"]);
-        let kinds: Vec<&str> = lines
-            .lines()
-            .filter_map(|l| l.strip_prefix("tap "))
-            .map(|l| l.split(' ').nth(1).unwrap())
-            .collect();
-        assert_eq!(kinds.len(), 25, "{side}: {lines}");
-        assert!(kinds.iter().all(|k| *k == "network"), "{side}: {kinds:?}");
-    }
-    let refused = run_python_client(port, &["tap", "nothing*", "outputs", "1"], None);
-    assert!(!refused.status.success());
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(
-        stderr.contains("INVALID_ARGUMENT") && stderr.contains("matches no running component"),
-        "{stderr}"
-    );
-    stop(child);
+    stop_cleanly(tapio);
 }
 
 /// `[api] tls`: REST and gRPC over TLS from independent clients (Python's urllib and grpcio,
@@ -877,5 +772,5 @@ inputs = ["in"]
         client_key,
     ]);
     assert_success(&tapped);
-    stop(child);
+    stop_cleanly(child);
 }

@@ -41,6 +41,15 @@ fn wait_listening(port: u16) {
     .expect("the aggregator did not listen within 30 s");
 }
 
+/// A number different on every run, for random sizes: batches and the moment of a kill fall
+/// differently each time.
+fn run_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+}
+
 #[test]
 fn aggregator_killed_mid_stream_loses_no_event() {
     let dir = tempfile::tempdir().unwrap();
@@ -50,11 +59,7 @@ fn aggregator_killed_mid_stream_loses_no_event() {
     let sent = dir.path().join("sent.ndjson");
     let first = aggregator(dir.path(), "agg1.toml", port, "", &first_out);
     let second = aggregator(dir.path(), "agg2.toml", port, "", &second_out);
-    // Random sizes so batches and the moment of the kill fall differently on every run.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
+    let nanos = run_seed();
     let count = 20_000 + nanos % 10_000;
     let batch = 50 + nanos % 200;
     let agent = write_config(
@@ -131,10 +136,7 @@ fn two_endpoints_share_the_load_and_one_takes_over_from_a_dead_one() {
     let (port_a, port_b) = (free_port(), free_port());
     let (out_a, out_b) = (dir.path().join("a.ndjson"), dir.path().join("b.ndjson"));
     let sent = dir.path().join("sent.ndjson");
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
+    let nanos = run_seed();
     let count = 20_000 + nanos % 10_000;
     let batch = 50 + nanos % 150;
     let agent = write_config(

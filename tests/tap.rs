@@ -1,14 +1,14 @@
 //! `tapio tap` against a running `tapio` (both the real binary): it prints what crosses the
 //! components it names, on their output or input side, stops at `--limit`, refuses names that
 //! match nothing, keeps tapping a component a reload rebuilt, and a client that stops reading
-//! is dropped and counted while the pipeline runs on at full speed.
+//! is dropped and counted while the pipeline runs on at full speed; the same taps over gRPC
+//! `StreamEvents` from the independent Python client.
 
 mod common;
 
 use std::io::Write as _;
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use common::*;
@@ -40,22 +40,6 @@ inputs = ["only_net"]
 
 const NETWORK_ONLY: &str = r#"{ field = "type", equals = "network" }"#;
 
-/// Starts `tapio run` on `config` and waits until its API says running.
-fn start(config: &Path, port: u16) -> Child {
-    let child = spawn_run(config);
-    eventually(Duration::from_secs(30), || {
-        http_get(port, "/health").filter(|(status, _)| *status == 200)
-    })
-    .expect("the API did not report running within 30 s");
-    child
-}
-
-/// Stops the pipeline with SIGTERM; it must exit cleanly.
-fn stop(child: Child) {
-    signal(child.id(), libc::SIGTERM);
-    assert_success(&wait_with_timeout(child, Duration::from_secs(30)));
-}
-
 /// `tapio tap <args>` against the API on `port`, given at most 30 s.
 fn tap(port: u16, args: &[&str]) -> Output {
     let child = tapio()
@@ -86,7 +70,7 @@ fn outputs_and_inputs_are_tapped_up_to_the_limit() {
         "tap.toml",
         &pipeline(port, "rate = 5000", NETWORK_ONLY),
     );
-    let child = start(&config, port);
+    let child = start_with_api(&config, port);
 
     // The source's output: every kind of event, as wire JSON a `stdin` source reads back.
     let source = tap(port, &["in", "--limit", "300"]);
@@ -146,7 +130,7 @@ fn outputs_and_inputs_are_tapped_up_to_the_limit() {
 
     let metrics = http_get(port, "/metrics").unwrap().1;
     assert!(metrics.contains("tapio_tap_clients 0\n"), "{metrics}");
-    stop(child);
+    stop_cleanly(child);
 
     // Nothing listens any more: exit 69 with the address.
     let unreachable = tap(port, &["in", "--limit", "1"]);
@@ -163,7 +147,7 @@ fn a_tap_keeps_seeing_a_component_a_reload_rebuilt() {
         "tap.toml",
         &pipeline(port, "rate = 2000", NETWORK_ONLY),
     );
-    let child = start(&config, port);
+    let child = start_with_api(&config, port);
     // A long tap on the filter's output, read as it goes.
     let mut tapping = tapio()
         .args(["tap", "only_net", "--address", &format!("127.0.0.1:{port}")])
@@ -219,7 +203,7 @@ fn a_tap_keeps_seeing_a_component_a_reload_rebuilt() {
     tapping.kill().unwrap();
     tapping.wait().unwrap();
     reader.join().unwrap();
-    stop(child);
+    stop_cleanly(child);
 }
 
 #[test]
@@ -228,7 +212,7 @@ fn a_tap_client_that_stops_reading_is_dropped_and_the_pipeline_runs_on() {
     let port = free_port();
     // As fast as the pipeline goes: a client that reads nothing falls behind at once.
     let config = write_config(dir.path(), "tap.toml", &pipeline(port, "", NETWORK_ONLY));
-    let child = start(&config, port);
+    let child = start_with_api(&config, port);
     let mut stalled = TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(
         stalled,
@@ -258,5 +242,39 @@ fn a_tap_client_that_stops_reading_is_dropped_and_the_pipeline_runs_on() {
         after - before
     );
     drop(stalled);
-    stop(child);
+    stop_cleanly(child);
+}
+
+/// `StreamEvents` with `tap`, from the independent Python client: the events crossing a
+/// filter's output and a sink's input, up to the limit; a pattern that matches nothing is
+/// `INVALID_ARGUMENT`.
+#[test]
+fn taps_over_grpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(
+        dir.path(),
+        "tap.toml",
+        &pipeline(port, "rate = 5000", NETWORK_ONLY),
+    );
+    let child = start_with_api(&config, port);
+    for side in ["outputs", "inputs"] {
+        let pattern = if side == "outputs" { "only_net" } else { "ou*" };
+        let lines = python_client(port, &["tap", pattern, side, "25"]);
+        let kinds: Vec<&str> = lines
+            .lines()
+            .filter_map(|l| l.strip_prefix("tap "))
+            .map(|l| l.split(' ').nth(1).unwrap())
+            .collect();
+        assert_eq!(kinds.len(), 25, "{side}: {lines}");
+        assert!(kinds.iter().all(|k| *k == "network"), "{side}: {kinds:?}");
+    }
+    let refused = run_python_client(port, &["tap", "nothing*", "outputs", "1"], None);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("INVALID_ARGUMENT") && stderr.contains("matches no running component"),
+        "{stderr}"
+    );
+    stop_cleanly(child);
 }

@@ -161,11 +161,7 @@ inputs = ["gen"]
 fn the_dashboard_shows_live_rates_and_q_restores_the_terminal() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let tapio = Running(spawn_run(&demo_pipeline(dir.path(), port)));
-    eventually(SCREEN_WAIT, || {
-        http_get(port, "/health").filter(|(status, _)| *status == 200)
-    })
-    .expect("the API did not report running");
+    let tapio = Running(start_with_api(&demo_pipeline(dir.path(), port), port));
     let tmux = Tmux::start(
         "live",
         &format!("{} --address 127.0.0.1:{port}", top_command()),

@@ -424,3 +424,56 @@ pub fn certificates(dir: &Path) -> Certificates {
         client_key: file("client.key"),
     }
 }
+
+/// Starts `tapio run` on `config` and waits until its API on `port` says running.
+pub fn start_with_api(config: &Path, port: u16) -> Child {
+    let child = spawn_run(config);
+    eventually(Duration::from_secs(30), || {
+        http_get(port, "/health").filter(|(status, _)| *status == 200)
+    })
+    .expect("the API did not report running within 30 s");
+    child
+}
+
+/// Stops tapio with SIGTERM; it must exit cleanly. Returns what it printed.
+pub fn stop_cleanly(child: Child) -> Output {
+    signal(child.id(), libc::SIGTERM);
+    let output = wait_with_timeout(child, Duration::from_secs(30));
+    assert_success(&output);
+    output
+}
+
+/// Runs tests/api/client.py, the independent gRPC (and urllib) client of the API on `port`,
+/// with `args` and the environment variables `env` ($TAPIO_API_TOKEN, $TAPIO_API_CA, …).
+pub fn run_python_client_with(port: u16, args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut command = Command::new("python3");
+    command
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/client.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/lib/tapio-proto/proto"
+        ))
+        .arg(format!("127.0.0.1:{port}"))
+        .args(args)
+        .env_remove("TAPIO_API_TOKEN")
+        .envs(env.iter().copied());
+    command.output().unwrap()
+}
+
+/// Runs tests/api/client.py with `args` (and `token` as $TAPIO_API_TOKEN).
+pub fn run_python_client(port: u16, args: &[&str], token: Option<&str>) -> Output {
+    let token = token.map(|token| ("TAPIO_API_TOKEN", Path::new(token)));
+    run_python_client_with(port, args, token.as_slice())
+}
+
+/// Runs tests/api/client.py with `args`, failing the test unless it succeeds; its standard
+/// output.
+pub fn python_client(port: u16, args: &[&str]) -> String {
+    let client = run_python_client(port, args, None);
+    assert!(
+        client.status.success(),
+        "{}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    String::from_utf8(client.stdout).unwrap()
+}

@@ -522,10 +522,9 @@ mod tests {
         assert!(answer.contains("starting"), "{answer}");
     }
 
-    /// An HTTP/2 client that stops answering pings (a host that vanished) is disconnected
-    /// after [`KEEP_ALIVE_INTERVAL`] and [`KEEP_ALIVE_TIMEOUT`] (on tokio's paused clock).
-    #[tokio::test(start_paused = true)]
-    async fn an_http2_client_that_stops_answering_pings_is_closed() {
+    /// Serves one connection on which a client sends `sent` and then nothing, and reads until
+    /// the server closes it (at most `limit`): how long that took, and what the server sent.
+    async fn closed_after(sent: &[u8], limit: Duration) -> (Duration, Vec<u8>) {
         let (mut client, connection) = tokio::io::duplex(1 << 16);
         let listener = Exhausted {
             failures: 0,
@@ -533,20 +532,27 @@ mod tests {
             attempts: Arc::new(AtomicUsize::new(0)),
         };
         let server = tokio::spawn(serve_connections(listener, state()));
-        // The HTTP/2 preface and an empty SETTINGS frame, then silence.
-        client
-            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-            .await
-            .unwrap();
+        client.write_all(sent).await.unwrap();
         let started = tokio::time::Instant::now();
-        let mut frames = Vec::new();
-        let limit = (KEEP_ALIVE_INTERVAL + KEEP_ALIVE_TIMEOUT) * 3;
-        tokio::time::timeout(limit, client.read_to_end(&mut frames))
+        let mut received = Vec::new();
+        tokio::time::timeout(limit, client.read_to_end(&mut received))
             .await
             .expect("the server closed the connection")
             .unwrap();
         server.abort();
-        let waited = started.elapsed();
+        (started.elapsed(), received)
+    }
+
+    /// An HTTP/2 client that stops answering pings (a host that vanished) is disconnected
+    /// after [`KEEP_ALIVE_INTERVAL`] and [`KEEP_ALIVE_TIMEOUT`] (on tokio's paused clock).
+    #[tokio::test(start_paused = true)]
+    async fn an_http2_client_that_stops_answering_pings_is_closed() {
+        // The HTTP/2 preface and an empty SETTINGS frame, then silence.
+        let (waited, frames) = closed_after(
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+            (KEEP_ALIVE_INTERVAL + KEEP_ALIVE_TIMEOUT) * 3,
+        )
+        .await;
         assert!(waited >= KEEP_ALIVE_INTERVAL, "closed after {waited:?}");
         // A PING frame (type 6) was sent before the connection was given up.
         assert!(
@@ -560,25 +566,8 @@ mod tests {
     /// [`HEADER_READ_TIMEOUT`] (on tokio's paused clock, so the test takes no real time).
     #[tokio::test(start_paused = true)]
     async fn a_connection_that_never_finishes_its_headers_is_closed() {
-        let (mut client, connection) = tokio::io::duplex(4096);
-        let listener = Exhausted {
-            failures: 0,
-            connection: Some(connection),
-            attempts: Arc::new(AtomicUsize::new(0)),
-        };
-        let server = tokio::spawn(serve_connections(listener, state()));
-        client
-            .write_all(b"GET /health HTTP/1.1\r\nhost")
-            .await
-            .unwrap();
-        let started = tokio::time::Instant::now();
-        let mut answer = Vec::new();
-        tokio::time::timeout(HEADER_READ_TIMEOUT * 2, client.read_to_end(&mut answer))
-            .await
-            .expect("the server closed the connection")
-            .unwrap();
-        server.abort();
-        let waited = started.elapsed();
+        let (waited, answer) =
+            closed_after(b"GET /health HTTP/1.1\r\nhost", HEADER_READ_TIMEOUT * 2).await;
         assert!(waited >= HEADER_READ_TIMEOUT, "closed after {waited:?}");
         assert!(!String::from_utf8_lossy(&answer).contains("running"));
     }
