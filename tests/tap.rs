@@ -40,6 +40,28 @@ inputs = ["only_net"]
 
 const NETWORK_ONLY: &str = r#"{ field = "type", equals = "network" }"#;
 
+/// A running [`pipeline`] keeping network events, in its own directory.
+struct Started {
+    config: std::path::PathBuf,
+    port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+/// Writes [`pipeline`] with `rate` and the network-only filter, and starts it.
+fn start_pipeline(rate: &str) -> Started {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(dir.path(), "tap.toml", &pipeline(port, rate, NETWORK_ONLY));
+    let child = start_with_api(&config, port);
+    Started {
+        config,
+        port,
+        child,
+        _dir: dir,
+    }
+}
+
 /// `tapio tap <args>` against the API on `port`, given at most 30 s.
 fn tap(port: u16, args: &[&str]) -> Output {
     let child = tapio()
@@ -63,14 +85,9 @@ fn stderr(output: &Output) -> String {
 
 #[test]
 fn outputs_and_inputs_are_tapped_up_to_the_limit() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = write_config(
-        dir.path(),
-        "tap.toml",
-        &pipeline(port, "rate = 5000", NETWORK_ONLY),
-    );
-    let child = start_with_api(&config, port);
+    let Started {
+        port, child, _dir, ..
+    } = start_pipeline("rate = 5000");
 
     // The source's output: every kind of event, as wire JSON a `stdin` source reads back.
     let source = tap(port, &["in", "--limit", "300"]);
@@ -140,14 +157,12 @@ fn outputs_and_inputs_are_tapped_up_to_the_limit() {
 
 #[test]
 fn a_tap_keeps_seeing_a_component_a_reload_rebuilt() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = write_config(
-        dir.path(),
-        "tap.toml",
-        &pipeline(port, "rate = 2000", NETWORK_ONLY),
-    );
-    let child = start_with_api(&config, port);
+    let Started {
+        config,
+        port,
+        child,
+        _dir,
+    } = start_pipeline("rate = 2000");
     // A long tap on the filter's output, read as it goes.
     let mut tapping = tapio()
         .args(["tap", "only_net", "--address", &format!("127.0.0.1:{port}")])
@@ -208,11 +223,10 @@ fn a_tap_keeps_seeing_a_component_a_reload_rebuilt() {
 
 #[test]
 fn a_tap_client_that_stops_reading_is_dropped_and_the_pipeline_runs_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     // As fast as the pipeline goes: a client that reads nothing falls behind at once.
-    let config = write_config(dir.path(), "tap.toml", &pipeline(port, "", NETWORK_ONLY));
-    let child = start_with_api(&config, port);
+    let Started {
+        port, child, _dir, ..
+    } = start_pipeline("");
     let mut stalled = TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(
         stalled,
@@ -250,14 +264,9 @@ fn a_tap_client_that_stops_reading_is_dropped_and_the_pipeline_runs_on() {
 /// `INVALID_ARGUMENT`.
 #[test]
 fn taps_over_grpc() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = write_config(
-        dir.path(),
-        "tap.toml",
-        &pipeline(port, "rate = 5000", NETWORK_ONLY),
-    );
-    let child = start_with_api(&config, port);
+    let Started {
+        port, child, _dir, ..
+    } = start_pipeline("rate = 5000");
     for side in ["outputs", "inputs"] {
         let pattern = if side == "outputs" { "only_net" } else { "ou*" };
         let lines = python_client(port, &["tap", pattern, side, "25"]);
